@@ -1,0 +1,46 @@
+"""The one global optimizer hook biofa installs, and the training-step counter.
+
+After *any* torch optimizer's ``step()`` the hook (1) projects the weights of every constrained
+biofa layer whose parameters that optimizer updates, and (2) advances the global training-step
+counter, which is what "once per training step" means for brSF's redraw. A user's training loop
+calls nothing. Code that updates weights by hand calls :func:`biofa.constraints.enforce` and
+:func:`biofa.feedback.next_step` itself.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+_step = 0
+_constrained_layers: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def training_step() -> int:
+    """Number of optimizer steps taken in this process (plus manual :func:`next_step` calls)."""
+    return _step
+
+
+def next_step() -> int:
+    """Advance the training-step counter by hand (for loops that do not use torch.optim)."""
+    global _step
+    _step += 1
+    return _step
+
+
+def register_constrained(layer) -> None:
+    """Let the optimizer hook project ``layer`` after each step that updates it."""
+    _constrained_layers.add(layer)
+
+
+def _after_optimizer_step(optimizer, args, kwargs) -> None:
+    if len(_constrained_layers):
+        updated = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        for layer in list(_constrained_layers):
+            if any(id(p) in updated for p in layer.constrained_parameters()):
+                layer.enforce_constraints()
+    next_step()
+
+
+_handle = register_optimizer_step_post_hook(_after_optimizer_step)

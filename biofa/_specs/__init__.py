@@ -1,0 +1,1 @@
+"""Packaged spec files: ``circuits/`` and ``experiments/`` from the source tree (see pyproject)."""

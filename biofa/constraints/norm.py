@@ -1,0 +1,66 @@
+"""Weight-norm constraints (Moskovitz et al. 2018, REFERENCE §4)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, check_choice
+from . import functional as F
+
+
+class ConstNorm(nn.Module):
+    """``const``: after every optimizer step W is rescaled to its initial Frobenius norm.
+
+    .. math:: W \\leftarrow W \\, \\nu_0 / \\|W\\|_F
+
+    ``per="layer"`` (default) keeps one norm per layer; ``per="unit"`` one per output unit (row of
+    W, output channel of a convolution). The target norms are a buffer recorded at bind time.
+    """
+
+    def __init__(self, per: str = "layer"):
+        super().__init__()
+        check_choice("ConstNorm", "per", per, ("layer", "unit"))
+        self.per = per
+        self.register_buffer("target", None)
+
+    @property
+    def per_unit(self) -> bool:
+        return self.per == "unit"
+
+    def bind(self, weight: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.target = F.unit_norms(weight, self.per_unit).clone()
+
+    def project(self, weight: torch.Tensor) -> torch.Tensor:
+        return F.rescale_norm(weight, self.target, self.per_unit)
+
+    def config(self) -> dict:
+        return {"per": self.per}
+
+    def clone(self) -> "ConstNorm":
+        return ConstNorm(**self.config())
+
+    def extra_repr(self) -> str:
+        return f"per={self.per!r}"
+
+
+NORMS = {"const": ConstNorm}
+
+
+def make_norm(spec, owner: str = "layer") -> ConstNorm | None:
+    """``None`` → none; ``"const"``; ``{"rule": "const", "per": "unit"}``; a :class:`ConstNorm` (cloned)."""
+    if spec is None:
+        return None
+    if isinstance(spec, ConstNorm):
+        return spec.clone()
+    if isinstance(spec, dict):
+        options = dict(spec)
+        name = options.pop("rule", None)
+        check_choice(owner, "norm.rule", name, sorted(NORMS))
+        try:
+            return NORMS[name](**options)
+        except TypeError as err:
+            raise ConfigError(f"Bad options for norm constraint {name!r} of {owner}: {err}") from None
+    check_choice(owner, "norm", spec, [None, *sorted(NORMS)])
+    return NORMS[spec]()

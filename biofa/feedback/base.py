@@ -1,0 +1,132 @@
+"""The base class of every feedback rule and the registry that turns names into rules."""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, check_choice
+
+
+class Feedback(nn.Module, metaclass=abc.ABCMeta):
+    """The feedback synapses of one layer: the matrix B that carries the error backwards.
+
+    B has the shape of the forward weight W it stands in for; the layer's backward sends
+    ``g @ B`` to its input where backprop would send ``g @ W``. A rule holds only its
+    hyper-parameters until :meth:`bind` attaches it to a layer and draws its tensors: a fixed B is
+    a registered buffer, a learned B a :class:`~torch.nn.Parameter` of its own, so
+    ``state_dict``, ``.to()`` and ``deepcopy`` keep it.
+
+    Subclasses implement :meth:`matrix_for` and, when B is learned, :meth:`feedback_grad`.
+    """
+
+    #: Registry name of the rule ("fa", "usf", ...).
+    name: ClassVar[str] = ""
+    #: B is a Parameter that receives a gradient of its own (Kolen–Pollack, weight mirror).
+    learned: ClassVar[bool] = False
+    #: The rule reads the sign of W (uSF, frSF, brSF): degenerate under Dale's law for uSF.
+    sign_concordant: ClassVar[bool] = False
+    #: Direct feedback: the error comes from the network output, not from the layer above.
+    direct: ClassVar[bool] = False
+
+    def __init__(self):
+        super().__init__()
+        # The owning layer, kept out of the module tree (no second registration, no cycle in
+        # state_dict); deepcopy maps it to the copied layer.
+        object.__setattr__(self, "_owner", None)
+
+    # -- construction ----------------------------------------------------------------------
+    def config(self) -> dict:
+        """The constructor arguments, unmodified: ``type(rule)(**rule.config())`` is a clone."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {k: getattr(self, k) for k in params if k != "self"}
+
+    def clone(self) -> "Feedback":
+        """A fresh, unbound rule with the same hyper-parameters."""
+        return type(self)(**self.config())
+
+    def bind(self, layer, generator: torch.Generator | None = None) -> "Feedback":
+        """Attach to ``layer`` and draw this rule's tensors for ``layer.weight``'s shape."""
+        if self._owner is not None and self._owner is not layer:
+            raise ConfigError(
+                f"This {type(self).__name__} feedback is already bound to another layer; "
+                "pass a rule name or a new rule object to each layer (biofa.nn.convert clones)."
+            )
+        object.__setattr__(self, "_owner", layer)
+        with torch.no_grad():
+            self.reset_parameters(layer.weight, generator)
+        return self
+
+    @property
+    def init_scheme(self):
+        """The init distribution B draws from: the rule's own ``init``, else the owner's."""
+        own = getattr(self, "init", None)
+        if own is not None:
+            return own
+        return getattr(self._owner, "init", "xavier")
+
+    def reset_parameters(self, weight: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Draw the rule's tensors for a forward weight like ``weight`` (nothing by default)."""
+
+    # -- the matrix ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def matrix_for(self, weight: torch.Tensor) -> torch.Tensor:
+        """The effective B for forward weight ``weight`` at the current training step."""
+
+    def matrix(self) -> torch.Tensor:
+        """The effective B in use now by the owning layer (detached)."""
+        if self._owner is None:
+            raise ConfigError(f"{type(self).__name__} feedback is not bound to a layer yet.")
+        with torch.no_grad():
+            return self.matrix_for(self._owner.weight.detach())
+
+    def feedback_parameter(self) -> torch.Tensor | None:
+        """The learned B Parameter, or None for fixed rules."""
+        return None
+
+    def feedback_grad(self, weight: torch.Tensor, grad_weight: torch.Tensor) -> torch.Tensor | None:
+        """Gradient of the learned B for one backward pass (None for fixed rules)."""
+        return None
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+
+
+RULES: dict[str, type[Feedback]] = {}
+
+
+def register_rule(cls: type[Feedback]) -> type[Feedback]:
+    """Class decorator: make ``cls`` available by its ``name`` everywhere a rule is accepted."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a non-empty 'name'")
+    RULES[cls.name] = cls
+    return cls
+
+
+def make_feedback(spec, owner: str = "layer") -> Feedback:
+    """Turn ``spec`` into a new, unbound rule.
+
+    ``spec`` is a registry name (``"fa"``), a :class:`Feedback` object (cloned, so the caller's
+    object is never bound or mutated), or a table ``{"rule": "usf", "scale": "sn"}``.
+    """
+    if isinstance(spec, Feedback):
+        return spec.clone()
+    if isinstance(spec, dict):
+        options = dict(spec)
+        name = options.pop("rule", None)
+        check_choice(owner, "feedback.rule", name, sorted(RULES))
+        cls = RULES[name]
+        allowed = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"Unknown option(s) {unknown} for feedback rule {name!r} of {owner}; "
+                f"expected some of {allowed}."
+            )
+        return cls(**options)
+    check_choice(owner, "feedback", spec, sorted(RULES))
+    return RULES[spec]()

@@ -1,0 +1,63 @@
+"""The mathematics of the feedback rules as small pure functions (REFERENCE §1).
+
+Convention: a feedback matrix ``B`` has the shape of the forward weight ``W`` it stands in for, so
+the error a layer sends to its input is ``g @ B`` where backprop would send ``g @ W``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rms(weight: torch.Tensor) -> torch.Tensor:
+    """Root mean square of ``weight``: :math:`\\|W\\|_F / \\sqrt{n}`, a 0-d tensor."""
+    return weight.norm() / weight.numel() ** 0.5
+
+
+def uniform_sign_feedback(weight: torch.Tensor, scale) -> torch.Tensor:
+    """uSF (Liao 2016): :math:`B = c \\, \\mathrm{sign}(W)`.
+
+    ``scale`` is c, a float or a 0-d tensor. With ``c = rms(W)`` this is the "SN" scaling and
+    :math:`\\|B\\|_F = \\|W\\|_F` whenever W has no exact zeros.
+    """
+    return torch.sign(weight).mul_(scale)
+
+
+def random_magnitude_sign_feedback(weight: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """frSF / brSF: :math:`B = \\mathrm{sign}(W) \\circ |R|` with ``magnitude`` = R (any sign)."""
+    return torch.sign(weight).mul_(magnitude.abs())
+
+
+def match_norm(feedback: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """"SN" scaling: :math:`B \\, \\|W\\|_F / \\|B\\|_F`, so that the two norms are equal.
+
+    A zero B stays zero (there is no direction to scale).
+    """
+    norm_b = feedback.norm()
+    return feedback * torch.where(norm_b > 0, weight.norm() / norm_b, torch.zeros_like(norm_b))
+
+
+def kolen_pollack_gradient(grad_weight: torch.Tensor) -> torch.Tensor:
+    """Kolen–Pollack (Akrout 2019): B's gradient is W's local gradient :math:`g^\\top h`.
+
+    Handed to the same optimizer with the same weight decay λ, plain SGD gives
+    :math:`W_{t+1} - B_{t+1} = (1 - \\eta\\lambda)(W_t - B_t)`, so B → W.
+    """
+    return grad_weight
+
+
+def weight_mirror_gradient(
+    weight: torch.Tensor, feedback: torch.Tensor, noise: torch.Tensor, noise_std: float, decay: float
+) -> torch.Tensor:
+    """Weight mirror (Akrout 2019), written as a gradient for B (descent adds its negative).
+
+    .. math:: \\Delta B = \\eta \\left(\\frac{1}{n\\sigma^2} \\sum_k (W\\xi_k)\\xi_k^\\top - \\lambda B\\right),
+              \\qquad \\xi_k \\sim \\mathcal N(0, \\sigma^2 I)
+
+    Since :math:`E[\\xi\\xi^\\top] = \\sigma^2 I` the expected update is :math:`\\eta(W - \\lambda B)`,
+    whose fixed point is :math:`B = W / \\lambda \\propto W`. ``weight`` is viewed as a matrix
+    (out, in·k·k) for convolutions; ``noise`` has shape (n, in·k·k).
+    """
+    w = weight.reshape(weight.shape[0], -1)
+    mirrored = (noise @ w.T).T @ noise / (noise.shape[0] * noise_std**2)
+    return (decay * feedback.reshape_as(w) - mirrored).reshape_as(weight)

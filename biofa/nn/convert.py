@@ -1,0 +1,113 @@
+"""Turn any torch model into one with separate feedback, and wire up DFA."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..feedback.direct import DFA, DirectFeedbackHub
+from .layers import Conv1d, Conv2d, FeedbackLayer, Linear
+
+_TORCH_TO_BIOFA = {nn.Linear: Linear, nn.Conv1d: Conv1d, nn.Conv2d: Conv2d}
+
+
+def _replacement(module: nn.Module, options: dict) -> FeedbackLayer:
+    factory = {"device": module.weight.device, "dtype": module.weight.dtype}
+    bias = module.bias is not None
+    if isinstance(module, nn.Linear):
+        new = Linear(module.in_features, module.out_features, bias, **options, **factory)
+    else:
+        cls = Conv1d if isinstance(module, nn.Conv1d) else Conv2d
+        new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                  module.padding, module.dilation, module.groups, bias, module.padding_mode,
+                  **options, **factory)
+    new.load_forward_weights(module.weight.detach(), module.bias.detach() if bias else None,
+                             options.get("generator"))
+    new.train(module.training)
+    return new
+
+
+def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavier",
+            batch_manhattan: bool = False, exclude=(), output: str | None = None,
+            generator: torch.Generator | None = None, inplace: bool = False) -> nn.Module:
+    """Replace every ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d`` of ``model`` by biofa's layer.
+
+    Forward weights and biases are copied (under a sign constraint W becomes S∘|W|); B is drawn
+    per layer. The rule, sign and norm options are cloned for each layer, so the caller's objects
+    are never bound or mutated. Returns a converted deep copy unless ``inplace=True``.
+
+    ``exclude``: names of modules to leave as they are. ``output``: for DFA, the name of the output
+    layer (default: the last converted layer in module order). ``init`` only sets the scale of
+    sign-concordant/FA feedback (forward weights are copied).
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"convert expects a torch.nn.Module, got {type(model).__name__}")
+    target = model if inplace else copy.deepcopy(model)
+    options = {"feedback": feedback, "sign": sign, "norm": norm, "init": init,
+               "batch_manhattan": batch_manhattan, "generator": generator}
+    exclude = set(exclude)
+    unknown = exclude - {n for n, _ in target.named_modules()}
+    if unknown:
+        raise ConfigError(f"convert: exclude names {sorted(unknown)} are not modules of the model")
+    for name, module in list(target.named_modules()):
+        if name in exclude or isinstance(module, FeedbackLayer) or type(module) not in _TORCH_TO_BIOFA:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = target.get_submodule(parent_name) if parent_name else target
+        if not name:
+            raise ConfigError("convert: pass a model that contains the layer, not the layer itself "
+                              "(or build biofa.nn.Linear/Conv2d directly)")
+        setattr(parent, child, _replacement(module, options))
+    if any(isinstance(m, FeedbackLayer) and m.feedback.direct for m in target.modules()):
+        connect_dfa(target, output=output, generator=generator)
+    return target
+
+
+def connect_dfa(model: nn.Module, output: str | None = None,
+                generator: torch.Generator | None = None) -> nn.Module:
+    """Connect every DFA layer of ``model`` to its output layer; returns ``model``.
+
+    The output layer (``output`` by name, else the last biofa layer in module order; it must be a
+    Linear) gets a :class:`~biofa.feedback.DirectFeedbackHub` with one block B_l of shape
+    (n_out, n_l) per DFA layer, drawn now. Calling it again redraws the blocks.
+    """
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, FeedbackLayer)]
+    dfa_layers = [(n, m) for n, m in layers if isinstance(m.feedback, DFA)]
+    if not dfa_layers:
+        raise ConfigError("connect_dfa: the model has no layer with feedback='dfa'")
+    if output is None:
+        out_name, out_layer = layers[-1]
+    else:
+        found = dict(layers)
+        if output not in found:
+            raise ConfigError(f"connect_dfa: output {output!r} is not a biofa layer of the model; "
+                              f"layers are {[n for n, _ in layers]}")
+        out_name, out_layer = output, found[output]
+    if not isinstance(out_layer, Linear) or not isinstance(out_layer.feedback, DFA):
+        raise ConfigError(f"connect_dfa: the output layer {out_name!r} must be a Linear with feedback='dfa' "
+                          f"(got {type(out_layer).__name__} with {out_layer.feedback.name!r})")
+    for _, m in layers:  # disconnect previous wiring
+        if isinstance(m.feedback, DFA):
+            m.feedback.hub = None
+    feedbacks = [m.feedback for _, m in dfa_layers]
+    w = out_layer.weight
+    hub = DirectFeedbackHub(out_layer.out_features, feedbacks, generator, device=w.device, dtype=w.dtype)
+    out_layer.feedback.hub = hub
+    for fb in feedbacks:
+        object.__setattr__(fb, "_hub", hub)
+    return model
+
+
+def feedback_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The learned feedback matrices (Kolen–Pollack, weight mirror) of ``model``."""
+    return [p for m in model.modules() if isinstance(m, FeedbackLayer)
+            for p in [m.feedback.feedback_parameter()] if p is not None]
+
+
+def forward_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter of ``model`` except learned feedback matrices."""
+    fb = {id(p) for p in feedback_parameters(model)}
+    return [p for p in model.parameters() if id(p) not in fb]
