@@ -29,7 +29,7 @@ def check_init(owner: str, init) -> None:
 
 
 def fans(shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
-    """(fan_in, fan_out) of a weight of ``shape`` (out, in, *kernel), as torch computes them."""
+    """(fan_in, fan_out) of a weight of ``shape`` ``(out, in, *kernel)``, as torch computes them."""
     receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
     return shape[1] * receptive, shape[0] * receptive
 

@@ -129,7 +129,7 @@ class BRSF(_SignConcordant):
         self._cache = None
 
     def magnitudes(self, weight, step: int | None = None) -> torch.Tensor:
-        """|R_t| for training step ``step`` (default: the current one)."""
+        """:math:`|R_t|` for training step ``step`` (default: the current one)."""
         step = _hooks.training_step() if step is None else step
         key = (step, weight.device, weight.dtype, weight.shape)
         if self._cache is None or self._cache[0] != key:
