@@ -71,8 +71,10 @@ class USF(_SignConcordant):
     .. math:: B = c \\, \\mathrm{sign}(W)
 
     ``scale="init"``: c is the standard deviation of the init distribution (Xavier-uniform:
-    :math:`\\sqrt{2/(n_\\mathrm{in}+n_\\mathrm{out})}`); ``scale="sn"``: :math:`c = \\mathrm{RMS}(W)`
-    so that :math:`\\|B\\|_F = \\|W\\|_F` every step (Moskovitz et al. 2018).
+    :math:`\\sqrt{2/(n_\\mathrm{in}+n_\\mathrm{out})}`); ``scale="sn"``:
+    :math:`c = \\|W\\|_F / \\|\\mathrm{sign}(W)\\|_F` (the RMS of W's non-zero entries) so that
+    :math:`\\|B\\|_F = \\|W\\|_F` every step, also when a projection has set weights to exactly 0
+    (Moskovitz et al. 2018).
 
     Under Dale's law sign(W) is rank one and with softmax cross-entropy the hidden error is
     exactly zero; biofa warns when this combination is built (REFERENCE §3).
@@ -81,8 +83,9 @@ class USF(_SignConcordant):
     name = "usf"
 
     def matrix_for(self, weight):
-        c = F.rms(weight) if self.scale == "sn" else init_std(weight.shape, self.init_scheme)
-        return F.uniform_sign_feedback(weight, c)
+        if self.scale == "sn":
+            return F.match_norm(torch.sign(weight), weight)
+        return F.uniform_sign_feedback(weight, init_std(weight.shape, self.init_scheme))
 
 
 @register_rule
@@ -144,7 +147,7 @@ class BRSF(_SignConcordant):
         return F.match_norm(b, weight) if self.scale == "sn" else b
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: pickling must not clear our own cache
         state["_cache"] = None
         return state
 

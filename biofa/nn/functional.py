@@ -58,6 +58,8 @@ def _begin(ctx, layer, pass_id):
 
 
 def _manhattan(ctx, grad):
+    """Batch Manhattan (Liao 2016): the sign of the batch gradient. Kolen–Pollack's B gets the same
+    (signed) update as W."""
     if grad is not None and ctx.layer.batch_manhattan and not ctx.exact:
         return torch.sign(grad)
     return grad
@@ -89,12 +91,12 @@ class FeedbackLinearFunction(torch.autograd.Function):
             grad_x = grad_out @ b
         g2 = grad_out.reshape(-1, grad_out.shape[-1])
         if need_w or need_fb:
-            grad_w = g2.T @ x.reshape(-1, x.shape[-1])
+            grad_w = _manhattan(ctx, g2.T @ x.reshape(-1, x.shape[-1]))
             if need_fb and not ctx.exact:
                 grad_fb = fb.feedback_grad(weight, grad_w)
         if need_b:
-            grad_b = g2.sum(0)
-        return grad_x, _manhattan(ctx, grad_w if need_w else None), _manhattan(ctx, grad_b), grad_fb, None, None
+            grad_b = _manhattan(ctx, g2.sum(0))
+        return grad_x, grad_w if need_w else None, grad_b, grad_fb, None, None
 
 
 class FeedbackConvFunction(torch.autograd.Function):
@@ -121,14 +123,14 @@ class FeedbackConvFunction(torch.autograd.Function):
             b = weight if (ctx.exact or not conv_x) else fb.matrix_for(weight)
             nd = weight.dim() - 2
             gx, gw, _ = torch.ops.aten.convolution_backward(
-                grad_out, x, b, None, layer.stride, layer._padding_ints, layer.dilation,
+                grad_out, x, b, None, layer.stride, layer._pad_in_conv, layer.dilation,
                 False, [0] * nd, layer.groups, [conv_x, need_w or need_fb, False],
             )
             if conv_x:
                 grad_x = gx
-            grad_w = gw
+            grad_w = _manhattan(ctx, gw)
             if need_fb and not ctx.exact:
-                grad_fb = fb.feedback_grad(weight, gw)
+                grad_fb = fb.feedback_grad(weight, grad_w)
         if need_b:
-            grad_b = grad_out.sum(dim=[0, *range(2, grad_out.dim())])
-        return grad_x, _manhattan(ctx, grad_w if need_w else None), _manhattan(ctx, grad_b), grad_fb, None, None
+            grad_b = _manhattan(ctx, grad_out.sum(dim=[0, *range(2, grad_out.dim())]))
+        return grad_x, grad_w if need_w else None, grad_b, grad_fb, None, None

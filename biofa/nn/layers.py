@@ -8,6 +8,7 @@ constraints. The forward pass is torch's own; the backward goes through B
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import torch
@@ -124,8 +125,17 @@ class FeedbackLayer(nn.Module):
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        if state.get("sign") is not None or state.get("norm") is not None:
+        if self.sign is not None or self.norm is not None:  # submodules live in state["_modules"]
             _hooks.register_constrained(self)
+
+    def __deepcopy__(self, memo):
+        # The standard deepcopy procedure, written out because torch's parametrize injects its own
+        # ``__deepcopy__`` (which skips ``__setstate__``) into classes that lack one: a copy of a
+        # reparameterised layer must register with the optimizer hook too.
+        replica = type(self).__new__(type(self))
+        memo[id(self)] = replica
+        replica.__setstate__(copy.deepcopy(self.__dict__, memo))
+        return replica
 
     def _weight_for_forward(self) -> torch.Tensor:
         # Weights changed outside an optimizer step (by hand, load_state_dict) are projected
