@@ -117,7 +117,9 @@ class BRSF(_SignConcordant):
     :math:`R_t` is redrawn once per **training step** (an optimizer ``step()`` anywhere in the
     process, see :func:`biofa.feedback.training_step`), never in eval and never by a second
     forward of the same step: :math:`R_t` is a function of (seed, step), so the same step always
-    sees the same magnitudes and a run is reproducible. The seed is a buffer.
+    sees the same magnitudes and a run is reproducible. The seed is a buffer. :math:`R_t` is drawn
+    in float32 on W's device, so moving the model to another dtype keeps B; another device type
+    has another random stream.
     """
 
     name = "brsf"
@@ -125,7 +127,7 @@ class BRSF(_SignConcordant):
     def __init__(self, scale: str = "init", init=None):
         super().__init__(scale, init)
         self.register_buffer("seed", None)
-        self._cache = None  # (step, device, dtype, R): derived, not state
+        self._cache = None  # (key, |R_t|): derived, not state
 
     def reset_parameters(self, weight, generator=None):
         self.seed = torch.randint(0, 2**62, (), generator=generator, dtype=torch.int64)
@@ -134,11 +136,14 @@ class BRSF(_SignConcordant):
     def magnitudes(self, weight, step: int | None = None) -> torch.Tensor:
         """:math:`|R_t|` for training step ``step`` (default: the current one)."""
         step = _hooks.training_step() if step is None else step
-        key = (step, weight.device, weight.dtype, weight.shape)
+        # the seed's version changes when load_state_dict writes another seed
+        key = (step, weight.device, weight.dtype, weight.shape, self.seed.data_ptr(), self.seed._version)
         if self._cache is None or self._cache[0] != key:
             gen = torch.Generator(device=weight.device)
             gen.manual_seed((int(self.seed) * 1_000_003 + step) % (2**63 - 1))
-            r = init_weight(torch.empty_like(weight), self.init_scheme, gen).abs_()
+            # drawn in float32 whatever W's dtype, so that .to(dtype) keeps B (up to rounding)
+            r = torch.empty(weight.shape, device=weight.device, dtype=torch.float32)
+            r = init_weight(r, self.init_scheme, gen).abs_().to(weight.dtype)
             self._cache = (key, r)
         return self._cache[1]
 

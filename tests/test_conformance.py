@@ -1,0 +1,164 @@
+"""One conformance suite over every registered feedback rule (STYLE habit 10).
+
+``SAMPLES`` holds, for every name in :data:`biofa.feedback.RULES`, the rule specs to exercise.
+Each generic check runs for every rule: the backward sends the rule's B (``g @ B``, the transposed
+convolution with B, or for DFA the projected output error), ``state_dict`` round trips, ``.to()``
+dtype moves, ``deepcopy`` and ``repr``. A rule registered without samples fails
+:func:`test_every_rule_has_samples` and every generic check.
+"""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import biofa.nn as bnn
+from biofa.feedback import RULES, make_feedback
+
+SAMPLES = {
+    "bp": ["bp"],
+    "fa": ["fa", {"rule": "fa", "init": 0.2}],
+    "usf": ["usf", {"rule": "usf", "scale": "sn"}],
+    "frsf": ["frsf", {"rule": "frsf", "scale": "sn", "init": "kaiming"}],
+    "brsf": ["brsf", {"rule": "brsf", "scale": "sn"}],
+    "dfa": ["dfa", {"rule": "dfa", "init": 0.5}],
+    "kp": ["kp"],
+    "wm": ["wm", {"rule": "wm", "noise_std": 0.5, "samples": 8}],
+}
+
+
+def samples(name):
+    if name not in SAMPLES:
+        pytest.fail(f"feedback rule {name!r} is registered in biofa.feedback.RULES but has no entry in "
+                    "the conformance suite's SAMPLES: add one")
+    return SAMPLES[name]
+
+
+CASES = [(name, i) for name in sorted(RULES) for i in range(len(SAMPLES.get(name, [None])))]
+
+
+def build(spec, conv: bool):
+    """A small network with every synapse layer under ``spec``; returns (model, input, probed layer)."""
+    if conv:
+        native = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 4, 3, stride=2),
+                               nn.Tanh(), nn.Flatten(), nn.Linear(4 * 2 * 2, 3))
+        x = torch.randn(2, 2, 6, 6)
+        probe = 2
+    else:
+        native = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
+        x = torch.randn(7, 5)
+        probe = 2
+    return bnn.convert(native, feedback=spec), x, probe
+
+
+def backward_signal(model, x, e, probe):
+    """(error reaching the input of layer ``probe``, error leaving it at its output)."""
+    store = {}
+
+    def hook(mod, inp, out):
+        inp[0].retain_grad()
+        out.retain_grad()
+        store["in"], store["out"] = inp[0], out
+
+    handle = model[probe].register_forward_hook(hook)
+    model(x).backward(e)
+    handle.remove()
+    return store["in"].grad, store["out"].grad
+
+
+def expected_signal(model, probe, e, g, x_shape):
+    layer = model[probe]
+    b = layer.feedback.matrix()
+    if layer.feedback.direct:
+        out = model[-1].feedback.hub.matrix_all
+        offset, width = layer.feedback.slot
+        block = (e @ out)[:, offset:offset + width]
+        return block.reshape(block.shape[0], width, *([1] * (len(x_shape) - 2))).expand(x_shape)
+    if isinstance(layer, bnn.Linear):
+        return g @ b
+    return torch.nn.grad.conv2d_input(x_shape, b, g, layer.stride, layer._padding_ints, layer.dilation, layer.groups)
+
+
+def test_every_rule_has_samples():
+    assert set(SAMPLES) == set(RULES), f"missing: {set(RULES) - set(SAMPLES)}, stale: {set(SAMPLES) - set(RULES)}"
+
+
+@pytest.mark.parametrize("name, i", CASES)
+@pytest.mark.parametrize("conv", [False, True], ids=["linear", "conv"])
+def test_backward_sends_B(f64, name, i, conv):
+    model, x, probe = build(samples(name)[i], conv)
+    assert model[probe].feedback.name == name
+    e = torch.randn(x.shape[0], 3)
+    got, g = backward_signal(model, x, e, probe)
+    assert torch.equal(got, expected_signal(model, probe, e, g, got.shape))
+
+
+@pytest.mark.parametrize("name, i", CASES)
+def test_state_dict_round_trip(f64, name, i):
+    a, x, probe = build(samples(name)[i], conv=True)
+    torch.manual_seed(123)
+    b, _, _ = build(samples(name)[i], conv=True)
+    for la in a:  # B in use before loading (fills any per-step cache)
+        if isinstance(la, bnn.FeedbackLayer):
+            la.feedback.matrix()
+    a.load_state_dict(b.state_dict())
+    for la, lb in zip(a, b):
+        if isinstance(la, bnn.FeedbackLayer):
+            assert torch.equal(la.feedback.matrix(), lb.feedback.matrix())
+            assert torch.equal(la.weight, lb.weight)
+    e = torch.randn(x.shape[0], 3)
+    ga = backward_signal(a, x, e, probe)[0]
+    gb = backward_signal(b, x, e, probe)[0]
+    assert torch.equal(ga, gb)
+    keys = set(a.state_dict())
+    if name in ("fa", "frsf", "brsf", "kp", "wm", "dfa"):  # its B (or the state that makes it) is saved
+        assert any(".feedback." in k for k in keys)
+
+
+@pytest.mark.parametrize("name, i", CASES)
+def test_dtype_moves(f64, name, i):
+    model, x, probe = build(samples(name)[i], conv=False)
+    before = [m.feedback.matrix() for m in model if isinstance(m, bnn.FeedbackLayer)]
+    model.to(torch.float32)
+    after = [m.feedback.matrix() for m in model if isinstance(m, bnn.FeedbackLayer)]
+    for b0, b1 in zip(before, after):
+        assert b1.dtype == torch.float32
+        torch.testing.assert_close(b1, b0.float())
+    e = torch.randn(x.shape[0], 3)
+    got, g = backward_signal(model, x.float(), e.float(), probe)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected_signal(model, probe, e.float(), g, got.shape))
+    model.to(torch.float64)
+    for b0, m in zip(before, [m for m in model if isinstance(m, bnn.FeedbackLayer)]):
+        assert m.feedback.matrix().dtype == torch.float64
+
+
+@pytest.mark.parametrize("name, i", CASES)
+def test_deepcopy(f64, name, i):
+    model, x, probe = build(samples(name)[i], conv=False)
+    clone = copy.deepcopy(model)
+    for a, b in zip(model, clone):
+        if isinstance(a, bnn.FeedbackLayer):
+            assert b.feedback._owner is b
+            assert torch.equal(a.feedback.matrix(), b.feedback.matrix())
+            for ta, tb in zip(a.feedback.state_dict().values(), b.feedback.state_dict().values()):
+                assert ta.data_ptr() != tb.data_ptr()
+    e = torch.randn(x.shape[0], 3)
+    assert torch.equal(backward_signal(model, x, e, probe)[0], backward_signal(clone, x, e, probe)[0])
+
+
+@pytest.mark.parametrize("name, i", CASES)
+def test_repr_and_config(name, i):
+    spec = samples(name)[i]
+    layer = bnn.Linear(4, 3, feedback=spec)
+    rule = layer.feedback
+    assert f"feedback={name!r}" in repr(layer)
+    assert type(rule).__name__ in repr(layer)
+    for key, value in rule.config().items():
+        assert f"{key}={value!r}" in repr(rule)
+    same = make_feedback(spec)
+    assert type(same) is type(rule) and same.config() == rule.config()
+    assert rule.clone().config() == rule.config()
+    if isinstance(spec, dict):
+        assert {k: v for k, v in spec.items() if k != "rule"}.items() <= rule.config().items()
