@@ -1,0 +1,179 @@
+"""Train / validation / test splits, normalisation and data loaders.
+
+.. math:: \\tilde x = (x - \\mu_\\mathrm{train}) / \\sigma_\\mathrm{train}
+
+The validation set is held out of the *training* split with a seeded permutation, so model
+selection never touches the test split (REFERENCE §7). Normalisation statistics (per feature, or
+per channel for images) come from the training part alone and are applied to all three parts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+
+from ..errors import ConfigError
+
+TASKS = ("classification", "regression")
+_TINY = 1e-8
+
+
+@dataclasses.dataclass(frozen=True)
+class RawData:
+    """A dataset as its source gives it: arrays for the official train and test splits.
+
+    ``x_*``: float arrays of shape (n, *input_shape); ``y_*``: integer labels (classification) or
+    float targets of shape (n, n_outputs) (regression). ``image``: normalise per channel (axis 1)
+    instead of per feature.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    task: str
+    n_classes: int | None = None
+    image: bool = False
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Splits:
+    """The three parts of a dataset, ready for torch.
+
+    ``train``, ``val``, ``test``: :class:`~torch.utils.data.TensorDataset` of (X float32, y), y int64
+    labels for classification and float32 targets of shape (n, n_outputs) for regression.
+    ``input_shape``: the shape of one sample. ``mean``/``std``: the training-split statistics that
+    were applied (shaped like one sample, broadcastable), or None when ``normalize=False``.
+    """
+
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    task: str
+    n_classes: int | None
+    n_outputs: int
+    input_shape: tuple
+    name: str
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+
+    def sizes(self) -> dict:
+        """Number of examples per part: ``{"train": ..., "val": ..., "test": ...}``."""
+        return {k: len(getattr(self, k)) for k in ("train", "val", "test")}
+
+
+def n_validation(validation, n_pool: int, name: str) -> int:
+    """Number of held-out examples: a fraction in [0, 1) of the pool or an int count."""
+    if isinstance(validation, bool) or not isinstance(validation, numbers.Real):
+        raise ConfigError(f"load({name!r}): validation must be a fraction in [0, 1) or an int count, "
+                          f"got {validation!r}")
+    if isinstance(validation, numbers.Integral):
+        n_val = int(validation)
+    elif 0.0 <= validation < 1.0:
+        n_val = int(round(float(validation) * n_pool))
+    else:
+        raise ConfigError(f"load({name!r}): validation fraction must be in [0, 1), got {validation!r}")
+    if not 0 <= n_val < n_pool:
+        raise ConfigError(f"load({name!r}): validation={validation!r} leaves no training examples "
+                          f"(the training split has {n_pool})")
+    return n_val
+
+
+def _count(value, available: int, key: str, name: str) -> int:
+    if value is None:
+        return available
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"load({name!r}): {key} must be a positive int, got {value!r}")
+    if value > available:
+        raise ConfigError(f"load({name!r}): {key}={value} exceeds the {available} examples available")
+    return int(value)
+
+
+def _stats(x: np.ndarray, image: bool) -> tuple[np.ndarray, np.ndarray]:
+    axes = (0, *range(2, x.ndim)) if image else (0,)
+    mean = x.mean(axis=axes, dtype=np.float64, keepdims=True)[0]
+    std = x.std(axis=axes, dtype=np.float64, keepdims=True)[0]
+    # a feature constant on the training split (e.g. an always-black pixel) is only centred
+    std = np.where(std > _TINY, std, 1.0)
+    return mean, std
+
+
+def _tensor(a: np.ndarray, dtype) -> torch.Tensor:
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, task: str) -> TensorDataset:
+    y_dtype = np.int64 if task == "classification" else np.float32
+    return TensorDataset(_tensor(x, np.float32), _tensor(y, y_dtype))
+
+
+def make_splits(raw: RawData, name: str, *, validation=0.1, normalize: bool = True, seed: int = 0,
+                n_train: int | None = None, n_test: int | None = None) -> Splits:
+    """Split ``raw`` into train/val/test, optionally subsample and normalise.
+
+    A seeded permutation of the official training split gives the validation examples (its first
+    ``n_val``) and the training examples (the rest). ``n_train`` keeps only that many examples of
+    the training split (before the validation hold-out; chosen by the same permutation);
+    ``n_test`` keeps the first ``n_test`` test examples (no randomness: the test set does not
+    depend on ``seed``).
+    """
+    if raw.task not in TASKS:
+        raise ConfigError(f"dataset {name!r}: task must be one of {TASKS}, got {raw.task!r}")
+    if len(raw.x_train) != len(raw.y_train) or len(raw.x_test) != len(raw.y_test):
+        raise ConfigError(f"dataset {name!r}: inputs and targets differ in length")
+    n_pool = _count(n_train, len(raw.x_train), "n_train", name)
+    n_te = _count(n_test, len(raw.x_test), "n_test", name)
+    n_val = n_validation(validation, n_pool, name)
+    perm = np.random.default_rng(seed).permutation(len(raw.x_train))[:n_pool]
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    x_tr, y_tr = raw.x_train[train_idx], raw.y_train[train_idx]
+    x_va, y_va = raw.x_train[val_idx], raw.y_train[val_idx]
+    x_te, y_te = raw.x_test[:n_te], raw.y_test[:n_te]
+    mean = std = None
+    if normalize:
+        m, s = _stats(x_tr, raw.image)
+        x_tr, x_va, x_te = ((x - m) / s for x in (x_tr, x_va, x_te))
+        mean = torch.from_numpy(m.astype(np.float32))
+        std = torch.from_numpy(s.astype(np.float32))
+    if raw.task == "classification":
+        n_classes = int(raw.n_classes)
+        n_outputs = n_classes
+    else:
+        n_classes = None
+        n_outputs = int(np.prod(raw.y_train.shape[1:])) if raw.y_train.ndim > 1 else 1
+    return Splits(train=_dataset(x_tr, y_tr, raw.task), val=_dataset(x_va, y_va, raw.task),
+                  test=_dataset(x_te, y_te, raw.task), task=raw.task, n_classes=n_classes,
+                  n_outputs=n_outputs, input_shape=tuple(raw.x_train.shape[1:]), name=name,
+                  mean=mean, std=std)
+
+
+def _loader(dataset, batch_size, sampler_cls, num_workers, drop_last, generator=None):
+    # One fancy-index per batch (TensorDataset accepts a list of indices) instead of one
+    # __getitem__ and a collate per example: several times faster for in-memory tensors.
+    sampler = RandomSampler(dataset, generator=generator) if generator is not None else sampler_cls(dataset)
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers,
+                      sampler=BatchSampler(sampler, batch_size, drop_last))
+
+
+def loaders(splits: Splits, batch_size: int = 64, *, seed: int = 0, num_workers: int = 0,
+            eval_batch_size: int | None = None, drop_last: bool = False):
+    """(train, val, test) :class:`~torch.utils.data.DataLoader` s over ``splits``.
+
+    The training loader reshuffles every epoch with its own generator seeded by ``seed`` (so two
+    runs with the same seed see the same batches); validation and test are not shuffled and use
+    ``eval_batch_size`` (default ``batch_size``). Each batch is a list ``[x, y]``.
+    """
+    for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+            raise ConfigError(f"loaders: {key} must be a positive int, got {value!r}")
+    eval_bs = batch_size if eval_batch_size is None else eval_batch_size
+    gen = torch.Generator().manual_seed(int(seed))
+    train = _loader(splits.train, batch_size, RandomSampler, num_workers, drop_last, gen)
+    val = _loader(splits.val, eval_bs, SequentialSampler, num_workers, False)
+    test = _loader(splits.test, eval_bs, SequentialSampler, num_workers, False)
+    return train, val, test
