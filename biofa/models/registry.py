@@ -1,0 +1,107 @@
+"""The model registry: :func:`build_plain` writes a model in plain torch, :func:`build` converts it.
+
+Each architecture exists once, as a plain ``torch.nn`` module; the learning rule, sign and norm
+constraints are applied by :func:`biofa.nn.convert` (BP too, through the same code path), never by
+a copy of the model per rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Sequence
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, check_choice
+from ..nn import convert
+from .cnn1d import CNN1d
+from .initialization import initialize
+from .lenet import LeNet
+from .mlp import MLP
+from .resnet import cifar_resnet, resnet18
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """A registry entry: ``factory(input_shape, n_outputs, **options) -> nn.Module`` (plain torch)."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+
+    def options(self) -> dict:
+        """The architecture's own options and their defaults."""
+        skip = {"input_shape", "n_outputs", "depth"}
+        return {k: p.default for k, p in inspect.signature(self.factory).parameters.items() if k not in skip}
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, factory: Callable[..., nn.Module]) -> ModelEntry:
+    """Make ``factory(input_shape, n_outputs, **options)`` (a plain torch model) buildable by ``name``."""
+    entry = ModelEntry(name, factory)
+    MODELS[name] = entry
+    return entry
+
+
+register_model("mlp", MLP)
+register_model("lenet", LeNet)
+register_model("cnn1d", CNN1d)
+for _depth in (20, 32, 56):
+    register_model(f"resnet{_depth}", functools.partial(cifar_resnet, _depth))
+register_model("resnet18", resnet18)
+
+
+def available() -> list[str]:
+    """Names of the registered models."""
+    return sorted(MODELS)
+
+
+def build_plain(name: str, *, input_shape: Sequence[int], n_outputs: int, init="xavier",
+                generator: torch.Generator | None = None, **options) -> nn.Module:
+    """The plain torch model ``name``, initialised by :func:`~biofa.models.initialization.initialize`.
+
+    ``options`` are the architecture's own (``MODELS[name].options()``), e.g. ``hidden`` for
+    ``"mlp"``. Built in torch's default dtype.
+    """
+    check_choice("build", "name", name, available())
+    entry = MODELS[name]
+    allowed = entry.options()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"Unknown option(s) {unknown} for model {name!r}; it accepts {sorted(allowed)}.")
+    if isinstance(n_outputs, bool) or not isinstance(n_outputs, int) or n_outputs < 1:
+        raise ConfigError(f"build({name!r}): n_outputs must be a positive int, got {n_outputs!r}")
+    shape = tuple(input_shape)
+    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ConfigError(f"build({name!r}): input_shape must be a tuple of positive ints, got {input_shape!r}")
+    return initialize(entry.factory(input_shape=shape, n_outputs=n_outputs, **options), init, generator)
+
+
+def build(name: str, *, input_shape: Sequence[int], n_outputs: int, feedback="bp", sign=None, norm=None,
+          batch_manhattan: bool = False, init="xavier", generator: torch.Generator | None = None,
+          **options) -> nn.Module:
+    """Model ``name`` with biofa layers: :func:`build_plain` then :func:`biofa.nn.convert`.
+
+    .. math:: \\text{model} = \\mathrm{convert}(\\text{plain}(\\theta_0), \\text{feedback}, \\text{sign}, \\text{norm})
+
+    Parameters
+    ----------
+    name : one of :func:`available`.
+    input_shape : shape of one sample, e.g. ``(40,)``, ``(1, 28, 28)``, ``(3, 32, 32)``.
+    n_outputs : number of classes or regression outputs.
+    feedback, sign, norm, batch_manhattan : applied to every Linear/Conv layer by
+        :func:`biofa.nn.convert` (``"bp"`` included). With ``"dfa"`` the last Linear is the output.
+    init : scheme of W (and of FA-type B): ``"xavier"`` (default), ``"kaiming"`` or a bound a.
+        Under a sign constraint W becomes S∘|W|.
+    generator : draws W, then B and random sign masks; the same generator state gives the same model.
+    options : the architecture's own options (``MODELS[name].options()``).
+    """
+    plain = build_plain(name, input_shape=input_shape, n_outputs=n_outputs, init=init,
+                        generator=generator, **options)
+    return convert(plain, feedback=feedback, sign=sign, norm=norm, init=init,
+                   batch_manhattan=batch_manhattan, generator=generator, inplace=True)
