@@ -1,7 +1,8 @@
 """MNIST-1D (Greydanus 2020), generated offline by the ``mnist1d`` package.
 
-4000 train / 1000 test sequences of 40 features, 10 classes; ``data_seed=42`` (the package's
-default) reproduces the published dataset. Nothing is written to disk; the generated arrays are
+4000 train / 1000 test sequences of 40 features, 10 classes, from
+``make_dataset(get_dataset_args())`` with the package's default arguments (``data_seed=42`` is
+its default seed). Nothing is written to disk; the generated arrays are
 kept in memory for the life of the process (generation takes about a second).
 """
 

@@ -102,6 +102,15 @@ def _stats(x: np.ndarray, image: bool) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def _standardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray, owned: bool) -> np.ndarray:
+    """(x - mean) / std in float32, in place when ``x`` is a float32 copy we own (CIFAR-sized
+    arrays are not duplicated in float64)."""
+    out = x.astype(np.float32, copy=not owned)
+    out -= mean.astype(np.float32)
+    out /= std.astype(np.float32)
+    return out
+
+
 def _tensor(a: np.ndarray, dtype) -> torch.Tensor:
     a = np.ascontiguousarray(a, dtype=dtype)
     return torch.from_numpy(a if a.flags.writeable else a.copy())
@@ -137,7 +146,8 @@ def make_splits(raw: RawData, name: str, *, validation=0.1, normalize: bool = Tr
     mean = std = None
     if normalize:
         m, s = _stats(x_tr, raw.image)
-        x_tr, x_va, x_te = ((x - m) / s for x in (x_tr, x_va, x_te))
+        x_tr, x_va = _standardize(x_tr, m, s, owned=True), _standardize(x_va, m, s, owned=True)
+        x_te = _standardize(x_te, m, s, owned=False)
         mean = torch.from_numpy(m.astype(np.float32))
         std = torch.from_numpy(s.astype(np.float32))
     if raw.task == "classification":
