@@ -85,11 +85,12 @@ def _table(value, where: str) -> dict:
 
 
 def _name(spec: dict, key: str, where: str, names: list[str]) -> str:
+    path = f"{where}.{key}" if where else key
     if key not in spec:
-        raise SpecError(f"{where}.{key}: missing; expected the name of a population, one of {names}")
+        raise SpecError(f"{path}: missing; expected the name of a population, one of {names}")
     value = spec[key]
     if value not in names:
-        raise SpecError(f"{where}.{key}: unknown population {value!r}; expected one of {names}")
+        raise SpecError(f"{path}: unknown population {value!r}; expected one of {names}")
     return value
 
 
@@ -125,9 +126,9 @@ def from_spec(spec: dict, *, seed: int | None = None, dtype=None, device=None) -
             pops.append(Population(name, **table))
     by_name = {p.name: p for p in pops}
     names = list(by_name)
-    _name(spec, "input", "spec", names)
+    _name(spec, "input", "", names)
     if "output" in spec:
-        _name(spec, "output", "spec", names)
+        _name(spec, "output", "", names)
 
     if not isinstance(spec["synapses"], list):
         raise SpecError(f"synapses: expected an array of tables ([[synapses]]), got {spec['synapses']!r}")
@@ -157,6 +158,9 @@ def from_spec(spec: dict, *, seed: int | None = None, dtype=None, device=None) -
                             "key; add output = \"<population name>\"")
         source = _name(table, "source", where, names)
         target = _name(table, "target", where, names)
+        if source != spec["output"]:
+            raise SpecError(f"{where}.source: direct feedback sends the output error, so its source must be "
+                            f"the output {spec['output']!r}; got {source!r}")
         options = {k: v for k, v in table.items() if k not in ("source", "target")}
         with _at(where):
             direct.append(FeedbackSynapses(by_name[source], by_name[target], generator=generator,
