@@ -227,3 +227,26 @@ def test_norm_and_batch_manhattan_pass_through(key):
     for m, n in zip(layers, norms):
         torch.testing.assert_close(m.weight.detach().norm(), n, rtol=1e-5, atol=0)
     assert sum(dale_violations(model).values()) == 0
+
+
+def test_dfa_mlp_gradients_match_the_math(f64):
+    """Nøkland 2016 in a built model: δa_l = f'(a_l) ∘ (e B_{l+1}), B_{l+1} the block of the layer above."""
+    model = bm.build("mlp", input_shape=(12,), n_outputs=4, hidden=(9, 7), feedback="dfa",
+                     generator=torch.Generator().manual_seed(3))
+    l1, l2, l3 = _layers(model)
+    x, y = torch.randn(5, 12), torch.tensor([0, 1, 2, 3, 0])
+    out = model(x)
+    F.cross_entropy(out, y, reduction="sum").backward()
+    with torch.no_grad():
+        a1 = x @ l1.weight.T + l1.bias
+        h1 = a1.relu()
+        a2 = h1 @ l2.weight.T + l2.bias
+        h2 = a2.relu()
+        e = out.softmax(1) - F.one_hot(y, 4)
+        d2 = (a2 > 0) * (e @ l3.feedback.matrix())  # B_3: (4, 7), the error sent to h2
+        d1 = (a1 > 0) * (e @ l2.feedback.matrix())  # B_2: (4, 9), the error sent to h1
+    assert l3.feedback.matrix().shape == (4, 7) and l2.feedback.matrix().shape == (4, 9)
+    torch.testing.assert_close(l3.weight.grad, e.T @ h2, rtol=0, atol=1e-12)
+    torch.testing.assert_close(l2.weight.grad, d2.T @ h1, rtol=0, atol=1e-12)
+    torch.testing.assert_close(l1.weight.grad, d1.T @ x, rtol=0, atol=1e-12)
+    torch.testing.assert_close(l1.bias.grad, d1.sum(0), rtol=0, atol=1e-12)
