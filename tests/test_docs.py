@@ -1,0 +1,119 @@
+"""The documentation's executable parts: every tutorial runs, and the Sphinx site builds with -W.
+
+Tutorials (``docs/tutorials/plot_*.py``) run in their fast mode (``BIOFA_FAST=1``), each in a
+fresh interpreter with the Agg backend and a temporary working directory, as sphinx-gallery runs
+them in the docs build. The full ``make docs`` build is slow and lives behind ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+TUTORIALS = sorted((DOCS / "tutorials").glob("plot_*.py"))
+PAGES = sorted(p for p in DOCS.rglob("*.rst")
+               if not {"_build", "auto_tutorials", "gen_modules", "_templates"} & set(p.relative_to(DOCS).parts))
+
+
+def python_blocks(page: Path) -> list[str]:
+    """The ``.. code-block:: python`` blocks of an reST page, dedented, in order."""
+    blocks, lines = [], page.read_text(encoding="utf-8").splitlines()
+    i = 0
+    while i < len(lines):
+        if re.match(r"^(\s*)\.\. code-block:: python\s*$", lines[i]):
+            indent = len(lines[i]) - len(lines[i].lstrip())
+            i += 1
+            while i < len(lines) and (not lines[i].strip() or lines[i].lstrip().startswith(":")):
+                i += 1  # blank lines and directive options
+            body = []
+            while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > indent):
+                body.append(lines[i])
+                i += 1
+            text = "\n".join(body).rstrip()
+            margin = min(len(l) - len(l.lstrip()) for l in text.splitlines() if l.strip())
+            blocks.append("\n".join(l[margin:] for l in text.splitlines()))
+        else:
+            i += 1
+    return blocks
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env.update({"MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    env.update(extra)
+    return env
+
+
+def test_there_are_tutorials():
+    names = [p.name for p in TUTORIALS]
+    assert "plot_quickstart.py" in names, names
+    assert (DOCS / "tutorials" / "README.txt").is_file()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("script", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_tutorial_runs_in_fast_mode(script, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=_env(BIOFA_FAST="1"),
+        capture_output=True, text=True, timeout=110,
+    )
+    assert proc.returncode == 0, f"{script.name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+
+
+PAGES_WITH_CODE = [p for p in PAGES if python_blocks(p)]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=[str(p.relative_to(DOCS)) for p in PAGES_WITH_CODE])
+def test_guide_code_runs(page, tmp_path):
+    """Every ``code-block:: python`` of a page, run in order as one script: examples stay true."""
+    script = tmp_path / "page.py"
+    script.write_text("\n\n".join(python_blocks(page)) + "\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning:biofa", str(script)],
+                          cwd=tmp_path, env=_env(BIOFA_FAST="1"), capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, f"{page.name}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+
+
+def test_code_extraction_finds_the_guides():
+    assert any(p.name == "feedback.rst" for p in PAGES_WITH_CODE)
+
+
+@pytest.mark.parametrize("script", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_tutorial_is_a_gallery_script(script):
+    """sphinx-gallery needs a title docstring first; STYLE habit 14 wants it to cite its paper."""
+    text = script.read_text(encoding="utf-8")
+    assert text.startswith('"""'), f"{script.name}: the file must start with its title docstring"
+    doc = text.split('"""')[1]
+    lines = [line for line in doc.strip().splitlines()]
+    assert len(lines) >= 2 and set(lines[1]) == {"="}, f"{script.name}: title must be underlined with '='"
+    assert "# %%" in text, f"{script.name}: split the script into '# %%' cells"
+    assert "BIOFA_FAST" in text, f"{script.name}: read BIOFA_FAST to shrink its work in the tests"
+    assert any(year in doc for year in ("19", "20")), f"{script.name}: cite the paper in the docstring"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sphinx_build_has_no_warnings(tmp_path):
+    pytest.importorskip("sphinx")
+    pytest.importorskip("sphinx_gallery")
+    # Build from a copy: generated pages (gallery, autosummary) land beside the sources, and stale
+    # ones from an earlier build must not hide or cause warnings.
+    source = tmp_path / "docs"
+    shutil.copytree(DOCS, source, ignore=shutil.ignore_patterns("_build", "auto_tutorials", "gen_modules"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-q",
+         "-d", str(tmp_path / "doctrees"), str(source), str(tmp_path / "html")],
+        cwd=ROOT, env=_env(BIOFA_FAST="1"), capture_output=True, text=True, timeout=880,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert (tmp_path / "html" / "index.html").is_file()
+    assert (tmp_path / "html" / "auto_tutorials" / "plot_quickstart.html").is_file()
