@@ -282,6 +282,8 @@ def test_circuit_validation_errors(f64):
         Circuit([x, h, y], ok + [FeedforwardSynapses(x, Population("h", 3), name="other")], input="x", output="y")
     with pytest.raises(ConfigError, match="two synapses are named"):
         Circuit([x, h, y], ok + [FeedforwardSynapses(x, h)], input="x", output="y")
+    with pytest.raises(ConfigError, match="population name 'keys' is reserved"):
+        Circuit([x, Population("keys", 1)], [FeedforwardSynapses(x, Population("keys", 1))], input="x")
     with pytest.raises(ConfigError, match="needs at least one inhibitory"):
         Circuit([x, h, y], ok, input="x", output="y", balance=True)
     c = Circuit([x, h, y], ok, input="x")
@@ -314,3 +316,30 @@ def test_state_dict_and_deepcopy_keep_everything(f64):
     keys = set(c.state_dict())
     assert {"direct.0.B", "biases.h1", "feedforward.0.layer.feedback.B"} <= keys
     assert d.direct[0].B is not c.direct[0].B
+
+
+def test_dtype_moves_and_float32_default():
+    c = dfa_chain(paired_top="kp")
+    assert c.synapse("x->h1").weight.dtype == torch.float32 and c.direct[0].B.dtype == torch.float32
+    c = c.to(torch.float64)
+    x = torch.randn(3, 5, dtype=torch.float64)
+    assert c(x).dtype == torch.float64 and c.bias("y").dtype == torch.float64
+    tr = c.learn_online(x, torch.rand(3, 3, dtype=torch.float64), 0.005, 1e-3, 1.0)
+    assert tr.rates["h2"].dtype == torch.float64 and torch.isfinite(tr.loss).all()
+
+
+def test_spec_of_objects_and_names():
+    from biofa.feedback import USF
+
+    p, q = Population("p", 2), Population("q", 3)
+    s = FeedforwardSynapses(p, q, feedback=USF(scale="sn"), name="pq")
+    assert s.to_spec() == {"pre": "p", "post": "q", "name": "pq", "feedback": {"rule": "usf", "scale": "sn"},
+                           "init": "xavier"}
+    with pytest.raises(ConfigError, match="is paired: its spec is part of synapse 'pq'"):
+        s.feedback_synapses.to_spec()
+    with pytest.raises(ConfigError, match="name must be a non-empty string without '.'"):
+        Population("a.b", 2)
+    with pytest.raises(ConfigError, match="pre must be a biofa.circuit.Population"):
+        FeedforwardSynapses("p", q)
+    assert repr(Population("h", 4, sign="I")) == ("Population('h', 4, sign='I', activation='relu', tau=0.01, "
+                                                  "bias=0.0, learn_bias=True)")

@@ -86,9 +86,10 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
-def get_activation(name: str) -> Activation:
-    """The :class:`Activation` called ``name`` (one of :data:`ACTIVATIONS`)."""
+def get_activation(name: str, owner: str = "Population") -> Activation:
+    """The :class:`Activation` called ``name`` (one of :data:`ACTIVATIONS`); ``owner`` names the
+    object in the error message."""
     from ..errors import check_choice
 
-    check_choice("Population", "activation", name, sorted(ACTIVATIONS))
+    check_choice(owner, "activation", name, sorted(ACTIVATIONS))
     return ACTIVATIONS[name]

@@ -109,6 +109,9 @@ class Circuit(nn.Module):
                 raise ConfigError(f"Circuit: populations must be Population objects, got {type(p).__name__}")
         by_name: dict[str, Population] = {}
         for p in pops:
+            if hasattr(nn.ParameterDict, p.name):
+                raise ConfigError(f"Circuit: population name {p.name!r} is reserved (it names a method of the "
+                                  "parameter container holding the biases); rename the population")
             if p.name in by_name:
                 raise ConfigError(f"Circuit: two populations are named {p.name!r}; names must be unique")
             by_name[p.name] = p

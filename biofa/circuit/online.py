@@ -69,7 +69,8 @@ def online_step(circuit, rates: dict, target: torch.Tensor, dt: float, lr: float
     """One Euler step with three-factor plasticity (see the module docstring). Updates the
     circuit's W (and b, learned B) in place; ``rates`` is the state at step n (as from
     :func:`biofa.circuit.dynamics.initial_rates`), ``target`` (batch, n_out)."""
-    target = torch.as_tensor(target, dtype=rates[circuit.input].dtype)
+    x = rates[circuit.input]
+    target = torch.as_tensor(target, dtype=x.dtype, device=x.device)
     _check(circuit, target)
     w = weights(circuit)
     current = currents(circuit, rates, w)

@@ -54,7 +54,7 @@ class Population:
         if sign not in SIGN_TYPES:
             raise ConfigError(f"The 'sign' parameter of {owner} must be one of {{None, 'E', 'I'}}. "
                               f"Got {sign!r} instead.")
-        get_activation_for(owner, activation)
+        get_activation(activation, owner)
         if not _is_real(tau) or not tau > 0:
             raise ConfigError(f"{owner}: tau must be a number > 0 (seconds), got {tau!r}")
         if _is_real(bias):
@@ -88,19 +88,7 @@ class Population:
                     learn_bias=self.learn_bias)
         return spec
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Population) and (self.name, self.to_spec()) == (other.name, other.to_spec())
-
-    __hash__ = object.__hash__
-
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.to_spec().items() if k != "size")
         return f"Population({self.name!r}, {self.size}{extra})"
 
-
-def get_activation_for(owner: str, name):
-    from ..errors import check_choice
-    from .activations import ACTIVATIONS
-
-    check_choice(owner, "activation", name, sorted(ACTIVATIONS))
-    return ACTIVATIONS[name]
