@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DegenerateFeedbackWarning
 from ..feedback.direct import DFA, DirectFeedbackHub
-from .layers import Conv1d, Conv2d, FeedbackLayer, Linear
+from .layers import Conv1d, Conv2d, FeedbackLayer, Linear, degenerate_usf_message
 
 _TORCH_TO_BIOFA = {nn.Linear: Linear, nn.Conv1d: Conv1d, nn.Conv2d: Conv2d}
 
@@ -52,6 +53,7 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
     unknown = exclude - {n for n, _ in target.named_modules()}
     if unknown:
         raise ConfigError(f"convert: exclude names {sorted(unknown)} are not modules of the model")
+    degenerate = []
     for name, module in list(target.named_modules()):
         if name in exclude or isinstance(module, FeedbackLayer) or type(module) not in _TORCH_TO_BIOFA:
             continue
@@ -60,7 +62,18 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
         if not name:
             raise ConfigError("convert: pass a model that contains the layer, not the layer itself "
                               "(or build biofa.nn.Linear/Conv2d directly)")
-        setattr(parent, child, _replacement(module, options))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DegenerateFeedbackWarning)
+            setattr(parent, child, _replacement(module, options))
+        for w in caught:  # one warning per convert, not one per layer; others pass through
+            if issubclass(w.category, DegenerateFeedbackWarning):
+                degenerate.append(name)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if degenerate:
+        shown = ", ".join(degenerate[:4]) + (", ..." if len(degenerate) > 4 else "")
+        warnings.warn(degenerate_usf_message(f"convert ({len(degenerate)} layers: {shown})"),
+                      DegenerateFeedbackWarning, stacklevel=2)
     if any(isinstance(m, FeedbackLayer) and m.feedback.direct for m in target.modules()):
         connect_dfa(target, output=output, generator=generator)
     return target

@@ -25,6 +25,18 @@ from ..init import check_init, init_weight
 from .functional import FeedbackConvFunction, FeedbackLinearFunction, direct_pass
 
 
+def degenerate_usf_message(where: str) -> str:
+    """The warning for uSF under Dale's law (REFERENCE §3)."""
+    return (
+        f"{where}: uniform sign-concordant feedback ('usf') under Dale's law is degenerate: sign(W) "
+        "is rank one, so the error reaching presynaptic unit j is s_j * sum_k e_k, which is exactly "
+        "zero with softmax cross-entropy, and nothing below the layer learns from the task. In "
+        "float32 the sum leaves a rounding residue (~1e-8 of the output error) that adaptive "
+        "optimizers such as Adam rescale into full-size, meaningless steps. Use 'frsf'/'brsf', "
+        "fixed per-synapse signs (sign='fixed') or a squared-error loss."
+    )
+
+
 class FeedbackLayer(nn.Module):
     """Common machinery of biofa's layers: feedback, constraints, initialisation."""
 
@@ -55,14 +67,7 @@ class FeedbackLayer(nn.Module):
             _hooks.register_constrained(self)
         self._enforced_version = self._raw_weight()._version
         if isinstance(self.sign, Dale) and self.feedback.name == "usf":
-            warnings.warn(
-                f"{owner}: uniform sign-concordant feedback ('usf') under Dale's law is degenerate: "
-                "sign(W) is rank one, so the error reaching presynaptic unit j is s_j * sum_k e_k, "
-                "which is exactly zero with softmax cross-entropy (nothing below this layer learns). "
-                "Use 'frsf'/'brsf', fixed per-synapse signs (sign='fixed') or a squared-error loss.",
-                DegenerateFeedbackWarning,
-                stacklevel=3,
-            )
+            warnings.warn(degenerate_usf_message(owner), DegenerateFeedbackWarning, stacklevel=3)
 
     # -- parameters ---------------------------------------------------------------------------
     def _raw_weight(self) -> nn.Parameter:
