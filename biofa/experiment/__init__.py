@@ -1,1 +1,96 @@
-"""(under construction)"""
+"""Studies from TOML specs: a grid of runs over feedback rules, constraints, seeds and any key.
+
+``biofa run SPEC`` (or :func:`run`) trains every run of the grid, resumably and in parallel, and
+writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the results folder.
+
+The spec schema
+---------------
+Every table and key is optional except what the study needs; defaults are shown.
+
+.. code-block:: toml
+
+    [experiment]
+    name = "quickstart"            # default: the file name; results go to results/<name>
+    description = "..."            # first paragraph of report.md
+
+    [data]                         # biofa.data.load(name, validation=, normalize=, seed=, **options)
+    name = "mnist1d"               # biofa.data.available()
+    validation = 0.1               # fraction (or count) of the training split held out
+    normalize = true
+    seed = 0                       # the split's seed (the same for every run)
+    # any other key is an option of the dataset, e.g. n_train = 1000, root = "data/"
+
+    [model]                        # biofa.models.build(name, feedback=, sign=, norm=, ..., **options)
+    name = "mlp"                   # biofa.models.available()  (or: circuit = "<circuit name>")
+    feedback = "bp"                # bp fa usf frsf brsf dfa kp wm, or {rule = "usf", scale = "sn"}
+    sign = "free"                  # "free" (no constraint), "dale", "fixed", or {rule = "dale", ...}
+    norm = "none"                  # "none" or "const"
+    batch_manhattan = false
+    # any other key is an option of the architecture, e.g. hidden = [100, 100]
+
+    [train]
+    epochs = 10                    # positive integer
+    batch_size = 64
+    loss = "auto"                  # "cross_entropy" for classification, "mse" for regression
+    dtype = "float32"              # or "float64"
+    eval_batch_size = 1024
+    [train.optimizer]              # or optimizer = "adam"; lr/momentum/weight_decay may sit in [train]
+    name = "sgd"                   # sgd adam adamw rmsprop
+    lr = 0.01
+    momentum = 0.0
+    weight_decay = 0.0
+    nesterov = false               # sgd;  betas = [0.9, 0.999] for adam/adamw
+    [train.schedule]               # or schedule = "cosine"
+    name = "none"                  # none, step (step_size, gamma), multistep (milestones, gamma), cosine
+    gamma = 0.1
+
+    [metrics]                      # per-layer measurements recorded in history.csv
+    alignment = true               # angle(W, B), norm ratio, sign agreement, Dale violations
+    update_alignment = true        # angle between the rule's hidden error and backprop's
+    every = 1                      # every n epochs (and always at epoch 0 and the last epoch)
+    update_batch = 256             # validation examples used for update alignment
+
+    [grid]                         # the Cartesian product of every list is run
+    feedback = ["bp", "fa"]        # short names: feedback sign norm batch_manhattan seed lr epochs
+    sign = ["free", "dale"]
+    seed = [0, 1, 2]               # default [0]
+    "train.optimizer.lr" = [0.01, 0.1]   # any dotted key ("train.lr" is short for it)
+
+    [per_rule.dfa]                 # applied to runs whose feedback rule is dfa
+    "train.lr" = 0.001
+
+    [quick]                        # applied by --quick before --set; dotted keys
+    "train.epochs" = 2
+    "grid.seed" = [0]
+    "data.n_train" = 1000
+
+``--set key=value`` overrides any key (value parsed as TOML, bare words are strings); on a grid
+key (``--set feedback=fa``) it narrows that dimension. A bad key or value raises
+:class:`~biofa.errors.SpecError` naming the file, table and key, e.g.
+``experiments/x.toml: [train] epochs must be a positive integer, got -1`` (the CLI exits with 2).
+
+Model selection uses the validation split only; the report gives test scores at the
+best-validation epoch and at the final epoch, labelled as such.
+"""
+
+from __future__ import annotations
+
+from .grid import expand
+from .report import write_report
+from .spec import SCHEMA, Spec, from_dict, load
+from .study import StudyOutcome, run_study
+
+
+def run(spec, out=None, *, quick: bool = False, overrides=None, jobs: int = 1,
+        progress: bool | None = None, retry_failed: bool = False) -> StudyOutcome:
+    """Load ``spec`` (path or packaged name), run the study into ``out`` (default
+    ``results/<name>``, ``results/<name>_quick`` with ``quick``) and write every output."""
+    from pathlib import Path
+    loaded = spec if isinstance(spec, Spec) else load(spec, quick=quick, overrides=overrides)
+    if out is None:
+        out = Path("results") / (loaded.name + ("_quick" if loaded.quick else ""))
+    return run_study(loaded, out, jobs=jobs, progress=progress, retry_failed=retry_failed)
+
+
+__all__ = ["load", "from_dict", "Spec", "SCHEMA", "expand", "run", "run_study", "StudyOutcome",
+           "write_report"]

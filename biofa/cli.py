@@ -1,0 +1,161 @@
+"""The ``biofa`` command.
+
+::
+
+    biofa run SPEC [--quick] [--jobs N] [--out DIR] [--set key=value ...] [--retry-failed]
+    biofa list [rules|constraints|models|datasets|circuits|experiments]
+    biofa report RESULTS_DIR
+
+``SPEC`` is a TOML file or the name of a packaged experiment (``biofa list experiments``).
+Exit status: 0 everything ran, 1 some runs failed (every output was still written), 2 bad input
+(a bad spec, key or value, a missing data file, a missing results folder), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import BiofaError
+
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+LIST_TOPICS = ("rules", "constraints", "models", "datasets", "circuits", "experiments")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="biofa", description="Biologically constrained learning: "
+                                     "run studies from TOML specs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a study from an experiment spec")
+    run.add_argument("spec", help="TOML file, or the name of a packaged experiment")
+    run.add_argument("--quick", action="store_true", help="apply the spec's [quick] table")
+    run.add_argument("--jobs", "-j", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument("--out", "-o", help="results folder (default results/<name>[_quick])")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a spec key, e.g. --set train.epochs=3 (repeatable)")
+    run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    bars = run.add_mutually_exclusive_group()
+    bars.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="always show progress bars")
+    bars.add_argument("--no-progress", dest="progress", action="store_false",
+                      help="never show progress bars (default: only on a terminal)")
+    lst = sub.add_parser("list", help="show feedback rules, constraints, models, datasets, circuits, experiments")
+    lst.add_argument("topic", nargs="?", choices=LIST_TOPICS, help="show only this registry")
+    rep = sub.add_parser("report", help="regenerate report.md and figures from a results folder")
+    rep.add_argument("results_dir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``biofa`` command; returns the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # argparse: --help (0) or a usage error (2)
+        return int(stop.code or 0)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "list":
+            print(list_text(args.topic))
+            return EXIT_OK
+        return _report(args)
+    except (BiofaError, FileNotFoundError) as err:
+        print(f"biofa: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("biofa: interrupted; finished runs are kept (run the same command again to resume)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args) -> int:
+    from . import experiment
+    from .experiment.report import read_study, results_table
+    if args.jobs < 1:
+        print(f"biofa: error: --jobs must be a positive integer, got {args.jobs}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    spec = experiment.load(args.spec, quick=args.quick, overrides=args.overrides)
+    out = Path(args.out) if args.out else Path("results") / (spec.name + ("_quick" if spec.quick else ""))
+    t0 = time.perf_counter()
+    outcome = experiment.run_study(spec, out, jobs=args.jobs, progress=args.progress,
+                                   retry_failed=args.retry_failed)
+    wall = time.perf_counter() - t0
+    print(results_table(read_study(out)))
+    done = outcome.n_runs - outcome.n_resumed
+    print(f"\n{spec.name}: {outcome.n_runs} runs ({done} run now, {outcome.n_resumed} kept from before), "
+          f"{outcome.n_ok} ok, {outcome.n_failed} failed, {wall:.1f} s with --jobs {args.jobs}")
+    print(f"wrote {out}/runs.csv, history.csv, report.md and figures")
+    return outcome.exit_code
+
+
+def _report(args) -> int:
+    from .experiment.report import write_report
+    out = Path(args.results_dir)
+    if not out.is_dir():
+        print(f"biofa: error: {out}: no such results folder", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    path = write_report(out)
+    print(f"wrote {path} and figures")
+    return EXIT_OK
+
+
+def _first_line(obj) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0].rstrip(".") if doc else ""
+
+
+def _spec_description(path: Path) -> str:
+    from .experiment.spec import tomllib
+    try:
+        with open(path, "rb") as fh:
+            text = tomllib.load(fh).get("experiment", {}).get("description", "")
+    except (OSError, tomllib.TOMLDecodeError):
+        return "(unreadable spec)"
+    return " ".join(str(text).split())[:100]
+
+
+def list_text(topic: str | None = None) -> str:
+    """The registries as text (what ``biofa list`` prints)."""
+    from . import constraints, data, feedback, models
+    from ._resources import packaged_dir
+    sections = []
+
+    def section(title, items):
+        lines = [f"{title}:"] + [f"  {name:<14} {text}".rstrip() for name, text in items]
+        if len(lines) == 1:
+            lines.append("  (none)")
+        sections.append("\n".join(lines))
+
+    if topic in (None, "rules"):
+        section("feedback rules", [(n, _first_line(c)) for n, c in feedback.RULES.items()])
+    if topic in (None, "constraints"):
+        section("sign constraints (sign = ...)", [("free", "no constraint")] +
+                [(n, _first_line(c)) for n, c in sorted(constraints.SIGNS.items())])
+        section("norm constraints (norm = ...)", [("none", "no constraint")] +
+                [(n, _first_line(c)) for n, c in sorted(constraints.NORMS.items())])
+    if topic in (None, "models"):
+        section("models", [(n, _first_line(models.MODELS[n].factory)) for n in models.available()])
+    if topic in (None, "datasets"):
+        registry = getattr(data, "DATASETS", {})
+        section("datasets", [(n, getattr(registry.get(n), "description", "")) for n in data.available()])
+    if topic in (None, "circuits"):
+        section("circuits", _circuits())
+    if topic in (None, "experiments"):
+        folder = packaged_dir("experiments")
+        section(f"experiments ({folder})",
+                [(p.stem, _spec_description(p)) for p in sorted(folder.glob("*.toml"))])
+    return "\n\n".join(sections)
+
+
+def _circuits():
+    from . import circuit
+    from ._resources import packaged_dir
+    if hasattr(circuit, "available"):
+        return [(name, "") for name in circuit.available()]
+    return [(p.stem, "") for p in sorted(packaged_dir("circuits").glob("*.toml"))]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

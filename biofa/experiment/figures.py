@@ -1,0 +1,162 @@
+"""PNG figures of a study (matplotlib, Agg backend): learning curves, alignment angles per layer,
+norm ratios per layer, each as mean over seeds with a ±sd band.
+
+Lines are the feedback rules (or, without a feedback grid, the conditions); panels are the
+combinations of the other grid values (e.g. free signs vs Dale's law).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+from . import results
+
+#: (metric prefix, file name, y label) of the per-layer figures.
+LAYER_FIGURES = (
+    ("weight_alignment", "alignment.png", "∠(W, B) (degrees)"),
+    ("update_alignment", "update_alignment.png", "∠(δ, δ_BP) (degrees)"),
+    ("norm_ratio", "norm_ratio.png", "‖B‖ / ‖W‖"),
+)
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _split(study):
+    """(line key, panel keys) for the conditions of a study."""
+    conds = study["conditions"]
+    line = "feedback" if "feedback" in conds else (conds[0] if conds else None)
+    return line, [c for c in conds if c != line]
+
+
+def _series(study, column):
+    """{panel: {line: {epoch: [values over seeds]}}} for one history column (ok runs only)."""
+    from .report import condition
+    ok = {r["run_id"] for r in study["runs"] if r.get("status") == "ok"}
+    line_key, panel_keys = _split(study)
+    out: dict = {}
+    for row in study["history"]:
+        value = row.get(column)
+        if row["run_id"] not in ok or not isinstance(value, float) or not math.isfinite(value):
+            continue
+        panel = ", ".join(f"{k}={v}" for k, v in zip(panel_keys, condition(row, panel_keys))) or "all runs"
+        line = condition(row, [line_key])[0] if line_key else "all"
+        out.setdefault(panel, {}).setdefault(line, {}).setdefault(int(row["epoch"]), []).append(value)
+    return out
+
+
+def _panel_order(study, panels) -> list:
+    """Panels in grid order (the order of runs.csv), not alphabetical."""
+    from .report import condition
+    _, panel_keys = _split(study)
+    order = []
+    for row in study["runs"]:
+        name = ", ".join(f"{k}={v}" for k, v in zip(panel_keys, condition(row, panel_keys))) or "all runs"
+        if name not in order:
+            order.append(name)
+    return [p for p in order if p in panels] + sorted(p for p in panels if p not in order)
+
+
+def _draw(ax, lines: dict, colors: dict) -> None:
+    for name, by_epoch in lines.items():
+        epochs = sorted(by_epoch)
+        means = [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
+        sds = [math.sqrt(sum((v - m) ** 2 for v in by_epoch[e]) / max(len(by_epoch[e]) - 1, 1))
+               for e, m in zip(epochs, means)]
+        color = colors.get(name)
+        ax.plot(epochs, means, label=name, color=color, lw=1.5, marker="o" if len(epochs) < 4 else None, ms=3)
+        ax.fill_between(epochs, [m - s for m, s in zip(means, sds)], [m + s for m, s in zip(means, sds)],
+                        color=color, alpha=0.15, lw=0)
+
+
+def _colors(study, plt) -> dict:
+    line_key, _ = _split(study)
+    from .report import condition
+    names = []
+    for row in study["runs"]:
+        name = condition(row, [line_key])[0] if line_key else "all"
+        if name not in names:
+            names.append(name)
+    cmap = plt.get_cmap("tab10")
+    return {n: cmap(i % 10) for i, n in enumerate(names)}
+
+
+def _save(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    results.atomic_write_bytes(path, buffer.getvalue())
+
+
+def learning_curves(study, path: Path, plt) -> bool:
+    classification = any(isinstance(r.get("val_acc"), float) for r in study["history"])
+    rows = [("val_acc", "validation accuracy"), ("train_loss", "training loss")] if classification \
+        else [("val_loss", "validation loss"), ("train_loss", "training loss")]
+    data = [_series(study, column) for column, _ in rows]
+    panels = _panel_order(study, {p for d in data for p in d})
+    if not panels:
+        return False
+    colors = _colors(study, plt)
+    fig, axes = plt.subplots(len(rows), len(panels), figsize=(4.2 * len(panels), 3.2 * len(rows)),
+                             squeeze=False, sharex=True)
+    for i, ((_, ylabel), series) in enumerate(zip(rows, data)):
+        for j, panel in enumerate(panels):
+            ax = axes[i][j]
+            _draw(ax, series.get(panel, {}), colors)
+            ax.set_ylabel(ylabel)
+            if i == 0:
+                ax.set_title(panel, fontsize=10)
+            if i == len(rows) - 1:
+                ax.set_xlabel("epoch")
+            if rows[i][0] == "train_loss":
+                ax.set_yscale("log")
+    axes[0][-1].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{study['meta']['name']}: learning curves (mean ± sd over seeds)", fontsize=11)
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def layer_figure(study, metric: str, ylabel: str, path: Path, plt) -> bool:
+    from .report import final_layer_values
+    layers, _ = final_layer_values(study, metric)
+    series = {layer: _series(study, f"{metric}:{layer}") for layer in layers}
+    panels = _panel_order(study, {p for s in series.values() for p in s})
+    if not panels:
+        return False
+    colors = _colors(study, plt)
+    fig, axes = plt.subplots(len(panels), len(layers), figsize=(3.6 * len(layers), 3.0 * len(panels)),
+                             squeeze=False, sharex=True)
+    for i, panel in enumerate(panels):
+        for j, layer in enumerate(layers):
+            ax = axes[i][j]
+            _draw(ax, series[layer].get(panel, {}), colors)
+            ax.set_title((f"layer {layer}" if layer.isdigit() else layer) + (f"\n{panel}" if len(panels) > 1 or panel != "all runs" else ""),
+                         fontsize=9)
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            if i == len(panels) - 1:
+                ax.set_xlabel("epoch")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{study['meta']['name']}: {metric.replace('_', ' ')} per layer", fontsize=11)
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def write_figures(study: dict) -> list[str]:
+    """Write every figure the study's data allow; returns the file names written."""
+    plt = _pyplot()
+    out = Path(study["out"])
+    written = []
+    if learning_curves(study, out / "learning_curves.png", plt):
+        written.append("learning_curves.png")
+    for metric, name, ylabel in LAYER_FIGURES:
+        if layer_figure(study, metric, ylabel, out / name, plt):
+            written.append(name)
+    return written

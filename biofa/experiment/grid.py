@@ -1,0 +1,66 @@
+"""Expand a spec's ``[grid]`` into runs: the Cartesian product over every grid key.
+
+Each run is a plain dict (picklable, JSON-able) holding its full configuration, the grid values
+that label it and a stable id derived from the configuration, so a study that is run again finds
+the runs it already finished.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+
+from .spec import Spec, display, set_path
+
+
+def label(value) -> str:
+    """A short text for a grid value: ``"fa"``, ``"free"``, ``"0.01"``, ``"usf(scale=sn)"``."""
+    if isinstance(value, dict):
+        head = value.get("rule", value.get("kind", value.get("name", "")))
+        rest = ",".join(f"{k}={label(v)}" for k, v in value.items() if k not in ("rule", "kind", "name"))
+        return f"{head}({rest})" if rest else str(head)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(label(v) for v in value) + "]"
+    return str(value)
+
+
+def rule_name(feedback) -> str:
+    """The registry name of a feedback value (a name or a table with ``rule``)."""
+    return feedback.get("rule", "") if isinstance(feedback, dict) else str(feedback)
+
+
+def config_hash(config: dict) -> str:
+    """Eight hex digits identifying a run's full configuration."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def expand(spec: Spec) -> list[dict]:
+    """The runs of ``spec``, in grid order (the first grid key varies slowest).
+
+    A run is ``{"run_id", "labels": {column: value}, "config": {data, model, train, metrics,
+    seed}}``; ``[per_rule.<rule>]`` entries are applied to runs whose feedback rule is ``<rule>``.
+    """
+    keys = list(spec.grid)
+    runs = []
+    for values in itertools.product(*(spec.grid[k] for k in keys)):
+        config = copy.deepcopy(spec.base)
+        config["seed"] = 0
+        for path, value in zip(keys, values):
+            if path == "seed":
+                config["seed"] = value
+            else:
+                set_path(config, path, copy.deepcopy(value))
+        for path, value in spec.per_rule.get(rule_name(config["model"]["feedback"]), {}).items():
+            set_path(config, path, copy.deepcopy(value))
+        labels = {display(k): v for k, v in zip(keys, values)}
+        parts = [label(v) for k, v in zip(keys, values) if k != "seed"]
+        parts.append(f"s{config['seed']}")
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))[:80]
+        runs.append({"run_id": f"{stem}-{config_hash(config)}", "labels": labels, "config": config})
+    return runs

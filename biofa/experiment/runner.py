@@ -1,0 +1,307 @@
+"""One run of a study: build the data, the model and the optimizer from a run's configuration,
+train, measure, and return a result dict (see :mod:`biofa.experiment.results`).
+
+Model selection uses the validation split only: the best epoch is the one with the highest
+validation accuracy (lowest validation loss for regression, and to break ties); its weights are
+kept and evaluated on the test split once, at the end, beside the final epoch's weights.
+
+A run whose training loss (or any weight) becomes NaN or infinite stops and is recorded as
+``failed`` with the reason; any other exception inside a run is recorded the same way, so a study
+always goes on. Warnings biofa issues while the run builds and trains (e.g.
+:class:`~biofa.errors.DegenerateFeedbackWarning` for uSF under Dale's law) go to the run's notes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import time
+import traceback
+import warnings
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import _hooks
+from ..errors import BiofaWarning, SpecError
+from .grid import rule_name
+from .spec import NONE_WORDS
+
+
+class Diverged(ArithmeticError):
+    """The training loss or the weights became NaN or infinite."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _none(value):
+    return None if isinstance(value, str) and value in NONE_WORDS else value
+
+
+_DATA_CACHE: dict = {}
+
+
+def data_key(data_config: dict) -> str:
+    return json.dumps(data_config, sort_keys=True)
+
+
+def seed_data_cache(key: str, splits) -> None:
+    """Hand a worker the datasets the main process has loaded already."""
+    _DATA_CACHE[key] = splits
+
+
+def load_data(data_config: dict):
+    """``biofa.data.load`` for a run's ``data`` table (kept in memory per process)."""
+    key = data_key(data_config)
+    if key not in _DATA_CACHE:
+        from .. import data
+        options = dict(data_config)
+        name = options.pop("name")
+        if len(_DATA_CACHE) >= 4:
+            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+        _DATA_CACHE[key] = data.load(name, **options)
+    return _DATA_CACHE[key]
+
+
+def build_model(model_config: dict, splits, generator: torch.Generator | None = None):
+    """The model of a run: ``biofa.models.build`` or a circuit from ``biofa.circuit``."""
+    options = dict(model_config)
+    feedback = options.pop("feedback")
+    sign = _none(options.pop("sign"))
+    norm = _none(options.pop("norm"))
+    batch_manhattan = options.pop("batch_manhattan")
+    if "circuit" in options:
+        from .. import circuit
+        name = options.pop("circuit")
+        return circuit.load(name, feedback=feedback, sign=sign, norm=norm, generator=generator, **options)
+    from .. import models
+    name = options.pop("name")
+    return models.build(name, input_shape=tuple(splits.input_shape), n_outputs=splits.n_outputs,
+                        feedback=feedback, sign=sign, norm=norm, batch_manhattan=batch_manhattan,
+                        generator=generator, **options)
+
+
+def make_optimizer(parameters, opt: dict) -> torch.optim.Optimizer:
+    name, lr, wd = opt["name"], opt["lr"], opt["weight_decay"]
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=opt["momentum"], weight_decay=wd,
+                               nesterov=opt["nesterov"])
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=lr, momentum=opt["momentum"], weight_decay=wd)
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    betas = tuple(opt.get("betas", (0.9, 0.999)))
+    return cls(parameters, lr=lr, betas=betas, weight_decay=wd)
+
+
+def make_schedule(optimizer, schedule: dict, epochs: int):
+    """A per-epoch learning-rate schedule, or None."""
+    name = schedule["name"]
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, schedule["step_size"], schedule["gamma"])
+    if name == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, schedule["milestones"], schedule["gamma"])
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    return None
+
+
+class Loss:
+    """The training loss: softmax cross-entropy, or squared error (one-hot targets for labels).
+
+    .. math:: L_\\mathrm{CE} = -\\frac1N\\sum_n \\log\\mathrm{softmax}(y_n)_{c_n}, \\qquad
+              L_\\mathrm{MSE} = \\frac{1}{N K}\\sum_{n,k} (y_{nk} - t_{nk})^2
+    """
+
+    def __init__(self, kind: str, task: str, n_outputs: int):
+        if kind == "auto":
+            kind = "cross_entropy" if task == "classification" else "mse"
+        self.kind, self.task, self.n_outputs = kind, task, n_outputs
+
+    def __call__(self, output, target, reduction: str = "mean"):
+        if self.kind == "cross_entropy":
+            return F.cross_entropy(output, target, reduction=reduction)
+        if self.task == "classification":
+            target = F.one_hot(target, self.n_outputs).to(output.dtype)
+        target = target.reshape(output.shape).to(output.dtype)
+        loss = F.mse_loss(output, target, reduction="none").flatten(1).mean(1)
+        return loss.mean() if reduction == "mean" else loss.sum()
+
+
+@torch.no_grad()
+def evaluate(model, loader, loss_fn: Loss, dtype) -> dict:
+    """Mean loss and (classification) accuracy of ``model`` over ``loader``."""
+    model.eval()
+    total, loss_sum, correct = 0, 0.0, 0
+    for x, y in loader:
+        out = model(x.to(dtype))
+        loss_sum += float(loss_fn(out, y, reduction="sum"))
+        if loss_fn.task == "classification":
+            correct += int((out.argmax(1) == y).sum())
+        total += len(y)
+    result = {"loss": loss_sum / max(total, 1)}
+    result["acc"] = correct / max(total, 1) if loss_fn.task == "classification" else None
+    return result
+
+
+def _layer_columns(model, metrics: dict, probe, loss_fn) -> dict:
+    """``{"<metric>:<layer>": value}`` from biofa.analysis for the current weights."""
+    from .. import analysis
+    out = {}
+    if metrics["alignment"]:
+        for layer, values in analysis.layer_metrics(model).items():
+            for metric, value in values.items():
+                out[f"{metric}:{layer or 'model'}"] = value
+    if metrics["update_alignment"] and probe is not None:
+        for layer, value in analysis.update_alignment(model, probe[0], probe[1], loss_fn).items():
+            out[f"update_alignment:{layer or 'model'}"] = value
+    return out
+
+
+def _better(val: dict, best: dict | None) -> bool:
+    if best is None:
+        return True
+    if val["acc"] is not None and val["acc"] != best["acc"]:
+        return val["acc"] > best["acc"]
+    return val["loss"] < best["loss"]
+
+
+def _finite_weights(model) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _note(w: warnings.WarningMessage) -> str:
+    """One line for a warning: its category and first sentence, without the layer-name prefix."""
+    text = " ".join(str(w.message).split()).split(". ")[0]
+    if text.startswith(("Linear: ", "Conv1d: ", "Conv2d: ")):
+        text = text.split(": ", 1)[1]
+    return f"{w.category.__name__}: {text}"
+
+
+def run(task: dict, *, progress: bool = False) -> dict:
+    """Train one run (``{"run_id", "labels", "config"}`` from :func:`biofa.experiment.grid.expand`).
+
+    Returns the result dict; never raises for a failure inside the run (it is recorded).
+    """
+    config = task["config"]
+    seed = int(config["seed"])
+    train_cfg, metrics_cfg = config["train"], config["metrics"]
+    dtype = getattr(torch, train_cfg["dtype"])
+    result = {"run_id": task["run_id"], "labels": task["labels"], "config": config,
+              "status": "ok", "reason": "", "notes": "",
+              "model": config["model"].get("name", config["model"].get("circuit")),
+              "data": config["data"]["name"], "epochs": train_cfg["epochs"], "epochs_done": 0,
+              "started_at": _now(), "pid": os.getpid(), "history": []}
+    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    notes: dict[str, None] = {}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BiofaWarning)
+            try:
+                _train(config, result, seed, dtype, train_cfg, metrics_cfg, progress)
+            except Diverged as err:
+                result["status"], result["reason"] = "failed", f"diverged: {err}"
+            except Exception as err:  # a crash inside one run must not stop the study
+                result["status"] = "failed"
+                result["reason"] = f"error: {type(err).__name__}: {err}"
+                result["traceback"] = traceback.format_exc(limit=8)
+            for w in caught:
+                notes.setdefault(_note(w))
+    finally:
+        torch.set_num_threads(threads)
+    result["notes"] = "; ".join(notes)
+    result["time_s"] = round(time.perf_counter() - t0, 3)
+    result["finished_at"] = _now()
+    return result
+
+
+def _train(config, result, seed, dtype, train_cfg, metrics_cfg, progress):
+    from .. import data
+    _hooks._step = 0  # brSF redraws are a function of (seed, training step): start every run at 0
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    splits = load_data(config["data"])
+    generator = torch.Generator().manual_seed(seed)
+    model = build_model(config["model"], splits, generator).to(dtype)
+    loss_fn = Loss(train_cfg["loss"], splits.task, splits.n_outputs)
+    if loss_fn.kind == "cross_entropy" and splits.task != "classification":
+        raise SpecError(f"[train] loss = 'cross_entropy' needs a classification dataset; "
+                        f"{splits.name!r} is a regression task (use 'mse' or 'auto')")
+    optimizer = make_optimizer(model.parameters(), train_cfg["optimizer"])
+    schedule = make_schedule(optimizer, train_cfg["schedule"], train_cfg["epochs"])
+    train_loader, val_loader, test_loader = data.loaders(
+        splits, train_cfg["batch_size"], seed=seed, eval_batch_size=train_cfg["eval_batch_size"])
+    n_probe = min(metrics_cfg["update_batch"], len(splits.val) or len(splits.train))
+    source = splits.val if len(splits.val) else splits.train
+    probe = (source.tensors[0][:n_probe].to(dtype), source.tensors[1][:n_probe]) if n_probe else None
+
+    def record(epoch, train_stats, seconds):
+        val = evaluate(model, val_loader, loss_fn, dtype) if len(splits.val) else {"loss": math.nan, "acc": None}
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_stats.get("loss"),
+               "train_acc": train_stats.get("acc"), "val_loss": val["loss"], "val_acc": val["acc"],
+               "time_s": round(seconds, 4)}
+        if epoch % metrics_cfg["every"] == 0 or epoch == train_cfg["epochs"]:
+            row.update(_layer_columns(model, metrics_cfg, probe, loss_fn))
+        result["history"].append(row)
+        return val
+
+    record(0, {}, 0.0)
+    best, best_state, epoch_bar = None, None, None
+    if progress:
+        from tqdm.auto import tqdm
+        epoch_bar = tqdm(total=train_cfg["epochs"], desc=result["run_id"][:40], leave=False, unit="ep")
+    try:
+        for epoch in range(1, train_cfg["epochs"] + 1):
+            t_epoch = time.perf_counter()
+            model.train()
+            seen, loss_sum, correct = 0, 0.0, 0
+            for step, (x, y) in enumerate(train_loader, 1):
+                optimizer.zero_grad(set_to_none=True)
+                out = model(x.to(dtype))
+                loss = loss_fn(out, y)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise Diverged(f"non-finite training loss ({value}) at epoch {epoch}, batch {step}")
+                loss.backward()
+                optimizer.step()
+                seen += len(y)
+                loss_sum += value * len(y)
+                if loss_fn.task == "classification":
+                    correct += int((out.detach().argmax(1) == y).sum())
+            if schedule is not None:
+                schedule.step()
+            if not _finite_weights(model):
+                raise Diverged(f"non-finite weights after epoch {epoch}")
+            train_stats = {"loss": loss_sum / max(seen, 1),
+                           "acc": correct / max(seen, 1) if loss_fn.task == "classification" else None}
+            val = record(epoch, train_stats, time.perf_counter() - t_epoch)
+            if not math.isfinite(val["loss"]) and len(splits.val):
+                raise Diverged(f"non-finite validation loss ({val['loss']}) at epoch {epoch}")
+            result["epochs_done"] = epoch
+            if _better(val, best):
+                best = dict(val, epoch=epoch)
+                best_state = copy.deepcopy(model.state_dict())
+            if epoch_bar is not None:
+                epoch_bar.update(1)
+    finally:
+        if epoch_bar is not None:
+            epoch_bar.close()
+        if best is not None:
+            result.update(best_epoch=best["epoch"], best_val_acc=best["acc"], best_val_loss=best["loss"])
+    last = result["history"][-1]
+    result.update(final_train_loss=last["train_loss"], final_train_acc=last["train_acc"],
+                  final_val_loss=last["val_loss"], final_val_acc=last["val_acc"])
+    final = evaluate(model, test_loader, loss_fn, dtype)
+    result.update(test_loss_final=final["loss"], test_acc_final=final["acc"])
+    model.load_state_dict(best_state)
+    at_best = evaluate(model, test_loader, loss_fn, dtype)
+    result.update(test_loss_at_best_val=at_best["loss"], test_acc_at_best_val=at_best["acc"])
