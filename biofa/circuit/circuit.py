@@ -85,9 +85,17 @@ class Circuit(nn.Module):
         is :math:`(W_{eq} - \mathbf 1 \bar w^\top) r_q`, zero on average over e for every
         non-negative :math:`r_q`.
 
-    Attributes: ``populations`` (topological order, input first), ``feedforward`` (the synapses),
-    ``feedback`` (paired then direct FeedbackSynapses), ``input``, ``output`` (names),
-    :meth:`bias`.
+    Attributes
+    ----------
+    populations : list of Population
+        Topological order, input first.
+    feedforward : torch.nn.ModuleList of FeedforwardSynapses
+    direct : torch.nn.ModuleList of FeedbackSynapses
+        The direct (DFA) pathways; :attr:`feedback` lists the paired ones, then these.
+    input, output : str
+        Population names.
+    biases : torch.nn.ParameterDict
+        b of every non-input population, see :meth:`bias`.
 
     Examples
     --------

@@ -129,12 +129,16 @@ class FeedforwardSynapses(nn.Module):
         ``"free"``, ``"fixed"`` or a table (see :func:`resolve_sign`).
     norm : None, ``"const"`` or a table, as :class:`biofa.nn.Linear`.
     init : ``"xavier"`` (default), ``"kaiming"`` or a bound a for U[-a, a]; under a sign
-        constraint W starts at S∘|W|.
+        constraint W starts at :math:`S \circ |W|`.
     name : default ``"pre->post"``.
     generator : torch.Generator for W, B and sign masks.
 
-    Attributes: ``layer`` (the :class:`biofa.nn.Linear`), ``weight`` (effective W, shape
-    (post.size, pre.size)), ``feedback_synapses`` (paired :class:`FeedbackSynapses` or None).
+    Attributes
+    ----------
+    layer : biofa.nn.Linear
+        Holds W, its feedback rule and constraints.
+    feedback_synapses : FeedbackSynapses or None
+        The paired feedback pathway.
     """
 
     def __init__(self, pre: Population, post: Population, *, feedback="fa", feedback_sign=None,
@@ -189,6 +193,7 @@ class FeedforwardSynapses(nn.Module):
 
     @property
     def has_feedback(self) -> bool:
+        """Whether these synapses have a paired feedback pathway (``feedback`` is not ``"none"``)."""
         return self.feedback_synapses is not None
 
     def forward(self, r_pre: torch.Tensor) -> torch.Tensor:
@@ -229,8 +234,15 @@ class FeedbackSynapses(nn.Module):
     ``sign``: None, ``"E"``, ``"I"`` or ``"dale"`` (the type of ``source``, the population that
     sends the error): every row k of B gets the sign of sender k, :math:`B = s \circ |B|`.
 
-    Attributes: ``source``, ``target`` (Population), ``rule``, ``synapse`` (the paired
-    FeedforwardSynapses or None), ``direct``; :meth:`matrix` is the effective B now.
+    Attributes
+    ----------
+    source, target : Population
+        The population that sends the error and the one that receives it.
+    rule : str
+    synapse : FeedforwardSynapses or None
+        The paired synapses (None for direct feedback).
+
+    :meth:`matrix` is the effective B now.
     """
 
     def __init__(self, source: Population, target: Population, *, rule: str = "dfa", sign=None,
@@ -283,6 +295,7 @@ class FeedbackSynapses(nn.Module):
 
     @property
     def direct(self) -> bool:
+        """True for direct (DFA) feedback from the output, False for a paired pathway."""
         return self.synapse is None
 
     def _b_tensor(self) -> torch.Tensor:
@@ -300,7 +313,7 @@ class FeedbackSynapses(nn.Module):
 
     @torch.no_grad()
     def enforce_constraints(self, initial: bool = False) -> None:
-        """Project B onto its sign constraint (at construction: B ← s∘|B|)."""
+        """Project B onto its sign constraint (at construction: :math:`B \\leftarrow s \\circ |B|`)."""
         if self.signs is None:
             return
         b = self._b_tensor()
