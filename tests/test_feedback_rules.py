@@ -349,3 +349,19 @@ def test_rule_objects_are_cloned_not_bound(f64):
     with pytest.raises(ValueError, match="already bound"):
         a.feedback.bind(b)
     assert copy.deepcopy(a).feedback._owner is not a
+
+
+def test_random_magnitudes_follow_the_init_distribution(f64):
+    a = init_std((300, 200)) * 3**0.5  # Xavier bound
+    frsf = bnn.Linear(200, 300, feedback="frsf")
+    brsf = bnn.Linear(200, 300, feedback="brsf")
+    for mags in (frsf.feedback.magnitude, brsf.feedback.magnitudes(brsf.weight.detach())):
+        assert float(mags.min()) >= 0 and float(mags.max()) <= a
+        assert float(mags.mean()) == pytest.approx(a / 2, rel=0.01)
+        assert float(mags.var()) == pytest.approx(a * a / 12, rel=0.02)
+    r = fb.functional.uniform_magnitudes_cpu((7, 5), 2.0, (11, 3))
+    assert r.dtype == torch.float32 and r.shape == (7, 5)
+    k = r / (2.0 / 2**16) - 0.5  # 16-bit levels (k + 1/2) a / 2^16
+    assert torch.equal(k, k.round()) and float(k.min()) >= 0 and float(k.max()) <= 2**16 - 1
+    assert torch.equal(r, fb.functional.uniform_magnitudes_cpu((7, 5), 2.0, (11, 3)))
+    assert not torch.equal(r, fb.functional.uniform_magnitudes_cpu((7, 5), 2.0, (11, 4)))

@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import _hooks
 from ..errors import check_choice
-from ..init import init_std, init_weight
+from ..init import init_bound, init_std, init_weight
 from . import functional as F
 from .base import Feedback, register_rule
 
@@ -106,7 +106,7 @@ class FRSF(_SignConcordant):
         self.magnitude = init_weight(torch.empty_like(weight), self.init_scheme, generator).abs_()
 
     def matrix_for(self, weight):
-        b = F.random_magnitude_sign_feedback(weight, self.magnitude)
+        b = F.random_magnitude_sign_feedback(weight, self.magnitude, nonnegative=True)
         return F.match_norm(b, weight) if self.scale == "sn" else b
 
 
@@ -117,9 +117,12 @@ class BRSF(_SignConcordant):
     :math:`R_t` is redrawn once per **training step** (an optimizer ``step()`` anywhere in the
     process, see :func:`biofa.feedback.training_step`), never in eval and never by a second
     forward of the same step: :math:`R_t` is a function of (seed, step), so the same step always
-    sees the same magnitudes and a run is reproducible. The seed is a buffer. :math:`R_t` is drawn
-    in float32 on W's device, so moving the model to another dtype keeps B; another device type
-    has another random stream.
+    sees the same magnitudes and a run is reproducible. The seed is a buffer. :math:`|R_t|` follows
+    W's init distribution folded to :math:`[0, a]` and does not depend on W's dtype, so ``.to(dtype)``
+    keeps B. On the CPU it is drawn with 16 random bits per synapse
+    (:func:`~biofa.feedback.functional.uniform_magnitudes_cpu`, five times cheaper than torch's CPU
+    generator; the redraw would otherwise cost as much as a matmul); on other devices by torch's
+    generator there (another random stream).
     """
 
     name = "brsf"
@@ -139,16 +142,19 @@ class BRSF(_SignConcordant):
         # the seed's version changes when load_state_dict writes another seed
         key = (step, weight.device, weight.dtype, weight.shape, self.seed.data_ptr(), self.seed._version)
         if self._cache is None or self._cache[0] != key:
-            gen = torch.Generator(device=weight.device)
-            gen.manual_seed((int(self.seed) * 1_000_003 + step) % (2**63 - 1))
-            # drawn in float32 whatever W's dtype, so that .to(dtype) keeps B (up to rounding)
-            r = torch.empty(weight.shape, device=weight.device, dtype=torch.float32)
-            r = init_weight(r, self.init_scheme, gen).abs_().to(weight.dtype)
-            self._cache = (key, r)
+            bound = init_bound(weight.shape, self.init_scheme)
+            if weight.device.type == "cpu":
+                r = F.uniform_magnitudes_cpu(weight.shape, bound, (int(self.seed), step))
+            else:  # drawn in float32 whatever W's dtype, so that .to(dtype) keeps B (up to rounding)
+                gen = torch.Generator(device=weight.device)
+                gen.manual_seed((int(self.seed) * 1_000_003 + step) % (2**63 - 1))
+                r = torch.empty(weight.shape, device=weight.device, dtype=torch.float32)
+                r.uniform_(0.0, bound, generator=gen)
+            self._cache = (key, r.to(weight.dtype))
         return self._cache[1]
 
     def matrix_for(self, weight):
-        b = F.random_magnitude_sign_feedback(weight, self.magnitudes(weight))
+        b = F.random_magnitude_sign_feedback(weight, self.magnitudes(weight), nonnegative=True)
         return F.match_norm(b, weight) if self.scale == "sn" else b
 
     def __getstate__(self):
