@@ -1,0 +1,197 @@
+"""Training-step time and memory of every feedback rule against native PyTorch backprop.
+
+One training step = forward, cross-entropy backward, ``SGD.step()`` (batch 128 by default), on
+an MLP 784-1000-1000-10 and a CIFAR ResNet-20 (plain torch models from ``_models.py``, converted
+by :func:`biofa.nn.convert`). All configurations live in one process and are **interleaved**:
+each round times one step of every configuration, in an order rotated from round to round, so
+load from other processes hits all of them alike. Time is measured two ways: the CPU time of the
+benchmark thread (``time.thread_time``; with one torch thread all the work runs there, and time
+spent descheduled by other processes on a shared machine does not count) and wall time. Reported
+per configuration: median step times and the median over rounds of (step time / native step time
+in the same round); the ``ratio`` compared with the targets is the CPU-time one.
+
+Memory is the memory a step keeps alive, counted exactly (no allocator noise):
+
+- ``saved``: bytes of the distinct tensor storages the autograd graph saves for backward
+  (activations; via ``torch.autograd.graph.saved_tensors_hooks``), not counting storages that
+  are parameters or buffers;
+- ``state``: parameters, their gradients, buffers (fixed B, sign masks, seeds), optimizer state,
+  and tensors a feedback rule caches between steps (brSF's per-step magnitudes).
+
+Transient temporaries inside one backward (e.g. uSF's B = c·sign(W), one layer at a time) are not
+included. Targets on CPU (step-time ratio): fa, usf, frsf ≤ 1.05; brsf ≤ 1.10; dfa ≤ 1.00.
+
+Usage: ``python benchmarks/bench_training_step.py [--quick] [--json PATH] [--rounds N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _models  # noqa: E402
+
+import biofa.nn as bnn  # noqa: E402
+
+RULES = ["bp", "fa", "usf", "frsf", "brsf", "dfa", "kp", "wm"]
+TARGETS = {"fa": 1.05, "usf": 1.05, "frsf": 1.05, "brsf": 1.10, "dfa": 1.00}
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def cached_feedback_bytes(model: torch.nn.Module) -> int:
+    """Bytes of tensors feedback rules keep as plain attributes between steps (caches)."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, bnn.FeedbackLayer):
+            for value in vars(m.feedback).values():
+                items = value if isinstance(value, tuple) else (value,)
+                total += sum(tensor_bytes(v) for v in items if isinstance(v, torch.Tensor))
+    return total
+
+
+class Config:
+    """One model under one rule, with its optimizer and a fixed batch."""
+
+    def __init__(self, name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+        self.name, self.model, self.x, self.y = name, model, x, y
+        self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        self.times: list[float] = []  # CPU time of this thread per step
+        self.walls: list[float] = []
+
+    def step(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        F.cross_entropy(self.model(self.x), self.y).backward()
+        self.opt.step()
+
+    def timed_step(self) -> tuple[float, float]:
+        w0, t0 = time.perf_counter(), time.thread_time()
+        self.step()
+        dt, dw = time.thread_time() - t0, time.perf_counter() - w0
+        self.times.append(dt)
+        self.walls.append(dw)
+        return dt, dw
+
+    def memory(self) -> dict:
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = F.cross_entropy(self.model(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        params = list(self.model.parameters())
+        persistent = {t.untyped_storage().data_ptr() for t in [*params, *self.model.buffers()]}
+        saved = sum(n for ptr, n in storages.items() if ptr not in persistent)
+        state = sum(tensor_bytes(p) for p in params)
+        state += sum(tensor_bytes(p.grad) for p in params if p.grad is not None)
+        state += sum(tensor_bytes(b) for b in self.model.buffers())
+        state += sum(tensor_bytes(v) for s in self.opt.state.values() for v in s.values()
+                     if isinstance(v, torch.Tensor))
+        state += cached_feedback_bytes(self.model)
+        return {"saved_bytes": saved, "state_bytes": state}
+
+
+def build(model_name: str, batch: int, quick: bool, rules) -> list[Config]:
+    gen = torch.Generator().manual_seed(0)
+    if model_name == "mlp":
+        native = _models.mlp((784, 1000, 1000, 10))
+        x = torch.randn(batch, 784, generator=gen)
+    else:
+        native = _models.resnet20(10)
+        x = torch.randn(batch, 3, 32, 32, generator=gen)
+    y = torch.randint(0, 10, (batch,), generator=gen)
+    configs = [Config("native", native, x, y)]
+    for rule in rules:
+        configs.append(Config(rule, bnn.convert(native, feedback=rule, generator=gen), x, y))
+    return configs
+
+
+def run_model(model_name: str, args) -> dict:
+    batch = args.batch if not args.quick else (32 if model_name == "mlp" else 8)
+    configs = build(model_name, batch, args.quick, args.rules)
+    for c in configs:  # warm-up: allocator, caches, lazy init
+        for _ in range(2 if not args.quick else 1):
+            c.step()
+    rounds = args.rounds or (3 if args.quick else (40 if model_name == "mlp" else 12))
+    ratios = {c.name: [] for c in configs}
+    wall_ratios = {c.name: [] for c in configs}
+    for r in range(rounds):
+        order = configs[r % len(configs):] + configs[:r % len(configs)]
+        times = {c.name: c.timed_step() for c in order}
+        for name, (t, w) in times.items():
+            ratios[name].append(t / times["native"][0])
+            wall_ratios[name].append(w / times["native"][1])
+    native_mem = None
+    rows = []
+    for c in configs:
+        mem = c.memory()
+        total = mem["saved_bytes"] + mem["state_bytes"]
+        native_mem = native_mem or total
+        rows.append({
+            "model": model_name, "config": c.name, "batch": batch, "rounds": rounds,
+            "median_step_s": statistics.median(c.times),
+            "median_wall_s": statistics.median(c.walls),
+            "ratio": statistics.median(ratios[c.name]),
+            "wall_ratio": statistics.median(wall_ratios[c.name]),
+            "target": TARGETS.get(c.name),
+            **mem, "memory_ratio": total / native_mem,
+        })
+    return {"model": model_name, "rows": rows}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: small batches, 3 rounds")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 40 MLP, 12 ResNet-20)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--models", default="mlp,resnet20")
+    parser.add_argument("--rules", default=",".join(RULES))
+    args = parser.parse_args(argv)
+    args.rules = [r for r in args.rules.split(",") if r]
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    load_before = os.getloadavg()[0]
+    results = [run_model(m, args) for m in args.models.split(",") if m]
+    meta = {"threads": args.threads, "quick": args.quick, "torch": torch.__version__,
+            "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0],
+            "cpus": os.cpu_count()}
+    print(f"torch {torch.__version__}, {args.threads} thread(s), load average {load_before:.2f} -> "
+          f"{meta['loadavg_1min_after']:.2f} on {meta['cpus']} CPUs")
+    header = f"{'model':9} {'config':7} {'batch':>5} {'cpu ms':>8} {'ratio':>6} {'target':>6} {'ok':>3}" \
+             f" {'wall ms':>8} {'wall ratio':>10} {'saved MB':>9} {'state MB':>9} {'mem ratio':>9}"
+    print(header)
+    print("-" * len(header))
+    for res in results:
+        for row in res["rows"]:
+            target = row["target"]
+            ok = "" if target is None else ("yes" if row["ratio"] <= target else "NO")
+            print(f"{row['model']:9} {row['config']:7} {row['batch']:5d} {1e3 * row['median_step_s']:8.2f} "
+                  f"{row['ratio']:6.3f} {'' if target is None else f'{target:.2f}':>6} {ok:>3} "
+                  f"{1e3 * row['median_wall_s']:8.2f} {row['wall_ratio']:10.3f} "
+                  f"{row['saved_bytes'] / 1e6:9.2f} {row['state_bytes'] / 1e6:9.2f} {row['memory_ratio']:9.3f}")
+    out = {"meta": meta, "results": results}
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Smoke test: both benchmark scripts run end to end in --quick mode and write their JSON."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(script, tmp_path, *extra):
+    out = tmp_path / f"{script}.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--json", str(out), *extra],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.timeout(150)
+def test_bench_training_step_quick(tmp_path):
+    stdout, data = run("bench_training_step.py", tmp_path)
+    assert "ratio" in stdout and "native" in stdout
+    rows = [row for res in data["results"] for row in res["rows"]]
+    assert {r["model"] for r in rows} == {"mlp", "resnet20"}
+    assert {r["config"] for r in rows} == {"native", "bp", "fa", "usf", "frsf", "brsf", "dfa", "kp", "wm"}
+    for r in rows:
+        assert r["median_step_s"] > 0 and r["ratio"] > 0 and r["saved_bytes"] > 0 and r["state_bytes"] > 0
+        if r["config"] == "native":
+            assert r["ratio"] == 1.0 and r["memory_ratio"] == 1.0
+    fa = next(r for r in rows if r["model"] == "mlp" and r["config"] == "fa")
+    native = next(r for r in rows if r["model"] == "mlp" and r["config"] == "native")
+    # FA holds one fixed B per layer, the size of the weight it stands in for
+    weights = 4 * (784 * 1000 + 1000 * 1000 + 1000 * 10)
+    assert fa["state_bytes"] - native["state_bytes"] == weights
+
+
+@pytest.mark.timeout(150)
+def test_bench_dfa_memory_quick(tmp_path):
+    stdout, data = run("bench_dfa_memory.py", tmp_path)
+    assert "naive" in stdout
+    rows = {r["input"]: r for r in data["rows"]}
+    assert set(rows) == {224, 32}
+    for r in rows.values():
+        assert r["biofa_over_forward"] < 1  # the target: less feedback memory than the forward weights
+        assert r["biofa_bytes"] == 4 * 1000 * r["biofa_bytes"] // (4 * 1000)
+    assert rows[224]["naive_dense_bytes"] > 40 * rows[32]["naive_dense_bytes"]
+    assert rows[224]["biofa_bytes"] == rows[32]["biofa_bytes"]
