@@ -10,7 +10,7 @@ from torch import nn
 import biofa.nn as bnn
 from biofa import feedback as fb
 from biofa.constraints import Dale
-from biofa.errors import ConfigError, DegenerateFeedbackWarning
+from biofa.errors import ConfigError, DegenerateFeedbackWarning, ShapeError
 from biofa.init import check_init, init_bound, init_std, init_weight
 
 
@@ -88,8 +88,10 @@ def test_layer_argument_errors():
         bnn.Conv2d(3, 4, 3, groups=2)
     with pytest.raises(ConfigError, match="The 'padding_mode' parameter of Conv2d"):
         bnn.Conv2d(2, 2, 3, padding_mode="mirror")
-    with pytest.raises(ConfigError, match="expected input of shape"):
+    with pytest.raises(ShapeError, match=r"Conv2d: expected input of shape \(N, 2, L, L\), got \(1, 3, 5, 5\)"):
         bnn.Conv2d(2, 2, 3)(torch.randn(1, 3, 5, 5))
+    with pytest.raises(ShapeError, match=r"Linear: expected input of shape \(\.\.\., 3\), got \(2, 4\)"):
+        bnn.Linear(3, 2)(torch.randn(2, 4))
     with pytest.raises(ConfigError, match="needs stride 1"):
         bnn.Conv2d(2, 2, 3, stride=2, padding="same")
     same = bnn.Conv2d(2, 2, 3, padding="same", feedback="bp")

@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 from .. import _hooks
 from ..constraints.norm import make_norm
 from ..constraints.sign import Dale, SignReparametrization, make_sign
-from ..errors import ConfigError, DegenerateFeedbackWarning
+from ..errors import ConfigError, DegenerateFeedbackWarning, ShapeError
 from ..feedback.base import make_feedback
 from ..init import check_init, init_weight
 from .functional import FeedbackConvFunction, FeedbackLinearFunction, direct_pass
@@ -192,6 +192,8 @@ class Linear(FeedbackLayer):
                     batch_manhattan=batch_manhattan, generator=generator, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ShapeError(f"Linear: expected input of shape (..., {self.in_features}), got {tuple(x.shape)}")
         w = self._weight_for_forward()
         return FeedbackLinearFunction.apply(x, w, self.bias, self._feedback_input(), self, direct_pass(self, x))
 
@@ -251,7 +253,7 @@ class _ConvNd(FeedbackLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self._nd + 2 or x.shape[1] != self.in_channels:
-            raise ConfigError(
+            raise ShapeError(
                 f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, "
                 f"{', '.join('L' * self._nd)}), got {tuple(x.shape)}"
             )
