@@ -129,9 +129,11 @@ def test_dtype_moves(f64, name, i):
     got, g = backward_signal(model, x.float(), e.float(), probe)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected_signal(model, probe, e.float(), g, got.shape))
-    model.to(torch.float64)
-    for b0, m in zip(before, [m for m in model if isinstance(m, bnn.FeedbackLayer)]):
-        assert m.feedback.matrix().dtype == torch.float64
+    model.to(torch.float64)  # and back: B is the float32 one, widened
+    for b1, m in zip(after, [m for m in model if isinstance(m, bnn.FeedbackLayer)]):
+        b2 = m.feedback.matrix()
+        assert b2.dtype == torch.float64
+        torch.testing.assert_close(b2, b1.double(), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("name, i", CASES)

@@ -170,3 +170,24 @@ def test_bad_constraint_specs():
     spec = bc.Dale(e_fraction=0.5)
     lin = bnn.Linear(4, 3, sign=spec)
     assert spec.signs is None and lin.sign is not spec and lin.sign.config() == spec.config()
+
+
+def test_optimizer_hook_counts_steps_and_projects_only_its_layers(f64):
+    from biofa import feedback as fb
+
+    a = bnn.Linear(4, 3, sign="dale")
+    b = bnn.Linear(4, 3, sign="dale")
+    opt = torch.optim.SGD(a.parameters(), lr=10.0)
+    start = fb.training_step()
+    a(torch.randn(5, 4)).sum().backward()
+    with torch.no_grad():
+        b.weight.add_(torch.randn(3, 4) * 10)  # b breaks Dale by hand, outside any optimizer
+    v_before = b._raw_weight()._version
+    opt.step()
+    assert fb.training_step() == start + 1
+    assert bc.dale_violations(nn.Sequential(a)) == {"0": 0}
+    assert b._raw_weight()._version == v_before  # not a's optimizer's business
+    assert bc.dale_violations(nn.Sequential(b))["0"] > 0
+    bc.enforce(b)
+    assert bc.dale_violations(nn.Sequential(b)) == {"0": 0}
+    assert fb.next_step() == start + 2
