@@ -32,6 +32,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
+    "biofa_docstrings",  # sphinxext/: compact "name : description" parameter lines
 ]
 
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "tutorials/README.txt"]

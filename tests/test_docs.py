@@ -117,3 +117,31 @@ def test_sphinx_build_has_no_warnings(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert (tmp_path / "html" / "index.html").is_file()
     assert (tmp_path / "html" / "auto_tutorials" / "plot_quickstart.html").is_file()
+
+
+def test_compact_parameter_lines_become_numpydoc_descriptions():
+    sys.path.insert(0, str(DOCS / "sphinxext"))
+    try:
+        from biofa_docstrings import split_compact_fields
+    finally:
+        sys.path.remove(str(DOCS / "sphinxext"))
+    lines = [
+        "Summary.", "", "Parameters", "----------",
+        "feedback : rule name (``\"bp\"``, ``\"fa\"``,",
+        "    or a table. Default ``\"fa\"``.",
+        "size : int > 0",
+        "    Number of neurons.",
+        "a, b : as :class:`torch.nn.Linear`; W has shape (out, in).",
+        "", "Returns", "-------",
+        "out : this long line is in Returns and must be left exactly as it is, untouched.",
+    ]
+    assert split_compact_fields(lines) == [
+        "Summary.", "", "Parameters", "----------",
+        "feedback", "    rule name (``\"bp\"``, ``\"fa\"``,",
+        "    or a table. Default ``\"fa\"``.",
+        "size : int > 0",
+        "    Number of neurons.",
+        "a, b", "    as :class:`torch.nn.Linear`; W has shape (out, in).",
+        "", "Returns", "-------",
+        "out : this long line is in Returns and must be left exactly as it is, untouched.",
+    ]
