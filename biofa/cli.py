@@ -14,6 +14,8 @@ Exit status: 0 everything ran, 1 some runs failed (every output was still writte
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -58,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "list":
-            print(list_text(args.topic))
+            try:
+                print(list_text(args.topic))
+            except BrokenPipeError:  # biofa list | head
+                sys.stderr = open(os.devnull, "w")  # noqa: SIM115
             return EXIT_OK
         return _report(args)
     except (BiofaError, FileNotFoundError) as err:
@@ -102,18 +107,23 @@ def _report(args) -> int:
 
 
 def _first_line(obj) -> str:
+    """First line of a docstring, without reST roles and backquotes."""
+    obj = getattr(obj, "func", obj)  # functools.partial
     doc = (getattr(obj, "__doc__", None) or "").strip()
-    return doc.splitlines()[0].rstrip(".") if doc else ""
+    line = doc.splitlines()[0].rstrip(".") if doc else ""
+    return re.sub(r":\w+:`([^`]*)`", r"\1", line).replace("``", "").replace("`", "")
 
 
-def _spec_description(path: Path) -> str:
+def _spec_description(path: Path, top: bool = False) -> str:
     from .experiment.spec import tomllib
     try:
         with open(path, "rb") as fh:
-            text = tomllib.load(fh).get("experiment", {}).get("description", "")
+            tree = tomllib.load(fh)
+        text = tree.get("description", "") if top else tree.get("experiment", {}).get("description", "")
     except (OSError, tomllib.TOMLDecodeError):
         return "(unreadable spec)"
-    return " ".join(str(text).split())[:100]
+    text = " ".join(str(text).split())
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def list_text(topic: str | None = None) -> str:
@@ -123,13 +133,16 @@ def list_text(topic: str | None = None) -> str:
     sections = []
 
     def section(title, items):
-        lines = [f"{title}:"] + [f"  {name:<14} {text}".rstrip() for name, text in items]
+        width = max([14] + [len(name) for name, _ in items])
+        lines = [f"{title}:"] + [f"  {name:<{width}} {text}".rstrip() for name, text in items]
         if len(lines) == 1:
             lines.append("  (none)")
         sections.append("\n".join(lines))
 
     if topic in (None, "rules"):
-        section("feedback rules", [(n, _first_line(c)) for n, c in feedback.RULES.items()])
+        order = ["bp", "fa", "usf", "frsf", "brsf", "dfa", "kp", "wm"]
+        names = sorted(feedback.RULES, key=lambda n: (order.index(n) if n in order else len(order), n))
+        section("feedback rules (feedback = ...)", [(n, _first_line(feedback.RULES[n])) for n in names])
     if topic in (None, "constraints"):
         section("sign constraints (sign = ...)", [("free", "no constraint")] +
                 [(n, _first_line(c)) for n, c in sorted(constraints.SIGNS.items())])
@@ -152,9 +165,9 @@ def list_text(topic: str | None = None) -> str:
 def _circuits():
     from . import circuit
     from ._resources import packaged_dir
-    if hasattr(circuit, "available"):
-        return [(name, "") for name in circuit.available()]
-    return [(p.stem, "") for p in sorted(packaged_dir("circuits").glob("*.toml"))]
+    names = circuit.available() if hasattr(circuit, "available") else \
+        [p.stem for p in sorted(packaged_dir("circuits").glob("*.toml"))]
+    return [(name, _spec_description(packaged_dir("circuits") / f"{name}.toml", top=True)) for name in names]
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def tiny(**extra):
         "model": {"name": "mlp", "hidden": [12]},
         "train": {"epochs": 1, "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}},
         "metrics": {"update_batch": 32},
-        "grid": {"feedback": ["bp", "fa"], "seed": [0, 1]},
+        "grid": {"feedback": ["bp", "fa", "brsf", "wm"], "seed": [0, 1]},
     }
     for key, value in extra.items():
         tree[key] = {**tree.get(key, {}), **value}
@@ -51,14 +51,14 @@ def study_jobs1(tmp_path_factory):
 
 def test_study_writes_every_file_with_the_right_columns(study_jobs1):
     out, outcome = study_jobs1
-    assert (outcome.n_runs, outcome.n_ok, outcome.n_failed, outcome.exit_code) == (4, 4, 0, 0)
+    assert (outcome.n_runs, outcome.n_ok, outcome.n_failed, outcome.exit_code) == (8, 8, 0, 0)
     for name in ("runs.csv", "history.csv", "report.md", "spec.toml", "learning_curves.png",
                  "alignment.png", "norm_ratio.png", "update_alignment.png"):
         assert (out / name).is_file(), name
     assert not [p for p in out.rglob(".tmp-biofa-*")]
     runs = rows(out / "runs.csv")
     assert list(runs[0]) == ["feedback", "seed"] + RUN_COLUMNS
-    assert [(r["feedback"], r["seed"]) for r in runs] == [("bp", "0"), ("bp", "1"), ("fa", "0"), ("fa", "1")]
+    assert [(r["feedback"], r["seed"]) for r in runs] == [(f, s) for f in ("bp", "fa", "brsf", "wm") for s in "01"]
     for r in runs:
         assert r["status"] == "ok" and r["reason"] == "" and r["epochs_done"] == "1"
         assert 0 <= float(r["test_acc_at_best_val"]) <= 1 and 0 <= float(r["test_acc_final"]) <= 1
@@ -69,7 +69,7 @@ def test_study_writes_every_file_with_the_right_columns(study_jobs1):
     per_layer = columns[2 + len(HISTORY_COLUMNS):]
     assert "weight_alignment:1" in per_layer and "update_alignment:1" in per_layer
     assert "norm_ratio:3" in per_layer and "sign_agreement:3" in per_layer
-    assert len(history) == 4 * 2  # epochs 0 and 1 per run
+    assert len(history) == 8 * 2  # epochs 0 and 1 per run
     bp = [h for h in history if h["feedback"] == "bp"]
     # B = W: both angles vanish (up to float32 rounding in arccos)
     assert all(float(h["weight_alignment:1"]) < 1e-3 and float(h["update_alignment:1"]) < 1e-3 for h in bp)
@@ -95,9 +95,10 @@ def test_figures_are_valid_pngs(study_jobs1):
 
 
 def test_parallel_workers_give_identical_results(study_jobs1, tmp_path):
+    # brSF's redraws and the weight mirror's noise are seeded too: same numbers in any process
     out1, _ = study_jobs1
     outcome = run_study(tiny(), tmp_path, jobs=2, progress=False)
-    assert outcome.n_ok == 4
+    assert outcome.n_ok == 8
     assert metrics_of(tmp_path) == metrics_of(out1)
     pids = {json.loads(p.read_text())["pid"] for p in (tmp_path / "runs").glob("*.json")}
     assert os.getpid() not in pids  # ran in worker processes
@@ -108,11 +109,11 @@ def test_run_again_keeps_finished_runs(study_jobs1, tmp_path):
     shutil.copytree(study_jobs1[0], out)
     before = {p.name: p.read_text() for p in (out / "runs").glob("*.json")}
     outcome = run_study(tiny(), out, jobs=1, progress=False)
-    assert (outcome.n_resumed, outcome.n_ok) == (4, 4)
+    assert (outcome.n_resumed, outcome.n_ok) == (8, 8)
     assert {p.name: p.read_text() for p in (out / "runs").glob("*.json")} == before
     # a changed spec is a different set of runs: nothing stale is reused
     changed = run_study(tiny(train={"epochs": 2}), out, jobs=1, progress=False)
-    assert changed.n_resumed == 0 and len(rows(out / "runs.csv")) == 4
+    assert changed.n_resumed == 0 and len(rows(out / "runs.csv")) == 8
     assert {r["epochs_done"] for r in rows(out / "runs.csv")} == {"2"}
 
 
@@ -130,7 +131,7 @@ def test_same_seed_same_numbers_and_report_regenerates(study_jobs1, tmp_path):
 
 def test_a_diverging_run_is_recorded_as_failed_and_the_study_goes_on(tmp_path):
     spec = tiny(train={"epochs": 2}, per_rule={"fa": {"train.lr": 1e12}},
-                metrics={"update_alignment": False})
+                metrics={"update_alignment": False}, grid={"feedback": ["bp", "fa"]})
     outcome = run_study(spec, tmp_path, jobs=1, progress=False)
     assert (outcome.n_ok, outcome.n_failed, outcome.exit_code) == (2, 2, 1)
     runs = {r["feedback"] + r["seed"]: r for r in rows(tmp_path / "runs.csv")}
@@ -183,3 +184,33 @@ def _csv(folder):
     path = folder / "t.csv"
     path.write_text("a,b\n1,x\n,y\n")
     return path
+
+
+def test_a_circuit_as_the_model(tmp_path):
+    spec = from_dict({"data": {"name": "mnist1d", "n_train": 200, "n_test": 50},
+                      "model": {"circuit": "mlp"}, "train": {"epochs": 1, "lr": 0.05},
+                      "metrics": {"update_alignment": False}, "grid": {"feedback": ["fa", "usf"]}},
+                     source="c.toml")
+    assert "sign" not in spec.base["model"]  # the circuit keeps its own constraints
+    outcome = run_study(spec, tmp_path, jobs=1, progress=False)
+    assert outcome.n_ok == 2
+    history = rows(tmp_path / "history.csv")
+    usf = [h for h in history if h["feedback"] == "usf" and h["epoch"] == "0"][0]
+    fa = [h for h in history if h["feedback"] == "fa" and h["epoch"] == "0"][0]
+    layers = [c.split(":", 1)[1] for c in usf if c.startswith("weight_alignment:")]
+    assert len(layers) == 3  # the circuit's three feedforward synapse objects
+    assert all(float(usf[f"sign_agreement:{name}"]) == 1.0 for name in layers)
+    assert all(float(fa[f"sign_agreement:{name}"]) < 0.9 for name in layers)
+
+
+def test_circuit_options_are_checked_before_any_run(tmp_path):
+    from biofa.errors import SpecError
+    spec = from_dict({"data": {"name": "digits"}, "model": {"circuit": "mlp"}}, source="c.toml")
+    with pytest.raises(SpecError, match=r"c.toml: \[model\] circuit 'mlp': its input population has 40 "
+                                        r"neurons and its output 10, but dataset 'digits' has 64 features"):
+        run_study(spec, tmp_path / "out", jobs=1, progress=False)
+    spec = from_dict({"data": {"name": "mnist1d"}, "model": {"circuit": "mlp", "feedback": "dfa"}},
+                     source="c.toml")
+    with pytest.raises(SpecError, match=r"feedback = 'dfa' needs direct \[\[feedback\]\] tables"):
+        run_study(spec, tmp_path / "out", jobs=1, progress=False)
+    assert not (tmp_path / "out").exists()

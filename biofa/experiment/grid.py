@@ -56,7 +56,7 @@ def expand(spec: Spec) -> list[dict]:
                 config["seed"] = value
             else:
                 set_path(config, path, copy.deepcopy(value))
-        for path, value in spec.per_rule.get(rule_name(config["model"]["feedback"]), {}).items():
+        for path, value in spec.per_rule.get(rule_name(config["model"].get("feedback", "")), {}).items():
             set_path(config, path, copy.deepcopy(value))
         labels = {display(k): v for k, v in zip(keys, values)}
         parts = [label(v) for k, v in zip(keys, values) if k != "seed"]

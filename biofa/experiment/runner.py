@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _hooks
-from ..errors import BiofaWarning, SpecError
+from ..errors import BiofaWarning, ConfigError, SpecError
 from .grid import rule_name
 from .spec import NONE_WORDS
 
@@ -70,22 +70,57 @@ def load_data(data_config: dict):
     return _DATA_CACHE[key]
 
 
-def build_model(model_config: dict, splits, generator: torch.Generator | None = None):
+def build_model(model_config: dict, splits, generator: torch.Generator | None = None, seed: int = 0):
     """The model of a run: ``biofa.models.build`` or a circuit from ``biofa.circuit``."""
     options = dict(model_config)
+    if "circuit" in options:
+        return _build_circuit(options, splits, seed)
     feedback = options.pop("feedback")
     sign = _none(options.pop("sign"))
     norm = _none(options.pop("norm"))
     batch_manhattan = options.pop("batch_manhattan")
-    if "circuit" in options:
-        from .. import circuit
-        name = options.pop("circuit")
-        return circuit.load(name, feedback=feedback, sign=sign, norm=norm, generator=generator, **options)
     from .. import models
     name = options.pop("name")
     return models.build(name, input_shape=tuple(splits.input_shape), n_outputs=splits.n_outputs,
                         feedback=feedback, sign=sign, norm=norm, batch_manhattan=batch_manhattan,
                         generator=generator, **options)
+
+
+def _build_circuit(options: dict, splits, seed: int):
+    """A circuit spec with the run's feedback / sign / norm written into every synapse table.
+
+    Only the keys the experiment sets are written (``sign = "free"`` lifts Dale's law from
+    populations that have a type; without a ``sign`` the circuit's own constraints stay).
+    """
+    from .. import circuit
+    name = options.pop("circuit")
+    overrides = {k: options.pop(k) for k in ("feedback", "sign", "norm") if k in options}
+    if options.pop("batch_manhattan", False):
+        raise ConfigError(f"circuit {name!r}: batch_manhattan is not an option of circuits")
+    if options:
+        raise ConfigError(f"circuit {name!r}: unknown option(s) {sorted(options)}; a circuit takes "
+                          "feedback, sign and norm (everything else is in its own spec)")
+    spec = circuit.read(name)
+    if rule_name(overrides.get("feedback", "")) == "dfa":
+        raise ConfigError(f"circuit {name!r}: feedback = 'dfa' needs direct [[feedback]] tables in the "
+                          "circuit spec itself (write a circuit with rule = 'dfa' feedback tables)")
+    for table in spec.get("synapses", []):
+        for key, value in overrides.items():
+            if key == "norm" and _none(value) is None:
+                table.pop("norm", None)
+            else:
+                table[key] = value
+    model = circuit.from_spec(spec, seed=seed)
+    sizes = {p.name: p.size for p in model.populations}
+    n_in, n_out = sizes[model.input], sizes[model.output]
+    n_features = int(np.prod(splits.input_shape))
+    if n_in != n_features or n_out != splits.n_outputs:
+        raise ConfigError(f"circuit {name!r}: its input population has {n_in} neurons and its output "
+                          f"{n_out}, but dataset {splits.name!r} has {n_features} features and "
+                          f"{splits.n_outputs} outputs")
+    if len(splits.input_shape) > 1:
+        model = torch.nn.Sequential(torch.nn.Flatten(), model)
+    return model
 
 
 def make_optimizer(parameters, opt: dict) -> torch.optim.Optimizer:
@@ -231,7 +266,7 @@ def _train(config, result, seed, dtype, train_cfg, metrics_cfg, progress):
     random.seed(seed)
     splits = load_data(config["data"])
     generator = torch.Generator().manual_seed(seed)
-    model = build_model(config["model"], splits, generator).to(dtype)
+    model = build_model(config["model"], splits, generator, seed).to(dtype)
     loss_fn = Loss(train_cfg["loss"], splits.task, splits.n_outputs)
     if loss_fn.kind == "cross_entropy" and splits.task != "classification":
         raise SpecError(f"[train] loss = 'cross_entropy' needs a classification dataset; "

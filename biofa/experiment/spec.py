@@ -382,6 +382,11 @@ def _validate(tree, source, quick, origins, default_name) -> Spec:
         raise SpecError(f"{source}: [model] give either name or circuit, not both")
     if "name" not in model and "circuit" not in model:
         model["name"] = "mlp"
+    if "circuit" in model:  # a circuit keeps its own rules and constraints unless the spec sets them
+        given = get_path(tree, "model", {})
+        for key in ("feedback", "sign", "norm", "batch_manhattan"):
+            if key not in given:
+                model.pop(key, None)
     _check_schedule(base["train"]["schedule"], source, origins)
 
     grid_table = tree.get("grid", {})

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import tomli_w
 
-from ..errors import BiofaWarning, ConfigError, SpecError
+from ..errors import BiofaWarning, ConfigError, DataFileError, SpecError
 from . import results
 from .grid import expand, label
 from .results import HISTORY_COLUMNS, RUN_COLUMNS
@@ -69,6 +69,8 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
                 seen_data[key] = load_data(config["data"])
             except SpecError:
                 raise
+            except DataFileError as err:
+                raise DataFileError(f"{spec.source}: [data] {err}") from None
             except (ConfigError, TypeError) as err:
                 raise SpecError(f"{spec.source}: [data] {err}") from None
             splits = seen_data[key]
@@ -160,8 +162,9 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
                 _advance(bar, out, spec, runs)
         else:
             send = {k: v for k, v in datasets.items() if _nbytes(v) <= _SEND_DATA_BYTES}
-            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=_context(),
-                                     initializer=_init_worker, initargs=(send,)) as pool:
+            pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=_context(),
+                                       initializer=_init_worker, initargs=(send,))
+            try:
                 futures = {pool.submit(_work, task, str(out)): task for task in todo}
                 for future in as_completed(futures):
                     try:
@@ -173,6 +176,10 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
                             "status": "failed", "reason": f"worker process failed: {type(err).__name__}: {err}",
                             "notes": "", "history": []})
                     _advance(bar, out, spec, runs)
+            except BaseException:  # Ctrl-C: drop the queued runs, do not wait for them
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
     finally:
         bar.close()
     rows = write_tables(out, runs)
