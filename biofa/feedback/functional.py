@@ -48,10 +48,10 @@ def uniform_magnitudes_cpu(shape, bound: float, seed: tuple[int, ...]) -> torch.
     count = math.prod(shape)
     rng = np.random.Generator(np.random.SFC64(list(seed)))
     words = rng.integers(0, 2**64, size=-(-count // 4), dtype=np.uint64)
-    k = words.view(np.uint16)[:count]
-    r = torch.from_numpy(k.astype(np.float32)).reshape(shape)
+    # 16 random bits read as int16 m: k = m + 2^15 is uniform on {0, ..., 2^16 - 1}
+    m = torch.from_numpy(words.view(np.int16)[:count]).to(torch.float32).reshape(shape)
     scale = bound / 2**16
-    return r.mul_(scale).add_(0.5 * scale)
+    return m.mul_(scale).add_((2**15 + 0.5) * scale)
 
 
 def match_norm(feedback: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
