@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import biofa.nn as bnn
-from biofa.errors import ConfigError
+from biofa.errors import ConfigError, ShapeError
 
 
 class OpLog(TorchDispatchMode):
@@ -121,10 +121,10 @@ def test_eval_mode_and_changing_batch_size(f64):
         (h4,) = hidden_errors(model, x, e, [model[4]])
         o, w = model[4].feedback.slot
         assert torch.equal(h4, (e @ hub.matrix_all)[:, o:o + w])
-        assert not hub._pending  # nothing of a finished pass is kept
+        assert not hub._errors  # no projected error outlives its backward
     for _ in range(100):  # forwards with grad on and no backward: bounded bookkeeping
         model(torch.randn(2, 5, requires_grad=True))
-    assert len(hub._pending) <= 33
+    assert len(hub._expected) <= 33 and not hub._errors
     with torch.no_grad():
         model(torch.randn(4, 5))
     model.train()
@@ -198,3 +198,16 @@ def test_unconnected_and_bad_wiring_errors():
         bnn.convert(nn.Sequential(nn.Linear(3, 2)), feedback={"rule": "dfa", "structure": "channel"})
     with pytest.raises(ConfigError, match="The 'structure' parameter of DFA must be one of"):
         bnn.Linear(3, 2, feedback={"rule": "dfa", "structure": "sparse"})
+
+
+def test_second_backward_through_a_retained_graph(f64):
+    model = dfa_mlp()
+    x, e = torch.randn(4, 5), torch.randn(4, 3)
+    out = model(x)
+    out.backward(e, retain_graph=True)
+    once = model[0].weight.grad.clone()
+    out.backward(e)
+    torch.testing.assert_close(model[0].weight.grad, 2 * once, rtol=1e-15, atol=0)
+    hidden_only = model[:3](x)  # a loss that does not go through the output layer
+    with pytest.raises(ShapeError, match="DFA needs the loss to depend on the network output"):
+        hidden_only.sum().backward()

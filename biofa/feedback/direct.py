@@ -126,30 +126,35 @@ class DirectFeedbackHub(nn.Module):
         object.__setattr__(self, "_members", list(layers))
         self.n_out = n_out
         self.pass_id = 0
-        self._pending: dict[int, list] = {}
+        self._expected: dict[int, int] = {}  # pass -> number of layers whose input wants an error
+        self._errors: dict[int, list] = {}  # pass -> [e @ matrix_all, layers yet to take theirs]
 
     def expect(self, pass_id: int) -> None:
-        entry = self._pending.setdefault(pass_id, [None, 0])
-        entry[1] += 1
+        self._expected[pass_id] = self._expected.get(pass_id, 0) + 1
 
     def close_pass(self) -> int:
         pid = self.pass_id
         self.pass_id += 1
-        for old in [p for p in self._pending if p < self.pass_id - _MAX_PENDING]:
-            del self._pending[old]  # forwards whose backward never came (e.g. eval with grad on)
+        for book in (self._expected, self._errors):
+            for old in [p for p in book if p < self.pass_id - _MAX_PENDING]:
+                del book[old]  # forwards whose backward never came (e.g. eval with grad on)
         return pid
 
     def project(self, pass_id: int, error: torch.Tensor) -> None:
-        """The one matmul of a DFA step: e @ [B_1 | B_2 | ...]."""
-        entry = self._pending.get(pass_id)
-        if entry is None:
+        """The one matmul of a DFA step: e @ [B_1 | B_2 | ...].
+
+        Kept until every layer of the pass has taken its block; a second backward through the same
+        graph (``retain_graph=True``) projects again.
+        """
+        wanted = self._expected.get(pass_id, 0)
+        if not wanted:
             return  # no hidden layer of this pass wants an error
         e = error.reshape(-1, self.n_out)
-        entry[0] = e @ self.matrix_all.to(e.dtype)
+        self._errors[pass_id] = [e @ self.matrix_all.to(e.dtype), wanted]
 
     def take(self, pass_id: int, offset: int, width: int, owner: str) -> torch.Tensor:
-        entry = self._pending.get(pass_id)
-        if entry is None or entry[0] is None:
+        entry = self._errors.get(pass_id)
+        if entry is None:
             raise ShapeError(
                 f"A DFA {owner} layer was reached by a backward pass in which the output layer "
                 "received no error: DFA needs the loss to depend on the network output."
@@ -157,5 +162,5 @@ class DirectFeedbackHub(nn.Module):
         block = entry[0][:, offset : offset + width]
         entry[1] -= 1
         if entry[1] <= 0:
-            del self._pending[pass_id]
+            del self._errors[pass_id]
         return block
