@@ -365,3 +365,22 @@ def test_random_magnitudes_follow_the_init_distribution(f64):
     assert torch.equal(k, k.round()) and float(k.min()) >= 0 and float(k.max()) <= 2**16 - 1
     assert torch.equal(r, fb.functional.uniform_magnitudes_cpu((7, 5), 2.0, (11, 3)))
     assert not torch.equal(r, fb.functional.uniform_magnitudes_cpu((7, 5), 2.0, (11, 4)))
+
+
+def test_fa_B_is_fixed_and_drawn_like_W(f64):
+    layer = bnn.Linear(300, 200, feedback="fa")
+    b0 = layer.feedback.matrix().clone()
+    assert b0.data_ptr() != layer.weight.data_ptr() and torch.equal(b0, layer.feedback.B)
+    a = init_std((200, 300)) * 3**0.5
+    assert float(b0.abs().max()) <= a and float(b0.std()) == pytest.approx(init_std((200, 300)), rel=0.02)
+    assert abs(float(torch.corrcoef(torch.stack([b0.flatten(), layer.weight.detach().flatten()]))[0, 1])) < 0.02
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5, momentum=0.9, weight_decay=0.1)
+    assert all(p is not layer.feedback.B for p in layer.parameters())  # a buffer, not an optimizer's parameter
+    w0 = layer.weight.detach().clone()
+    for _ in range(3):
+        opt.zero_grad()
+        layer(torch.randn(8, 300)).square().sum().backward()
+        opt.step()
+    assert not torch.equal(layer.weight.detach(), w0) and torch.equal(layer.feedback.matrix(), b0)
+    wide = bnn.Linear(300, 200, feedback={"rule": "fa", "init": "kaiming"})
+    assert float(wide.feedback.B.abs().max()) == pytest.approx(init_std((200, 300), "kaiming") * 3**0.5, rel=1e-3)
