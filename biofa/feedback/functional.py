@@ -43,7 +43,8 @@ def uniform_magnitudes_cpu(shape, bound: float, seed: tuple[int, ...]) -> torch.
     A 16-bit discretisation of U[0, a] (mean a/2, variance a²/12·(1 − 2⁻³²)): each 64-bit word of
     numpy's SFC64 generator, seeded with ``seed``, gives four k. A pure function of ``seed`` (on
     little-endian machines). torch's CPU generator spends about as long on a 1000×1000 draw as on a
-    128×1000×1000 matmul; this is about five times faster.
+    128×1000×1000 matmul; this is about three times faster (0.96 vs 2.9 ms CPU time for 10⁶
+    magnitudes, one thread).
     """
     count = math.prod(shape)
     rng = np.random.Generator(np.random.SFC64(list(seed)))

@@ -120,8 +120,8 @@ class BRSF(_SignConcordant):
     sees the same magnitudes and a run is reproducible. The seed is a buffer. :math:`|R_t|` follows
     W's init distribution folded to :math:`[0, a]` and does not depend on W's dtype, so ``.to(dtype)``
     keeps B. On the CPU it is drawn with 16 random bits per synapse
-    (:func:`~biofa.feedback.functional.uniform_magnitudes_cpu`, five times cheaper than torch's CPU
-    generator; the redraw would otherwise cost as much as a matmul); on other devices by torch's
+    (:func:`~biofa.feedback.functional.uniform_magnitudes_cpu`, three times cheaper than torch's CPU
+    generator, whose redraw costs about as much as a matmul); on other devices by torch's
     generator there (another random stream).
     """
 
