@@ -74,6 +74,8 @@ def test_quick_then_set_overrides():
     assert both.grid["seed"] == [3, 4]
     assert both.base["train"]["optimizer"]["lr"] == 0.5
     assert both.base["data"]["name"] == "digits"
+    assert spec({}, overrides=["seed=4"]).grid["seed"] == [4]
+    assert spec({"grid": {"seed": [0, 1]}}, overrides=["seed=[2, 3]"]).grid["seed"] == [2, 3]
 
 
 def test_parse_value_and_canonical_and_label():

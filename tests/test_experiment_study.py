@@ -214,3 +214,11 @@ def test_circuit_options_are_checked_before_any_run(tmp_path):
     with pytest.raises(SpecError, match=r"feedback = 'dfa' needs direct \[\[feedback\]\] tables"):
         run_study(spec, tmp_path / "out", jobs=1, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_without_a_validation_split_the_final_epoch_is_reported(tmp_path):
+    spec = tiny(data={"validation": 0}, train={"epochs": 2}, grid={"feedback": ["fa"], "seed": [0]})
+    assert run_study(spec, tmp_path, jobs=1, progress=False).n_ok == 1
+    (row,) = rows(tmp_path / "runs.csv")
+    assert row["best_epoch"] == "2" and row["test_acc_at_best_val"] == row["test_acc_final"]
+    assert row["notes"].startswith("BiofaWarning: no validation split")

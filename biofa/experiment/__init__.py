@@ -3,9 +3,7 @@
 ``biofa run SPEC`` (or :func:`run`) trains every run of the grid, resumably and in parallel, and
 writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the results folder.
 
-The spec schema
----------------
-Every table and key is optional except what the study needs; defaults are shown.
+**The spec schema.** Every table and key is optional; defaults are shown.
 
 .. code-block:: toml
 

@@ -87,6 +87,14 @@ def _colors(study, plt) -> dict:
     return {n: cmap(i % 10) for i, n in enumerate(names)}
 
 
+def _legend(axes, size) -> None:
+    """One legend, on the first panel of the top row that has lines."""
+    for ax in axes[0][::-1]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=size, loc="best")
+            return
+
+
 def _save(fig, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -98,6 +106,7 @@ def learning_curves(study, path: Path, plt) -> bool:
     rows = [("val_acc", "validation accuracy"), ("train_loss", "training loss")] if classification \
         else [("val_loss", "validation loss"), ("train_loss", "training loss")]
     data = [_series(study, column) for column, _ in rows]
+    rows, data = [r for r, d in zip(rows, data) if d], [d for d in data if d]  # e.g. no validation split
     panels = _panel_order(study, {p for d in data for p in d})
     if not panels:
         return False
@@ -115,7 +124,7 @@ def learning_curves(study, path: Path, plt) -> bool:
                 ax.set_xlabel("epoch")
             if rows[i][0] == "train_loss":
                 ax.set_yscale("log")
-    axes[0][-1].legend(fontsize=8, loc="best")
+    _legend(axes, 8)
     fig.suptitle(f"{study['meta']['name']}: learning curves (mean ± sd over seeds)", fontsize=11)
     _save(fig, path)
     plt.close(fig)
@@ -142,7 +151,7 @@ def layer_figure(study, metric: str, ylabel: str, path: Path, plt) -> bool:
                 ax.set_ylabel(ylabel)
             if i == len(panels) - 1:
                 ax.set_xlabel("epoch")
-    axes[0][-1].legend(fontsize=7, loc="best")
+    _legend(axes, 7)
     fig.suptitle(f"{study['meta']['name']}: {metric.replace('_', ' ')} per layer", fontsize=11)
     _save(fig, path)
     plt.close(fig)

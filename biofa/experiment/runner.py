@@ -290,6 +290,9 @@ def _train(config, result, seed, dtype, train_cfg, metrics_cfg, progress):
         return val
 
     record(0, {}, 0.0)
+    if not len(splits.val):
+        warnings.warn("no validation split (data.validation = 0): nothing selects an epoch, so "
+                      "'test @ best val' is the final epoch", BiofaWarning, stacklevel=2)
     best, best_state, epoch_bar = None, None, None
     if progress:
         from tqdm.auto import tqdm
@@ -322,7 +325,7 @@ def _train(config, result, seed, dtype, train_cfg, metrics_cfg, progress):
             if not math.isfinite(val["loss"]) and len(splits.val):
                 raise Diverged(f"non-finite validation loss ({val['loss']}) at epoch {epoch}")
             result["epochs_done"] = epoch
-            if _better(val, best):
+            if not len(splits.val) or _better(val, best):  # no validation split: the last epoch
                 best = dict(val, epoch=epoch)
                 best_state = copy.deepcopy(model.state_dict())
             if epoch_bar is not None:

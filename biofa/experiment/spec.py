@@ -302,6 +302,13 @@ def _apply_override(tree, path, value, source, origin):
         tree.setdefault("grid", {})[path[5:]] = value
         return
     grid = tree.get("grid", {})
+    if path == "seed":
+        tree.setdefault("grid", {})
+        grid = tree["grid"]
+        for key in [k for k in grid if canonical(k) == "seed"]:
+            del grid[key]
+        grid["seed"] = value if isinstance(value, list) else [value]
+        return
     for key in list(grid):
         if canonical(key) == path:  # a --set on a grid dimension narrows that dimension
             del grid[key]
