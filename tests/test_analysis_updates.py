@@ -1,0 +1,196 @@
+"""Update alignment: the rule's hidden error against the true BP error, without disturbing training."""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import biofa._hooks as hooks
+import biofa.nn as bnn
+from biofa.analysis import angle, update_alignment
+from biofa.analysis.updates import _bookkeeping
+from biofa.errors import ConfigError, ShapeError
+from biofa.feedback import FA
+
+
+def mse(out, y):
+    return 0.5 * ((out - y) ** 2).sum(1).mean()
+
+
+def test_lillicrap_linear_task_angle_falls_below_45(f64):
+    """30-20-10 linear network learning T ~ U[-1, 1]; W ~ U[±0.01], B ~ U[±0.5] (Lillicrap 2016)."""
+    g = torch.Generator().manual_seed(1)
+    T = torch.empty(10, 30).uniform_(-1, 1, generator=g)
+    model = nn.Sequential(bnn.Linear(30, 20, bias=False, init=0.01, generator=g),
+                          bnn.Linear(20, 10, bias=False, init=0.01, feedback=FA(init=0.5), generator=g))
+    x_test = torch.randn(100, 30, generator=g)
+    start = update_alignment(model, x_test, x_test @ T.T, mse)
+    assert set(start) == {"0"}  # the output layer's error is the same under every rule
+    assert start["0"] > 80.0
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(300):
+        x = torch.randn(20, 30, generator=g)
+        opt.zero_grad()
+        mse(model(x), x @ T.T).backward()
+        opt.step()
+    end = update_alignment(model, x_test, x_test @ T.T, mse)
+    assert end["0"] < 40.0
+
+
+def _relu_net(feedback, g):
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 6), nn.ReLU(), nn.Linear(6, 3))
+    return bnn.convert(model, feedback=feedback, generator=g)
+
+
+@pytest.mark.parametrize("rule", ["fa", "usf", "frsf", "brsf", "kp", "wm", "dfa"])
+def test_closed_form_hidden_errors(f64, rule):
+    g = torch.Generator().manual_seed(4)
+    model = _relu_net(rule, g)
+    x, y = torch.randn(16, 5, generator=g), torch.randn(16, 3, generator=g)
+    W = [model[i].weight.detach() for i in (0, 2, 4)]
+    B = [model[i].feedback.matrix() for i in (0, 2, 4)]
+    with torch.no_grad():
+        a1 = model[0](x)
+        a2 = model[2](torch.relu(a1))
+        e = (model[4](torch.relu(a2)) - y) / x.shape[0]  # d mse / d output
+    # BP: delta_l = (delta_{l+1} W_{l+1}) * f'(a_l)
+    bp2 = (e @ W[2]) * (a2 > 0)
+    bp1 = (bp2 @ W[1]) * (a1 > 0)
+    if rule == "dfa":  # every hidden layer hears e through the block of the layer above it
+        r2 = (e @ B[2]) * (a2 > 0)
+        r1 = (e @ B[1]) * (a1 > 0)
+    else:
+        r2 = (e @ B[2]) * (a2 > 0)
+        r1 = (r2 @ B[1]) * (a1 > 0)
+    got = update_alignment(model, x, y, mse)
+    assert set(got) == {"0", "2"}
+    assert got["2"] == pytest.approx(angle(r2, bp2), abs=1e-6)
+    assert got["0"] == pytest.approx(angle(r1, bp1), abs=1e-6)
+    assert 1.0 < got["0"] < 179.0
+
+
+def test_bp_is_aligned_and_dead_errors_are_nan(f64):
+    g = torch.Generator().manual_seed(0)
+    model = _relu_net("bp", g)
+    x, y = torch.randn(8, 5, generator=g), torch.randn(8, 3, generator=g)
+    assert all(v == pytest.approx(0.0, abs=1e-5) for v in update_alignment(model, x, y, mse).values())
+    with torch.no_grad():
+        model[2].bias.fill_(-100.0)  # every unit of layer 2 dead: no error reaches it or below
+    assert all(math.isnan(v) for v in update_alignment(model, x, y, mse).values())
+
+
+def _disturbing_model(g):
+    """FA, weight mirror and brSF, with BatchNorm and dropout: everything that could be disturbed."""
+    return nn.Sequential(
+        bnn.Linear(6, 10, generator=g), nn.BatchNorm1d(10), nn.ReLU(), nn.Dropout(0.3),
+        bnn.Linear(10, 8, feedback="wm", generator=g), nn.ReLU(),
+        bnn.Linear(8, 4, feedback="brsf", generator=g),
+    )
+
+
+def _dfa_model(g):
+    return bnn.convert(nn.Sequential(nn.Linear(6, 10), nn.BatchNorm1d(10), nn.ReLU(), nn.Dropout(0.3),
+                                     nn.Linear(10, 4)), feedback="dfa", generator=g)
+
+
+@pytest.mark.parametrize("build", [_disturbing_model, _dfa_model], ids=["fa-wm-brsf-bn", "dfa-bn"])
+def test_training_is_not_disturbed(f64, build):
+    g = torch.Generator().manual_seed(7)
+    model = build(g)
+    twin = copy.deepcopy(model)
+    data = [(torch.randn(12, 6, generator=g), torch.randn(12, 4, generator=g)) for _ in range(4)]
+
+    def train(net, probe):
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        torch.manual_seed(123)  # dropout masks
+        for x, y in data:
+            if probe:
+                before = torch.get_rng_state()
+                grads = [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+                angles = update_alignment(net, x, y, mse)
+                assert angles and all(0.0 <= v <= 180.0 for v in angles.values())
+                assert torch.equal(before, torch.get_rng_state())
+                for p, old in zip(net.parameters(), grads):  # last step's .grad untouched
+                    assert (p.grad is None and old is None) or torch.equal(p.grad, old)
+            opt.zero_grad()
+            mse(net(x), y).backward()
+            opt.step()
+        return opt
+
+    step0 = hooks.training_step()
+    train(twin, probe=False)
+    step1 = hooks.training_step()
+    hooks._step = step0  # replay the same training steps (brSF's R_t is a function of the step)
+    try:
+        train(model, probe=True)
+    finally:
+        hooks._step = max(step1, hooks.training_step())
+    for (n, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), n
+    hubs = [(m.feedback.hub, t.feedback.hub) for m, t in zip(model.modules(), twin.modules())
+            if isinstance(m, bnn.FeedbackLayer) and m.feedback.direct and m.feedback.hub is not None]
+    for hub, twin_hub in hubs:  # DFA pass bookkeeping as if no analysis pass had run
+        book, twin_book = _bookkeeping(hub), _bookkeeping(twin_hub)
+        assert book.keys() == twin_book.keys() and hub.pass_id == twin_hub.pass_id
+        for key, value in book.items():
+            if isinstance(value, dict):
+                assert value.keys() == twin_book[key].keys(), key
+
+
+def test_leaves_no_trace(f64):
+    g = torch.Generator().manual_seed(3)
+    model = _disturbing_model(g)
+    model.train()
+    model[1].eval()  # a frozen BatchNorm inside a training model: per-module flags are restored
+    model[4].weight.requires_grad_(False)  # a frozen layer stays frozen
+    x, y = torch.randn(12, 6, generator=g), torch.randn(12, 4, generator=g)
+    state = copy.deepcopy(model.state_dict())
+    draws = model[4].feedback._draws
+    flags = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    for mode in ("train", "eval", "current"):
+        update_alignment(model, x, y, mse, mode=mode)
+    assert all(m.training == t for m, t in flags)
+    assert all(p.requires_grad == r for p, r in grads)
+    assert all(p.grad is None for p in model.parameters())
+    assert model[4].feedback._draws == draws  # the weight-mirror noise stream did not advance
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_modes_and_errors(f64):
+    g = torch.Generator().manual_seed(5)
+    model = nn.Sequential(bnn.Linear(4, 6, generator=g), nn.BatchNorm1d(6), nn.ReLU(),
+                          bnn.Linear(6, 2, generator=g))
+    x, y = torch.randn(10, 4, generator=g), torch.randn(10, 2, generator=g)
+    model.eval()
+    assert update_alignment(model, x, y, mse, mode="eval") == update_alignment(model, x, y, mse, mode="current")
+    model.train()
+    assert update_alignment(model, x, y, mse) == update_alignment(model, x, y, mse, mode="current")
+    with pytest.raises(ConfigError, match="'mode' parameter of update_alignment"):
+        update_alignment(model, x, y, mse, mode="test")
+    with pytest.raises(ShapeError, match="scalar"):
+        update_alignment(model, x, y, lambda out, t: (out - t) ** 2)
+    with pytest.raises(ConfigError, match="no biofa layer"):
+        update_alignment(nn.Linear(4, 2), x, y, mse)
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+
+
+def test_shared_layer_is_compared_over_all_calls(f64):
+    g = torch.Generator().manual_seed(6)
+    shared = bnn.Linear(4, 4, generator=g)
+    head = bnn.Linear(4, 2, generator=g)
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shared, self.head = shared, head
+
+        def forward(self, x):
+            return self.head(torch.relu(self.shared(torch.relu(self.shared(x)))))
+
+    x, y = torch.randn(8, 4, generator=g), torch.randn(8, 2, generator=g)
+    got = update_alignment(Twice(), x, y, mse)
+    assert set(got) == {"shared"} and 0.0 < got["shared"] < 180.0
