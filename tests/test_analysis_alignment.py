@@ -25,8 +25,8 @@ def test_alignment_properties(shape, seed, c):
     B = torch.randn(shape, generator=g, dtype=torch.float64)
     theta = weight_alignment(W, B)
     assert 0.0 <= theta <= 180.0
-    assert weight_alignment(W, W) == pytest.approx(0.0, abs=1e-5)
-    assert weight_alignment(W, -W) == pytest.approx(180.0, abs=1e-5)
+    assert weight_alignment(W, W) == 0.0
+    assert weight_alignment(W, -W) == 180.0
     assert weight_alignment(B, W) == pytest.approx(theta, abs=1e-9)          # symmetric
     assert weight_alignment(c * W, B) == pytest.approx(theta, abs=1e-6)      # scale-invariant
     assert weight_alignment(W, -B) == pytest.approx(180.0 - theta, abs=1e-6)
@@ -112,7 +112,7 @@ def test_fa_bp_kp_baselines():
     assert m["sign_agreement"] == pytest.approx(0.5, abs=0.01)
     assert "dale_violations" not in m
     bp = layer_metrics(nn.Sequential(bnn.Linear(20, 10, feedback="bp")))["0"]
-    assert bp["weight_alignment"] == pytest.approx(0.0, abs=1e-5)
+    assert bp["weight_alignment"] == 0.0
     assert bp["norm_ratio"] == 1.0 and bp["sign_agreement"] == 1.0
     kp = bnn.Linear(20, 10, feedback="kp")
     with torch.no_grad():

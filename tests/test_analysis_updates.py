@@ -75,7 +75,7 @@ def test_bp_is_aligned_and_dead_errors_are_nan(f64):
     g = torch.Generator().manual_seed(0)
     model = _relu_net("bp", g)
     x, y = torch.randn(8, 5, generator=g), torch.randn(8, 3, generator=g)
-    assert all(v == pytest.approx(0.0, abs=1e-5) for v in update_alignment(model, x, y, mse).values())
+    assert all(v == 0.0 for v in update_alignment(model, x, y, mse).values())  # bitwise the same error
     with torch.no_grad():
         model[2].bias.fill_(-100.0)  # every unit of layer 2 dead: no error reaches it or below
     assert all(math.isnan(v) for v in update_alignment(model, x, y, mse).values())
@@ -194,3 +194,17 @@ def test_shared_layer_is_compared_over_all_calls(f64):
     x, y = torch.randn(8, 4, generator=g), torch.randn(8, 2, generator=g)
     got = update_alignment(Twice(), x, y, mse)
     assert set(got) == {"shared"} and 0.0 < got["shared"] < 180.0
+
+
+def test_model_that_skips_its_layers(f64):
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = bnn.Linear(3, 3)
+            self.scale = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return x * self.scale
+
+    with pytest.raises(ConfigError, match="called none of its biofa layers"):
+        update_alignment(Skip(), torch.randn(4, 3), torch.randn(4, 3), mse)

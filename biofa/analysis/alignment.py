@@ -41,10 +41,13 @@ def _same_shape(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
 def angle(a, b) -> float:
     """Angle in degrees between two tensors of the same shape, each read as one flat vector.
 
-    .. math:: \\theta = \\frac{180}{\\pi}\\arccos \\mathrm{clamp}\\!\\left(
-              \\frac{\\langle a, b\\rangle}{\\|a\\|\\,\\|b\\|}, -1, 1\\right)
+    .. math:: \\theta = \\arccos \\frac{\\langle a, b\\rangle}{\\|a\\|\\,\\|b\\|}
+              = 2 \\arctan \\frac{\\|\\hat a - \\hat b\\|}{\\|\\hat a + \\hat b\\|},
+              \\qquad \\hat a = a / \\|a\\|
 
-    Computed in float64. Returns NaN when either tensor is all zeros (no direction).
+    Computed in float64 with the second (Kahan's) form, which is accurate near 0° and 180° where
+    arccos loses half the digits: identical directions give exactly 0. Returns NaN when either
+    tensor is all zeros (no direction).
     """
     a, b = _as64(a, "a"), _as64(b, "b")
     _same_shape(a, b, "angle")
@@ -52,8 +55,9 @@ def angle(a, b) -> float:
     na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
     if na == 0 or nb == 0:
         return math.nan
-    cos = torch.clamp(torch.dot(a, b) / (na * nb), -1.0, 1.0)
-    return math.degrees(math.acos(float(cos)))
+    ua, ub = a / na, b / nb
+    diff, total = float(torch.linalg.vector_norm(ua - ub)), float(torch.linalg.vector_norm(ua + ub))
+    return math.degrees(2.0 * math.atan2(diff, total))
 
 
 def weight_alignment(W, B) -> float:

@@ -100,7 +100,8 @@ def linear_invariants(Ws, Bs=None, *, bs=None) -> list[torch.Tensor]:
 
     ``Ws``: the weights W_1..W_L (shapes (n_l, n_{l-1})) or a model (:func:`feedback_chain`).
     ``Bs``: the feedback of each W, either L entries (B_1 is never used and may be None) or the
-    L-1 matrices B_2..B_L. ``bs``: biases (optional; the law of REFERENCE §5 has none).
+    L-1 matrices B_2..B_L. ``bs``: biases (optional; the law of REFERENCE §5 has none; read
+    from a model, the biases are included, which is the law of a linear network with biases).
     Returns float64 tensors of shape (n_l, n_l).
     """
     Ws, bs, Bs = _chain(Ws, bs, Bs, "linear_invariants")

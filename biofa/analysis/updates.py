@@ -116,6 +116,9 @@ def _errors_at_outputs(model, x, y, loss_fn, layers):
             if not torch.is_tensor(loss) or loss.numel() != 1:
                 shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
                 raise ShapeError(f"update_alignment: loss_fn must return a scalar tensor, got {shape}")
+            if not order:
+                raise ConfigError(f"update_alignment: the forward pass of {type(model).__name__} "
+                                  "called none of its biofa layers")
             outputs = [t for n in order for t in captured[n]]
             if not loss.requires_grad:
                 raise ConfigError("update_alignment: the loss does not depend on any biofa layer output")
