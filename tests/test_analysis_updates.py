@@ -175,7 +175,8 @@ def test_modes_and_errors(f64):
         update_alignment(model, x, y, lambda out, t: (out - t) ** 2)
     with pytest.raises(ConfigError, match="no biofa layer"):
         update_alignment(nn.Linear(4, 2), x, y, mse)
-    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())  # restored after errors
+    assert all(m.training for m in model.modules())
 
 
 def test_shared_layer_is_compared_over_all_calls(f64):

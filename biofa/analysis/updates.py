@@ -22,8 +22,6 @@ from ..nn import FeedbackLayer, exact_gradients
 from .alignment import angle, feedback_layers
 
 MODES = ("train", "eval", "current")
-
-
 _MODULE_KEYS = frozenset(vars(nn.Module()))
 
 
@@ -49,7 +47,7 @@ def _undisturbed(model: nn.Module, mode: str):
     False inside, so no weight or learned-feedback gradient is computed and weight mirror draws no
     noise), buffers written by a forward (BatchNorm running statistics: restored only where they
     changed, so graphs that saved unchanged buffers stay valid), and the DFA hubs' pass
-    bookkeeping. The global RNG is handled by :func:`_same_randomness`.
+    bookkeeping. The global RNG is handled by :func:`update_alignment` itself (``fork_rng``).
     """
     modes = [(m, m.training) for m in model.modules()]
     params = [(p, p.requires_grad) for p in model.parameters()]
