@@ -1,19 +1,19 @@
 """Analysis of feedback learning: alignment, conservation laws, minimum-norm solutions.
 
-=============================  ============================================================
-:func:`weight_alignment`       angle between W and its feedback B (degrees)
-:func:`norm_ratio`             :math:`\\|B\\|_F / \\|W\\|_F`
-:func:`sign_agreement`         fraction of entries of W and B with equal sign
-:func:`layer_metrics`          all of the above plus Dale violations, per biofa layer
-:func:`update_alignment`       angle between a rule's hidden error and the true BP error
-:func:`linear_invariants`      FA's conserved matrices :math:`C_l` of linear networks
-:func:`relu_invariants`        FA's conserved per-neuron quantities :math:`c_{l,i}` (ReLU)
-:func:`balancedness`           gradient descent's own law (not conserved under FA)
-:func:`drift`                  relative change of invariants
-:func:`conservation_diagnostic`  which assumptions of the laws a model/optimizer breaks
-:func:`min_norm_solution`      :math:`Y X^+`
-:func:`distance_to_min_norm`   relative distance of an effective weight from :math:`Y X^+`
-=============================  ============================================================
+=================================  ============================================================
+:func:`weight_alignment`           angle between W and its feedback B (degrees)
+:func:`norm_ratio`                 :math:`\\|B\\|_F / \\|W\\|_F`
+:func:`sign_agreement`             fraction of entries of W and B with equal sign
+:func:`layer_metrics`              all of the above plus Dale violations, per biofa layer
+:func:`update_alignment`           angle between a rule's hidden error and the true BP error
+:func:`linear_invariants`          FA's conserved matrices :math:`C_l` of linear networks
+:func:`relu_invariants`            FA's conserved per-neuron quantities :math:`c_{l,i}` (ReLU)
+:func:`balancedness`               gradient descent's own law (not conserved under FA)
+:func:`drift`                      relative change of invariants
+:func:`conservation_diagnostic`    which assumptions of the laws a model/optimizer breaks
+:func:`min_norm_solution`          :math:`Y X^+`
+:func:`distance_to_min_norm`       relative distance of an effective weight from :math:`Y X^+`
+=================================  ============================================================
 
 Every function takes torch tensors (or numpy arrays), computes in float64 and never changes the
 model it reads.

@@ -67,7 +67,8 @@ def weight_alignment(W, B) -> float:
 
     0° for backprop (B = W), about 90° for random FA at init, 180° for B = -W. Any shapes, as long
     as they are equal (a conv kernel is read as one vector). NaN when W or B is all zeros.
-    For frSF pass the *effective* B = sign(W)∘|R| (``layer.feedback.matrix()``), never |R| alone.
+    For frSF pass the *effective* :math:`B = \\mathrm{sign}(W)\\circ|R|`
+    (``layer.feedback.matrix()``), never :math:`|R|` alone.
     """
     W, B = _as64(W, "W"), _as64(B, "B")
     _same_shape(W, B, "weight_alignment")
@@ -87,7 +88,9 @@ def norm_ratio(W, B) -> float:
 
 
 def sign_agreement(W, B) -> float:
-    """Fraction of entries where W and B have the same sign, :math:`\\frac1n\\sum_i [\\mathrm{sign}\\,w_i = \\mathrm{sign}\\,b_i]`.
+    """Fraction of entries where W and B have the same sign.
+
+    .. math:: \\frac{1}{n} \\sum_i [\\mathrm{sign}\\, w_i = \\mathrm{sign}\\, b_i]
 
     Zeros count as a sign of their own (sign 0): a zero weight agrees only with a zero feedback
     entry. So uSF/frSF, whose B is 0 exactly where W is 0 (e.g. synapses clamped by a Dale
