@@ -5,8 +5,8 @@
     \\tau_p \\frac{dr_p}{dt} = -r_p + f_p(I_p), \\qquad I_p = \\sum_{s:\\,\\mathrm{post}(s)=p} W_s r_{\\mathrm{pre}(s)} + b_p
 
 integrated by forward Euler (``method="euler"``) in the order of the torch engine's step
-(CIRCUIT_CONTRACT): every input current from the rates of step n, then every rate. With
-``eta > 0`` the three-factor rule runs in the same step: the output error
+(CIRCUIT_CONTRACT): every input current from the rates of step n, then every rate. With a
+learning rate ``lr`` (η) > 0 the three-factor rule runs in the same step: the output error
 :math:`\\mathrm{err} = r_\\mathrm{out} - y^*`, :math:`\\delta_\\mathrm{out} = f'(I_\\mathrm{out})\\,\\mathrm{err}`,
 hidden deltas :math:`\\delta_h = f'(I_h)(\\sum \\delta_\\mathrm{post} B + \\sum \\mathrm{err}\\,B_\\mathrm{dfa})`
 delivered by the feedback ``Synapses``, then
@@ -25,9 +25,20 @@ The brian2 network (see :func:`build_network`):
   synapse) that the ``Synapses`` link to; the batch sum :math:`\\sum_k \\delta_{k,i} r_{k,j}` is a
   summed variable of a gradient ``Synapses`` object into the store.
 
-Every object is scheduled explicitly (``when="groups"`` and an ``order``; see
-:func:`schedule_table`), so no tie is broken by object name. brian2 is imported inside the
-functions only: ``import biofa`` never imports it.
+Batching: the ``batch`` inputs are simulated at once as independent copies inside each group
+(not a Python loop over inputs), so one network run serves the whole batch and the batch-mean
+update of the torch engine is exact.
+
+Scheduling: every object runs at ``when="groups"`` with an explicit ``order``
+(:func:`schedule_order`): feedforward summed variables (currents from r^n) → output err and
+delta → per hidden population, from the output backwards, its feedback summed variables then its
+delta → batch sums into the weight stores → W / B updates with sign projection → Euler state
+updaters (r^{n+1} from I^n) → bias updates; monitors at ``when="end"``. Ties only occur between
+objects that read and write disjoint variables, so no result depends on brian2's tie-break by
+object name; :func:`schedule_table` lists the order brian2 will run.
+
+Targets: ``"numpy"`` (no compiler), ``"cython"`` and ``"cpp_standalone"`` (:func:`brian2_target`).
+brian2 is imported inside the functions only: ``import biofa`` never imports it.
 """
 
 from __future__ import annotations
