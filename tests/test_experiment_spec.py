@@ -160,7 +160,7 @@ def test_load_reads_files_and_packaged_names(tmp_path):
         load(tmp_path / "missing.toml")
 
 
-@pytest.mark.parametrize("name", ["quickstart", "example"])
+@pytest.mark.parametrize("name", ["quickstart", "example", "mnist1d_baseline"])
 def test_packaged_experiments_are_valid(name):
     s = load(name)
     assert len(expand(s)) >= 2

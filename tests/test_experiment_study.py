@@ -153,6 +153,8 @@ def test_degenerate_usf_under_dale_is_noted_not_raised(tmp_path):
     assert row["notes"].startswith("DegenerateFeedbackWarning: ")
     assert "uniform sign-concordant feedback ('usf') under Dale's law is degenerate" in row["notes"]
     assert row["notes"].count("DegenerateFeedbackWarning") == 1
+    report = (tmp_path / "report.md").read_text()
+    assert "## Notes" in report and "- usf/dale: DegenerateFeedbackWarning: " in report
     (hist,) = [h for h in rows(tmp_path / "history.csv") if h["epoch"] == "1"]
     assert hist["dale_violations:1"] == "0" and hist["dale_violations:3"] == "0"
     assert float(hist["sign_agreement:3"]) == 1.0  # B = c sign(W)

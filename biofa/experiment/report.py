@@ -94,6 +94,18 @@ def _short_notes(rows) -> str:
     return text
 
 
+def _full_notes(study: dict) -> dict[str, list[str]]:
+    """Each distinct run note (warnings caught during the run), with the conditions it came from."""
+    keys = study["conditions"]
+    out: dict[str, list[str]] = {}
+    for row in study["runs"]:
+        cond = "/".join(condition(row, keys)) or "all runs"
+        for note in str(row.get("notes") or "").split("; "):
+            if note and cond not in out.setdefault(note, []):
+                out[note].append(cond)
+    return out
+
+
 def results_table(study: dict) -> str:
     """The main table: one row per condition, scores as mean ± sd over the seeds that finished."""
     keys = study["conditions"]
@@ -171,6 +183,9 @@ def render(study: dict, figures: list[str]) -> str:
         table = layer_table(study, metric, digits)
         if table:
             parts += [f"## {title}", "", table, ""]
+    notes = _full_notes(study)
+    if notes:
+        parts += ["## Notes", "", *[f"- {', '.join(conds)}: {note}" for note, conds in notes.items()], ""]
     failed = [r for r in runs if r.get("status") != "ok"]
     if failed:
         parts += ["## Failed runs", "", _table(["run_id", "reason"], [[r["run_id"], r.get("reason") or ""]

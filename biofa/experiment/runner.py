@@ -212,10 +212,8 @@ def _finite_weights(model) -> bool:
 
 
 def _note(w: warnings.WarningMessage) -> str:
-    """One line for a warning: its category and first sentence, without the layer-name prefix."""
-    text = " ".join(str(w.message).split()).split(". ")[0]
-    if text.startswith(("Linear: ", "Conv1d: ", "Conv2d: ")):
-        text = text.split(": ", 1)[1]
+    """One line for a warning: its category and message (notes are joined by "; ")."""
+    text = " ".join(str(w.message).split()).replace("; ", ", ")
     return f"{w.category.__name__}: {text}"
 
 
