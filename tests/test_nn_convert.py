@@ -124,3 +124,17 @@ def test_init_bounds_and_draws(f64):
     for bad in (True, -1.0, 0, "he"):
         with pytest.raises(ConfigError, match="'init' parameter of X"):
             check_init("X", bad)
+
+
+def test_convert_init_match_draws_feedback_at_the_copied_weights_scale(f64):
+    """init="match": FA's B has the RMS of the copied W (REFERENCE §1), whatever torch's init."""
+    from biofa.analysis import norm_ratio
+
+    native = torch.nn.Sequential(torch.nn.Linear(200, 300), torch.nn.ReLU(), torch.nn.Linear(300, 10))
+    matched = bnn.convert(native, feedback="fa", init="match")
+    xavier = bnn.convert(native, feedback="fa")
+    for i in (0, 2):
+        w = native[i].weight
+        assert matched[i].init == pytest.approx(3**0.5 * float(w.pow(2).mean().sqrt()))
+        assert norm_ratio(w, matched[i].feedback.matrix()) == pytest.approx(1.0, abs=0.03)
+        assert norm_ratio(w, xavier[i].feedback.matrix()) > 1.15  # torch's default init is smaller

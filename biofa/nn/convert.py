@@ -15,8 +15,16 @@ from .layers import Conv1d, Conv2d, FeedbackLayer, Linear, degenerate_usf_messag
 _TORCH_TO_BIOFA = {nn.Linear: Linear, nn.Conv1d: Conv1d, nn.Conv2d: Conv2d}
 
 
+def _matching_bound(weight: torch.Tensor):
+    """Bound a of the uniform U[-a, a] with the copied weight's RMS: a = sqrt(3) * RMS(W)."""
+    rms = float(weight.detach().pow(2).mean().sqrt())
+    return 3.0**0.5 * rms if rms > 0 else "xavier"
+
+
 def _replacement(module: nn.Module, options: dict) -> FeedbackLayer:
     factory = {"device": module.weight.device, "dtype": module.weight.dtype}
+    if options["init"] == "match":
+        options = {**options, "init": _matching_bound(module.weight)}
     bias = module.bias is not None
     if isinstance(module, nn.Linear):
         new = Linear(module.in_features, module.out_features, bias, **options, **factory)
@@ -41,8 +49,15 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
     are never bound or mutated. Returns a converted deep copy unless ``inplace=True``.
 
     ``exclude``: names of modules to leave as they are. ``output``: for DFA, the name of the output
-    layer (default: the last converted layer in module order). ``init`` only sets the scale of
-    sign-concordant/FA feedback (forward weights are copied).
+    layer (default: the last converted layer in module order).
+
+    ``init`` is the distribution feedback is drawn from (FA's B, frSF/brSF magnitudes, uSF's c,
+    DFA blocks) and what ``reset_parameters`` redraws W from: ``"xavier"`` (default),
+    ``"kaiming"``, a bound a for U[-a, a], or ``"match"``: per layer the uniform U[-a, a] with the
+    copied W's own scale (a = √3·RMS(W)), so that B has W's scale whatever init the torch model
+    used (REFERENCE §1; torch's default init U[±1/√fan_in] is 1.2–2.4× smaller than Xavier). With
+    ``"match"`` the bound is computed from the weights being copied, so to reload a state_dict,
+    convert the same torch weights again (or pass the bound explicitly).
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"convert expects a torch.nn.Module, got {type(model).__name__}")
