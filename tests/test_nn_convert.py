@@ -134,7 +134,7 @@ def test_convert_init_match_draws_feedback_at_the_copied_weights_scale(f64):
     matched = bnn.convert(native, feedback="fa", init="match")
     xavier = bnn.convert(native, feedback="fa")
     for i in (0, 2):
-        w = native[i].weight
+        w = native[i].weight.detach()
         assert matched[i].init == pytest.approx(3**0.5 * float(w.pow(2).mean().sqrt()))
         assert norm_ratio(w, matched[i].feedback.matrix()) == pytest.approx(1.0, abs=0.03)
         assert norm_ratio(w, xavier[i].feedback.matrix()) > 1.15  # torch's default init is smaller
