@@ -238,3 +238,20 @@ def test_compiled_targets_match_torch_engine(f64, backend):
     for s in torch_c.feedforward:
         assert rel_err(learned.weights[s.name], s.weight.detach()) <= TOL
         assert rel_err(learned.feedback[s.name], s.layer.feedback.B.detach()) <= TOL
+
+
+@pytest.mark.parametrize("enforce", ["abs", "softplus"])
+def test_reparameterised_dale_learns_like_the_projection(f64, enforce):
+    # the torch engine writes W - dt*lr*g through the right inverse of S*phi(V), which ends in
+    # S*max(S*W, 0): brian2's projection must agree
+    g = torch.Generator().manual_seed(3)
+    x, e, y = Population("x", 4), Population("E", 5, sign="E", bias=0.3), Population("y", 3, activation="linear")
+    syn = [FeedforwardSynapses(x, e, generator=g),
+           FeedforwardSynapses(e, y, sign={"rule": "E", "enforce": enforce}, generator=g)]
+    c = Circuit([x, e, y], syn, input="x", output="y")
+    xs, ys = torch.rand(2, 4, generator=g), -torch.rand(2, 3, generator=g)
+    torch_c, _, got = _learn_both(c, xs, ys, steps=150, dt=1e-4, lr=2000.0)
+    w = torch_c.synapse("E->y").weight.detach()
+    assert int((w.abs() < 1e-100).sum()) > 0  # some synapses were clamped (softplus: to ~1e-154)
+    for s in torch_c.feedforward:
+        assert rel_err(got.weights[s.name], s.weight.detach()) <= TOL, s.name
