@@ -125,6 +125,8 @@ def test_sphinx_build_has_no_warnings(tmp_path):
     # ones from an earlier build must not hide or cause warnings.
     source = tmp_path / "docs"
     shutil.copytree(DOCS, source, ignore=shutil.ignore_patterns("_build", "auto_tutorials", "gen_modules"))
+    for folder in ("circuits", "experiments"):  # the guides include the packaged specs
+        shutil.copytree(ROOT / folder, tmp_path / folder)
     proc = subprocess.run(
         [sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-q",
          "-d", str(tmp_path / "doctrees"), str(source), str(tmp_path / "html")],
