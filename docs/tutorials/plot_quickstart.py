@@ -36,6 +36,7 @@ import torch
 
 import biofa.analysis as ba
 import biofa.data as bd
+import biofa.models as bm
 import biofa.nn as bnn
 
 FAST = os.environ.get("BIOFA_FAST", "0") not in ("", "0")
@@ -59,16 +60,18 @@ print(splits.sizes())
 # %%
 # One network, two learning rules
 # -------------------------------
-# We write the network once in plain torch and let :func:`biofa.nn.convert` replace every
+# We write the network once in plain torch, draw its weights Xavier-uniform (biofa's default,
+# :func:`biofa.models.initialize`), and let :func:`biofa.nn.convert` replace every
 # ``nn.Linear`` by a :class:`biofa.nn.Linear` with the chosen feedback rule. ``convert`` copies
 # the forward weights, so BP and FA start from *identical* forward weights; only the
-# feedback differs. For FA each layer draws its own fixed B (a registered buffer) from W's
-# initial distribution (Xavier-uniform).
+# feedback differs. For FA each layer draws its own fixed B (a registered buffer) from the same
+# Xavier-uniform distribution as W.
 base = torch.nn.Sequential(
     torch.nn.Linear(40, 100), torch.nn.ReLU(),
     torch.nn.Linear(100, 100), torch.nn.ReLU(),
     torch.nn.Linear(100, 10),
 )
+bm.initialize(base, "xavier", generator=torch.Generator().manual_seed(0))
 models = {
     rule: bnn.convert(base, feedback=rule, generator=torch.Generator().manual_seed(1))
     for rule in ("bp", "fa")
