@@ -74,7 +74,8 @@ sphinx_gallery_conf = {
     "line_numbers": False,
     "min_reported_time": 1,
     "abort_on_example_error": True,
-    "write_computation_times": False,  # keep the source tree clean (timings print in the log)
+    "write_computation_times": False,
+    "capture_repr": (),  # show what the scripts print, not the repr of a cell's last expression  # keep the source tree clean (timings print in the log)
 }
 
 # -- HTML --------------------------------------------------------------------------------------
