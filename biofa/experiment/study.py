@@ -176,8 +176,8 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
                             "status": "failed", "reason": f"worker process failed: {type(err).__name__}: {err}",
                             "notes": "", "history": []})
                     _advance(bar, out, spec, runs)
-            except BaseException:  # Ctrl-C: drop the queued runs, do not wait for them
-                pool.shutdown(wait=False, cancel_futures=True)
+            except BaseException:  # Ctrl-C: stop the workers now; unfinished runs are redone on resume
+                _terminate(pool)
                 raise
             pool.shutdown(wait=True)
     finally:
@@ -188,6 +188,17 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
     n_failed = sum(1 for r in rows if r["status"] != "ok")
     return StudyOutcome(out=out, n_runs=len(runs), n_resumed=n_resumed, n_ok=len(rows) - n_failed,
                         n_failed=n_failed, rows=rows)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Cancel queued runs and end the worker processes (their unfinished runs left no file)."""
+    processes = list(getattr(pool, "_processes", {}).values())  # no public handle on the workers
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
 
 
 def _advance(bar, out, spec, runs) -> None:
