@@ -135,6 +135,9 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
     ``jobs`` > 1 runs over that many local worker processes (forkserver, or spawn where there is
     none), each with one torch thread. ``progress``: show tqdm bars (None: only on a terminal).
     ``retry_failed``: run again the runs stored as failed. Returns a :class:`StudyOutcome`.
+
+    With ``jobs`` > 1 the workers import the calling script like :mod:`multiprocessing` does:
+    call this from under ``if __name__ == "__main__":`` in a script (the ``biofa`` command does).
     """
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ConfigError(f"run_study: jobs must be a positive integer, got {jobs!r}")
