@@ -146,3 +146,23 @@ def test_sigkill_then_resume_redoes_only_unfinished_runs(tmp_path, capsys):
 def test_help_exits_0(argv, capsys):
     assert main(argv) == 0
     assert "usage: biofa" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_parallel_workers_at_once(tmp_path):
+    spec = write_spec(tmp_path, n_train=600, epochs=30)
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "biofa.cli", "run", str(spec), "--out", str(out),
+                             "--jobs", "2", "--no-progress"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not _finished(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "interrupted; finished runs are kept" in err
+    n = len(_finished(out))
+    time.sleep(2)
+    assert len(_finished(out)) == n < 6  # no worker goes on running the queue
