@@ -29,6 +29,15 @@ def next_step() -> int:
     return _step
 
 
+def reset_step(value: int = 0) -> None:
+    """Set the training-step counter, e.g. to 0 at the start of a run, so that brSF's redraws
+    (a function of seed and step) are the same whatever ran before in the process."""
+    global _step
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"reset_step: value must be a non-negative int, got {value!r}")
+    _step = value
+
+
 def register_constrained(layer) -> None:
     """Let the optimizer hook project ``layer`` after each step that updates it."""
     _constrained_layers.add(layer)

@@ -384,3 +384,17 @@ def test_fa_B_is_fixed_and_drawn_like_W(f64):
     assert not torch.equal(layer.weight.detach(), w0) and torch.equal(layer.feedback.matrix(), b0)
     wide = bnn.Linear(300, 200, feedback={"rule": "fa", "init": "kaiming"})
     assert float(wide.feedback.B.abs().max()) == pytest.approx(init_std((200, 300), "kaiming") * 3**0.5, rel=1e-3)
+
+
+def test_reset_step_sets_the_counter_that_brsf_draws_from(f64):
+    """brSF's B is a function of (seed, step): resetting the counter reproduces it exactly."""
+    layer = bnn.Linear(6, 4, feedback="brsf")
+    fb.reset_step(0)
+    first = layer.feedback.matrix().clone()
+    fb.next_step()
+    assert not torch.equal(layer.feedback.matrix(), first)
+    fb.reset_step(0)
+    assert fb.training_step() == 0
+    assert torch.equal(layer.feedback.matrix(), first)
+    with pytest.raises(ValueError, match="non-negative int"):
+        fb.reset_step(-1)

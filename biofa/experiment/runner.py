@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import _hooks
+from ..feedback import reset_step
 from ..errors import BiofaWarning, ConfigError, SpecError
 from .grid import rule_name
 from .spec import NONE_WORDS
@@ -258,7 +258,7 @@ def run(task: dict, *, progress: bool = False) -> dict:
 
 def _train(config, result, seed, dtype, train_cfg, metrics_cfg, progress):
     from .. import data
-    _hooks._step = 0  # brSF redraws are a function of (seed, training step): start every run at 0
+    reset_step(0)  # brSF redraws are a function of (seed, training step): start every run at 0
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
