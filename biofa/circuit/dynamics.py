@@ -104,9 +104,59 @@ def euler_step(circuit, rates: dict, dt: float, current: dict) -> dict:
     return new
 
 
+def _fused_runs(circuit, w: dict, x: torch.Tensor, dt: float):
+    """The circuit as matmul blocks on a flat state ``[input, p1, p2, ...]`` (topological order).
+
+    Consecutive populations with the same presynaptic populations and activation form a run that
+    takes one ``addmm`` per step: :math:`I_\\mathrm{run} = b + r_\\mathrm{pres} W_\\mathrm{run}^\\top`
+    (W of every synapse into the run placed side by side, duplicates summed). Returns the
+    population offsets, the state width and the runs.
+    """
+    pops = {p.name: p for p in circuit.populations}
+    names = [circuit.input] + [p.name for p in circuit.populations if p.name != circuit.input]
+    offset, width = {}, 0
+    for n in names:
+        offset[n], width = width, width + pops[n].size
+    runs = []
+    for n in names[1:]:
+        pres = tuple(dict.fromkeys(s.pre.name for s in circuit._incoming[n]))
+        if runs and runs[-1]["pres"] == pres and pops[runs[-1]["posts"][0]].activation == pops[n].activation:
+            runs[-1]["posts"].append(n)
+        else:
+            runs.append({"pres": pres, "posts": [n]})
+    factory = {"dtype": x.dtype, "device": x.device}
+    for run in runs:
+        pres, posts = run["pres"], run["posts"]
+        col = {}
+        for p in pres:
+            col[p] = sum(pops[q].size for q in pres[:pres.index(p)])
+        n_cols, n_rows = sum(pops[p].size for p in pres), sum(pops[q].size for q in posts)
+        wt = torch.zeros(n_cols, n_rows, **factory)
+        row = 0
+        for q in posts:
+            for s in circuit._incoming[q]:
+                wt[col[s.pre.name]:col[s.pre.name] + s.pre.size, row:row + pops[q].size] += w[s.name].T
+            row += pops[q].size
+        index = torch.cat([torch.arange(offset[p], offset[p] + pops[p].size, device=x.device) for p in pres])
+        contiguous = all(offset[b] == offset[a] + pops[a].size for a, b in zip(pres, pres[1:]))
+        start = offset[posts[0]]
+        run.update(
+            src=slice(offset[pres[0]], offset[pres[0]] + n_cols) if contiguous else index,
+            dst=slice(start, start + n_rows), wt=wt,
+            bias=torch.cat([circuit.biases[q].detach() for q in posts]),
+            k=torch.cat([torch.full((pops[q].size,), dt / pops[q].tau, **factory) for q in posts]),
+            f=pops[posts[0]].act.f, clamped=pres == (circuit.input,))
+    return offset, width, runs
+
+
 @torch.no_grad()
 def simulate(circuit, x: torch.Tensor, duration: float, dt: float, r0=None) -> Trajectory:
     """Integrate the rate dynamics of ``circuit`` for input ``x`` (clamped) over ``duration`` seconds.
+
+    The step is :func:`currents` then :func:`euler_step`, computed on a flat double-buffered state
+    with one ``addmm`` per run of populations that share their inputs (:func:`_fused_runs`); the
+    current of a run fed by the clamped input alone is computed once. Same arithmetic as the
+    step-by-step functions up to the order of summation inside a matmul (float rounding).
 
     Parameters
     ----------
@@ -121,13 +171,35 @@ def simulate(circuit, x: torch.Tensor, duration: float, dt: float, r0=None) -> T
     steps = n_steps(duration, dt)
     x = batched(circuit, x)
     rates = initial_rates(circuit, x, r0)
-    w = weights(circuit)
+    offset, width, runs = _fused_runs(circuit, weights(circuit), x, dt)
+    state = [torch.empty(x.shape[0], width, dtype=x.dtype, device=x.device) for _ in range(2)]
     trace = {k: torch.empty(steps + 1, *v.shape, dtype=v.dtype, device=v.device) for k, v in rates.items()}
+    copies = []
     for k, v in rates.items():
         trace[k][0] = v
+        sl = slice(offset[k], offset[k] + v.shape[1])
+        state[0][:, sl] = v
+        state[1][:, sl] = v
+        if k != circuit.input:
+            copies.append((trace[k], sl))
+    trace[circuit.input][1:] = x
+    for run in runs:
+        run["current"] = torch.empty(x.shape[0], run["dst"].stop - run["dst"].start, dtype=x.dtype, device=x.device)
+        if run["clamped"]:  # input clamped, W fixed: f(I) is the same at every step
+            torch.addmm(run["bias"], state[0][:, run["src"]], run["wt"], out=run["current"])
+            run["current"] = run["f"](run["current"])
+    varying = [run for run in runs if not run["clamped"]]
     for n in range(steps):
-        rates = euler_step(circuit, rates, dt, currents(circuit, rates, w))
-        for k, v in rates.items():
-            trace[k][n + 1] = v
+        old, new = state[n % 2], state[(n + 1) % 2]
+        for run in varying:
+            src = run["src"]
+            pre = old[:, src] if isinstance(src, slice) else old.index_select(1, src)
+            torch.addmm(run["bias"], pre, run["wt"], out=run["current"])
+        for run in runs:
+            r, out = old[:, run["dst"]], new[:, run["dst"]]
+            torch.sub(run["current"] if run["clamped"] else run["f"](run["current"]), r, out=out)
+            out.mul_(run["k"]).add_(r)  # r + dt/tau * (-r + f(I))
+        for tr, sl in copies:
+            tr[n + 1] = new[:, sl]
     t = torch.arange(steps + 1, dtype=x.dtype, device=x.device) * dt
     return Trajectory(t=t, rates=trace)
