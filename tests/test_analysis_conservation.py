@@ -270,7 +270,7 @@ def test_diagnostic_flags_adamw_twice():
 @pytest.mark.parametrize("rule", ["bp", "usf", "frsf", "brsf", "kp", "wm"])
 def test_diagnostic_flags_rules(rule):
     reasons = conservation_diagnostic(_mlp(feedback=rule))
-    assert len(reasons) == 1 and f"layer '2'" in reasons[0] and (rule in reasons[0] or "backprop" in reasons[0])
+    assert len(reasons) == 1 and "layer '2'" in reasons[0] and (rule in reasons[0] or "backprop" in reasons[0])
 
 
 def test_diagnostic_flags_model_properties():

@@ -165,8 +165,10 @@ def test_bad_constraint_specs():
         bnn.Linear(3, 2, sign={"rule": "fixed", "mask": torch.ones(3, 2)})
     with pytest.raises(ConfigError, match="The 'per' parameter of ConstNorm must be one of"):
         bnn.Linear(3, 2, norm={"rule": "const", "per": "row"})
-    with pytest.raises(ConfigError, match="Bad options for sign constraint 'dale'"):
+    with pytest.raises(ConfigError, match=r"Unknown option\(s\) \['p_positive'\] for sign rule 'dale' of Linear; expected some of \['e_fraction', 'types', 'enforce'\]"):
         bnn.Linear(3, 2, sign={"rule": "dale", "p_positive": 0.5})
+    with pytest.raises(ConfigError, match=r"Unknown option\(s\) \['by'\] for norm rule 'const'"):
+        bnn.Linear(3, 2, norm={"rule": "const", "by": "unit"})
     spec = bc.Dale(e_fraction=0.5)
     lin = bnn.Linear(4, 3, sign=spec)
     assert spec.signs is None and lin.sign is not spec and lin.sign.config() == spec.config()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError, check_choice
+from ..errors import build_from_table, check_choice
 from . import functional as F
 
 
@@ -55,12 +55,6 @@ def make_norm(spec, owner: str = "layer") -> ConstNorm | None:
     if isinstance(spec, ConstNorm):
         return spec.clone()
     if isinstance(spec, dict):
-        options = dict(spec)
-        name = options.pop("rule", None)
-        check_choice(owner, "norm.rule", name, sorted(NORMS))
-        try:
-            return NORMS[name](**options)
-        except TypeError as err:
-            raise ConfigError(f"Bad options for norm constraint {name!r} of {owner}: {err}") from None
+        return build_from_table(spec, NORMS, owner, "norm")
     check_choice(owner, "norm", spec, [None, *sorted(NORMS)])
     return NORMS[spec]()

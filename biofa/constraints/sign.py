@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ShapeError, check_choice
+from ..errors import ConfigError, ShapeError, build_from_table, check_choice
 from . import functional as F
 
 ENFORCE = ("project", "abs", "relu", "softplus")
@@ -153,13 +153,7 @@ def make_sign(spec, owner: str = "layer") -> SignConstraint | None:
     if isinstance(spec, SignConstraint):
         return spec.clone()
     if isinstance(spec, dict):
-        options = dict(spec)
-        name = options.pop("rule", None)
-        check_choice(owner, "sign.rule", name, sorted(SIGNS))
-        try:
-            return SIGNS[name](**options)
-        except TypeError as err:
-            raise ConfigError(f"Bad options for sign constraint {name!r} of {owner}: {err}") from None
+        return build_from_table(spec, SIGNS, owner, "sign")
     check_choice(owner, "sign", spec, [None, "free", *sorted(SIGNS)])
     return SIGNS[spec]()
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..errors import ConfigError, check_choice
+from ..errors import ConfigError, build_from_table, check_choice
 
 
 class Feedback(nn.Module, metaclass=abc.ABCMeta):
@@ -116,17 +116,6 @@ def make_feedback(spec, owner: str = "layer") -> Feedback:
     if isinstance(spec, Feedback):
         return spec.clone()
     if isinstance(spec, dict):
-        options = dict(spec)
-        name = options.pop("rule", None)
-        check_choice(owner, "feedback.rule", name, sorted(RULES))
-        cls = RULES[name]
-        allowed = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ConfigError(
-                f"Unknown option(s) {unknown} for feedback rule {name!r} of {owner}; "
-                f"expected some of {allowed}."
-            )
-        return cls(**options)
+        return build_from_table(spec, RULES, owner, "feedback")
     check_choice(owner, "feedback", spec, sorted(RULES))
     return RULES[spec]()
