@@ -187,7 +187,9 @@ def test_dale_compliance_after_sgd_momentum(f64):
     c = bc.load("dale_mlp_dale_feedback", dtype=torch.float64)
     for s in c.feedforward:  # every synapse leaves a typed population
         assert s.layer.sign is not None
-    opt = torch.optim.SGD(c.parameters(), lr=0.05, momentum=0.9)
+    # lr 1e-3: FA through this circuit overshoots from step 2 at larger steps (at 0.05 the weights
+    # reach inf within 5 steps); the point here is the projection, not the descent
+    opt = torch.optim.SGD(c.parameters(), lr=1e-3, momentum=0.9)
     x, t = torch.randn(32, 40), torch.randn(32, 10)
     for _ in range(5):
         opt.zero_grad()
@@ -221,10 +223,10 @@ def test_learned_feedback_sign_is_projected_after_optimizer_steps(f64):
 
 def test_balanced_inhibition_cancels_mean_excitation(f64):
     c = bc.load("dale_mlp", dtype=torch.float64)
-    r = c.rates(torch.rand(16, 40))
-    currents = bc.dynamics.currents(c, r)
-    for e_pop in ("h1_E", "h2_E", "y"):
-        torch.testing.assert_close(currents[e_pop].mean(dim=1), torch.zeros(16), rtol=0, atol=1e-13)
+    for x in (torch.rand(16, 40), torch.randn(16, 40)):  # signed input too (MNIST-1D is centred): h1_I is linear
+        currents = bc.dynamics.currents(c, c.rates(x))
+        for e_pop in ("h1_E", "h2_E", "y"):
+            torch.testing.assert_close(currents[e_pop].mean(dim=1), torch.zeros(16), rtol=0, atol=1e-13)
     w_in = c.synapse("h1_E->h2_I").weight
     torch.testing.assert_close(w_in, c.synapse("h1_E->h2_E").weight.mean(0, keepdim=True).expand(20, -1))
     assert torch.equal(c.synapse("h2_I->h2_E").weight, torch.full((80, 20), -1 / 20))

@@ -79,7 +79,7 @@ def test_python_and_toml_build_identical_mlp(f64):
 def test_python_and_toml_build_identical_dale_mlp(f64):
     g = torch.Generator().manual_seed(0)
     pops = {n: Population(n, s, sign=t, activation=a) for n, s, t, a in [
-        ("x", 40, "E", "relu"), ("h1_E", 80, "E", "relu"), ("h1_I", 20, "I", "relu"), ("h2_E", 80, "E", "relu"),
+        ("x", 40, "E", "relu"), ("h1_E", 80, "E", "relu"), ("h1_I", 20, "I", "linear"), ("h2_E", 80, "E", "relu"),
         ("h2_I", 20, "I", "relu"), ("y", 10, "E", "linear"), ("y_I", 2, "I", "relu")]}
     syns = []
     for below, e, i, a in [("x", "h1_E", "h1_I", 0.7746), ("h1_E", "h2_E", "h2_I", 0.5477), ("h2_E", "y", "y_I", 0.5477)]:
