@@ -145,18 +145,35 @@ def _fused_runs(circuit, w: dict, x: torch.Tensor, dt: float):
             dst=slice(start, start + n_rows), wt=wt,
             bias=torch.cat([circuit.biases[q].detach() for q in posts]),
             k=torch.cat([torch.full((pops[q].size,), dt / pops[q].tau, **factory) for q in posts]),
-            f=pops[posts[0]].act.f, clamped=pres == (circuit.input,))
+            f=pops[posts[0]].act.f, activation=pops[posts[0]].activation, clamped=pres == (circuit.input,))
     return offset, width, runs
+
+
+def _activate_in_place(name: str, v: torch.Tensor) -> None:
+    """f(v) written into v, the same arithmetic as :mod:`biofa.circuit.activations`."""
+    if name == "relu":
+        torch.relu_(v)
+    elif name == "tanh":
+        v.tanh_()
+    elif name == "sigmoid":
+        v.sigmoid_()
+    elif name == "softplus":
+        torch.logaddexp(v, v.new_zeros(()), out=v)
+    elif name != "linear":
+        raise ConfigError(f"simulate: no in-place form of activation {name!r}")
 
 
 @torch.no_grad()
 def simulate(circuit, x: torch.Tensor, duration: float, dt: float, r0=None) -> Trajectory:
     """Integrate the rate dynamics of ``circuit`` for input ``x`` (clamped) over ``duration`` seconds.
 
-    The step is :func:`currents` then :func:`euler_step`, computed on a flat double-buffered state
-    with one ``addmm`` per run of populations that share their inputs (:func:`_fused_runs`); the
-    current of a run fed by the clamped input alone is computed once. Same arithmetic as the
-    step-by-step functions up to the order of summation inside a matmul (float rounding).
+    The step is :func:`currents` then :func:`euler_step`, computed on a flat state laid out
+    (unit, batch): each run of populations that share their inputs (:func:`_fused_runs`) writes
+    :math:`f(I)` into its contiguous rows of one drive buffer with one ``addmm`` and one in-place
+    activation, and a single update :math:`r + k(f(I) - r)` with :math:`k = \\Delta t/\\tau` per
+    unit (0 for the clamped input) advances every population, straight into the trace. The current
+    of a run fed by the clamped input alone is computed once. Same arithmetic as the step-by-step
+    functions up to the order of summation inside a matmul (float rounding).
 
     Parameters
     ----------
@@ -172,34 +189,32 @@ def simulate(circuit, x: torch.Tensor, duration: float, dt: float, r0=None) -> T
     x = batched(circuit, x)
     rates = initial_rates(circuit, x, r0)
     offset, width, runs = _fused_runs(circuit, weights(circuit), x, dt)
-    state = [torch.empty(x.shape[0], width, dtype=x.dtype, device=x.device) for _ in range(2)]
-    trace = {k: torch.empty(steps + 1, *v.shape, dtype=v.dtype, device=v.device) for k, v in rates.items()}
-    copies = []
+    factory = {"dtype": x.dtype, "device": x.device}
+    flat = torch.empty(steps + 1, width, x.shape[0], **factory)  # the whole trace, (unit, batch)
     for k, v in rates.items():
-        trace[k][0] = v
-        sl = slice(offset[k], offset[k] + v.shape[1])
-        state[0][:, sl] = v
-        state[1][:, sl] = v
-        if k != circuit.input:
-            copies.append((trace[k], sl))
-    trace[circuit.input][1:] = x
+        flat[0, offset[k]:offset[k] + v.shape[1]] = v.T
+    drive = torch.empty(width, x.shape[0], **factory)  # f(I) of every unit at the current step
+    rate = torch.zeros(width, 1, **factory)  # dt / tau per unit; 0 keeps the input clamped
+    n_in = rates[circuit.input].shape[1]
+    drive[offset[circuit.input]:offset[circuit.input] + n_in] = x.T  # so that f(I) - r = 0 there
+    varying = []
     for run in runs:
-        run["current"] = torch.empty(x.shape[0], run["dst"].stop - run["dst"].start, dtype=x.dtype, device=x.device)
+        rows = drive[run["dst"]]
+        rate[run["dst"], 0] = run["k"]
+        w, bias = run["wt"].T.contiguous(), run["bias"][:, None]
         if run["clamped"]:  # input clamped, W fixed: f(I) is the same at every step
-            torch.addmm(run["bias"], state[0][:, run["src"]], run["wt"], out=run["current"])
-            run["current"] = run["f"](run["current"])
-    varying = [run for run in runs if not run["clamped"]]
+            torch.addmm(bias, w, flat[0][run["src"]], out=rows)
+            _activate_in_place(run["activation"], rows)
+        else:
+            varying.append((run["src"], w, bias, rows, run["activation"]))
     for n in range(steps):
-        old, new = state[n % 2], state[(n + 1) % 2]
-        for run in varying:
-            src = run["src"]
-            pre = old[:, src] if isinstance(src, slice) else old.index_select(1, src)
-            torch.addmm(run["bias"], pre, run["wt"], out=run["current"])
-        for run in runs:
-            r, out = old[:, run["dst"]], new[:, run["dst"]]
-            torch.sub(run["current"] if run["clamped"] else run["f"](run["current"]), r, out=out)
-            out.mul_(run["k"]).add_(r)  # r + dt/tau * (-r + f(I))
-        for tr, sl in copies:
-            tr[n + 1] = new[:, sl]
-    t = torch.arange(steps + 1, dtype=x.dtype, device=x.device) * dt
+        old, new = flat[n], flat[n + 1]
+        for src, w, bias, rows, activation in varying:
+            pre = old[src] if isinstance(src, slice) else old.index_select(0, src)
+            torch.addmm(bias, w, pre, out=rows)
+            _activate_in_place(activation, rows)
+        torch.sub(drive, old, out=new)
+        new.mul_(rate).add_(old)  # r + dt/tau * (-r + f(I))
+    trace = {k: flat[:, offset[k]:offset[k] + v.shape[1]].transpose(1, 2).contiguous() for k, v in rates.items()}
+    t = torch.arange(steps + 1, **factory) * dt
     return Trajectory(t=t, rates=trace)
