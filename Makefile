@@ -34,4 +34,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) docs/_build docs/auto_tutorials results .pytest_cache
+	rm -rf $(VENV) docs/_build docs/auto_tutorials docs/gen_modules results .pytest_cache

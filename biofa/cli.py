@@ -14,6 +14,7 @@ Exit status: 0 everything ran, 1 some runs failed (every output was still writte
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -106,12 +107,24 @@ def _report(args) -> int:
     return EXIT_OK
 
 
+_LATEX = {r"\circ": "∘", r"\ge": "≥", r"\le": "≤", r"\sum": "Σ", r"\cdot": "·", r"\,": " "}
+
+
 def _first_line(obj) -> str:
-    """First line of a docstring, without reST roles and backquotes."""
-    obj = getattr(obj, "func", obj)  # functools.partial
-    doc = (getattr(obj, "__doc__", None) or "").strip()
-    line = doc.splitlines()[0].rstrip(".") if doc else ""
-    return re.sub(r":\w+:`([^`]*)`", r"\1", line).replace("``", "").replace("`", "")
+    """First line of a docstring as plain text: no reST roles, backquotes or LaTeX commands."""
+    if isinstance(obj, functools.partial):
+        args = ", ".join(map(str, obj.args))
+        doc = (obj.func.__doc__ or "").strip()
+        line = doc.splitlines()[0].rstrip(".") if doc else ""
+        line = f"{line} [{obj.func.__name__}({args})]" if args else line
+    else:
+        doc = (getattr(obj, "__doc__", None) or "").strip()
+        line = doc.splitlines()[0].rstrip(".") if doc else ""
+    line = re.sub(r":\w+:`([^`]*)`", r"\1", line).replace("``", "").replace("`", "")
+    line = re.sub(r"\\math(?:rm|bf|it)\{([^}]*)\}", r"\1", line)
+    for command, text in _LATEX.items():
+        line = line.replace(command + " ", text + " ").replace(command, text)
+    return line
 
 
 def _spec_description(path: Path, top: bool = False) -> str:

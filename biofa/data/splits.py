@@ -26,7 +26,7 @@ _TINY = 1e-8
 class RawData:
     """A dataset as its source gives it: arrays for the official train and test splits.
 
-    ``x_*``: float arrays of shape (n, *input_shape); ``y_*``: integer labels (classification) or
+    ``x_*``: float arrays of shape ``(n, *input_shape)``; ``y_*``: integer labels (classification) or
     float targets of shape (n, n_outputs) (regression). ``image``: normalise per channel (axis 1)
     instead of per feature.
     """

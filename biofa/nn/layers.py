@@ -32,8 +32,9 @@ def degenerate_usf_message(where: str) -> str:
         "is rank one, so the error reaching presynaptic unit j is s_j * sum_k e_k, which is exactly "
         "zero with softmax cross-entropy, and nothing below the layer learns from the task. In "
         "float32 the sum leaves a rounding residue (~1e-8 of the output error) that adaptive "
-        "optimizers such as Adam rescale into full-size, meaningless steps. Use 'frsf'/'brsf', "
-        "fixed per-synapse signs (sign='fixed') or a squared-error loss."
+        "optimizers such as Adam rescale into full-size, meaningless steps. With any other loss the "
+        "hidden error is still rank one (one number per input, signed by each unit's type). Use "
+        "'frsf'/'brsf' or fixed per-synapse signs (sign='fixed') instead."
     )
 
 
