@@ -1,194 +1,25 @@
-"""A circuit in continuous time: its rate dynamics and online learning run by brian2.
+"""The circuit's plan built as a brian2 ``Network``: groups, block-diagonal synapses, schedule.
 
-.. math::
-
-    \\tau_p \\frac{dr_p}{dt} = -r_p + f_p(I_p), \\qquad I_p = \\sum_{s:\\,\\mathrm{post}(s)=p} W_s r_{\\mathrm{pre}(s)} + b_p
-
-integrated by forward Euler (``method="euler"``) in the order of the torch engine's step
-(CIRCUIT_CONTRACT): every input current from the rates of step n, then every rate. With a
-learning rate ``lr`` (η) > 0 the three-factor rule runs in the same step: the output error
-:math:`\\mathrm{err} = r_\\mathrm{out} - y^*`, :math:`\\delta_\\mathrm{out} = f'(I_\\mathrm{out})\\,\\mathrm{err}`,
-hidden deltas :math:`\\delta_h = f'(I_h)(\\sum \\delta_\\mathrm{post} B + \\sum \\mathrm{err}\\,B_\\mathrm{dfa})`
-delivered by the feedback ``Synapses``, then
-:math:`W \\leftarrow W - \\Delta t\\,\\eta\\,\\delta_\\mathrm{post}^\\top r_\\mathrm{pre}/n_\\mathrm{batch}`
-(Kolen–Pollack B the same), sign projection, and the rates advance with the old weights.
-
-The brian2 network (see :func:`build_network`):
-
-- one ``NeuronGroup`` per population holding ``batch`` copies (neuron ``k*size + i`` is unit i of
-  input k); input populations are clamped parameters (``r = x``);
-- one ``Synapses`` object per feedforward and per feedback synapse object, connected with explicit
-  i/j arrays inside each copy (block diagonal), each summing into its own variable
-  (``I_ff<k>``, ``fb<k>``);
-- while learning, every weight that is shared by the copies or read by two objects (W, a learned
-  B, a learned bias) lives once in a ``NeuronGroup`` store (``<ff>_store``, one neuron per
-  synapse) that the ``Synapses`` link to; the batch sum :math:`\\sum_k \\delta_{k,i} r_{k,j}` is a
-  summed variable of a gradient ``Synapses`` object into the store.
-
-Batching: the ``batch`` inputs are simulated at once as independent copies inside each group
-(not a Python loop over inputs), so one network run serves the whole batch and the batch-mean
-update of the torch engine is exact.
-
-Scheduling: every object runs at ``when="groups"`` with an explicit ``order``
-(:func:`schedule_order`): feedforward summed variables (currents from r^n) → output err and
-delta → per hidden population, from the output backwards, its feedback summed variables then its
-delta → batch sums into the weight stores → W / B updates with sign projection → Euler state
-updaters (r^{n+1} from I^n) → bias updates; monitors at ``when="end"``. Ties only occur between
-objects that read and write disjoint variables, so no result depends on brian2's tie-break by
-object name; :func:`schedule_table` lists the order brian2 will run.
-
-Targets: ``"numpy"`` (no compiler), ``"cython"`` and ``"cpp_standalone"`` (:func:`brian2_target`).
-brian2 is imported inside the functions only: ``import biofa`` never imports it.
+:class:`Brian2Circuit` creates one ``NeuronGroup`` per population holding ``batch`` copies, one
+``Synapses`` object per synapse object connected block-diagonally inside each copy, and, while
+learning, the weight stores, gradient sums and update operations of the three-factor rule;
+:func:`schedule_order` gives every object its place in one Euler step and :func:`schedule_table`
+lists the order brian2 will run. :func:`build_network` reads a circuit and an input (and target)
+into such a network. brian2 is imported inside the functions only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-import tempfile
-from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from .errors import ConfigError, ShapeError, check_choice
+from ..errors import ConfigError, ShapeError
+from .plan import ACTIVATIONS, _as_numpy, _Plan, _read_circuit
 
-TARGETS = ("numpy", "cython", "cpp_standalone")
-
-#: f(I) and f'(I) of each activation as brian2 expressions in the variable ``I``; written to be
-#: overflow-free (no ``exp`` of a large argument) so the numpy target raises no warnings.
-ACTIVATIONS = {
-    "relu": ("clip(I, 0, inf)", "int(I > 0)"),
-    "linear": ("I", "1.0"),
-    "tanh": ("tanh(I)", "(1 - tanh(I)**2)"),
-    "sigmoid": ("(0.5 + 0.5*tanh(0.5*I))", "((0.5 + 0.5*tanh(0.5*I))*(0.5 - 0.5*tanh(0.5*I)))"),
-    "softplus": ("(log1p(exp(-abs(I))) + clip(I, 0, inf))", "(0.5 + 0.5*tanh(0.5*I))"),
-}
+__all__ = ["Brian2Circuit", "build_network", "schedule_order", "schedule_table"]
 
 
-# --------------------------------------------------------------------------------------------
-# the circuit, read once into plain numpy (the only place that knows biofa.circuit's objects)
-# --------------------------------------------------------------------------------------------
-@dataclass
-class _Pop:
-    name: str
-    size: int
-    tau: float
-    activation: str
-    bias: np.ndarray
-    learn_bias: bool
-    role: str  # "input", "hidden" or "output"
-
-
-@dataclass
-class _FF:
-    name: str
-    pre: int
-    post: int
-    weight: np.ndarray  # (post, pre)
-    signs: np.ndarray | None  # ±1 of W's shape: projection after every update
-    learned_b: bool = False  # a Kolen–Pollack B lives in this projection's store
-    b_signs: np.ndarray | None = None  # ±1 of B's shape when the learned B is sign-constrained
-    b_matrix: np.ndarray | None = None  # the learned B's initial value
-
-
-@dataclass
-class _FB:
-    name: str
-    source: int  # population whose delta (paired) or err (direct) is sent
-    target: int  # population that receives it
-    kind: str  # "fixed", "bp", "usf", "frsf", "kp"
-    direct: bool
-    ff: int | None  # index of the paired feedforward object
-    matrix: np.ndarray  # (source size, target size): B now
-    scale: float = 0.0  # uSF's c
-    magnitude: np.ndarray | None = None  # frSF's |R|
-
-
-@dataclass
-class _Plan:
-    pops: list
-    ffs: list
-    fbs: list
-    index: dict = field(default_factory=dict)
-
-
-def _as_numpy(t) -> np.ndarray:
-    if torch.is_tensor(t):
-        return t.detach().cpu().to(torch.float64).numpy().copy()
-    return np.array(t, dtype=float)
-
-
-def _read_circuit(circuit, *, learning: bool, learn_bias: bool = True) -> _Plan:
-    """Read a :class:`~biofa.circuit.Circuit` into numpy; raise on what brian2 cannot express."""
-    if learning and circuit.output is None:
-        raise ConfigError("biofa.brian2: online learning needs the circuit's output population; set output=")
-    index = {p.name: k for k, p in enumerate(circuit.populations)}
-    plan_pops = []
-    for p in circuit.populations:
-        role = "input" if p.name == circuit.input else "output" if p.name == circuit.output else "hidden"
-        check_choice(f"Population {p.name!r} (brian2 export)", "activation", p.activation, sorted(ACTIVATIONS))
-        bias = np.zeros(p.size) if role == "input" else _as_numpy(circuit.bias(p.name))
-        plan_pops.append(_Pop(p.name, int(p.size), float(p.tau), p.activation, bias,
-                              bool(learn_bias and p.learn_bias), role))
-    ffs, ff_index = [], {}
-    for s in circuit.feedforward:
-        layer = s.layer
-        owner = f"FeedforwardSynapses {s.name!r}"
-        if layer.norm is not None and learning:
-            raise ConfigError(
-                f"{owner}: its norm constraint ({layer.norm!r}) cannot be exported to brian2 (rescaling "
-                "by the norm of all synapses is not a synaptic equation); remove norm= or learn with "
-                "the torch engine.")
-        signs = None
-        if layer.sign is not None and learning:
-            # every enforce mode ends in the projection S*max(S*W, 0) after an online update
-            # (a reparameterised weight is written through its right inverse)
-            signs = np.broadcast_to(_as_numpy(layer.sign.signs), tuple(layer.weight.shape)).copy()
-        ff_index[id(s)] = len(ffs)
-        ff = _FF(s.name, index[s.pre.name], index[s.post.name], _as_numpy(s.weight), signs)
-        if learning and s.has_feedback and layer.feedback.name == "kp":
-            # Kolen–Pollack B learns with W's update even where its error is not used
-            ff.learned_b, ff.b_matrix = True, _as_numpy(layer.feedback.B)
-            if s.feedback_synapses.signs is not None:
-                ff.b_signs = np.broadcast_to(_as_numpy(s.feedback_synapses.signs)[:, None], ff.weight.shape).copy()
-        ffs.append(ff)
-    fbs = []
-    if learning:
-        for f in circuit.feedback:
-            if f.target.name != circuit.input:  # an error sent to a clamped input is never used
-                fbs.append(_read_feedback(f, index, ff_index, ffs))
-    return _Plan(plan_pops, ffs, fbs, index)
-
-
-def _read_feedback(f, index, ff_index, ffs) -> _FB:
-    name, owner = f.name, f"FeedbackSynapses {f.name!r}"
-    source, target = index[f.source.name], index[f.target.name]
-    matrix = _as_numpy(f.matrix())
-    if f.direct:
-        return _FB(name, source, target, "fixed", True, None, matrix)
-    rule = f.synapse.layer.feedback
-    ff = ff_index[id(f.synapse)]
-    kind = {"fa": "fixed", "bp": "bp", "usf": "usf", "frsf": "frsf", "kp": "kp"}.get(rule.name)
-    if kind is None or getattr(rule, "scale", "init") == "sn":
-        why = {"brsf": "redraws its magnitudes at every training step",
-               "wm": "learns B from noise samples"}.get(rule.name, "rescales B to the norm of W every step")
-        raise ConfigError(
-            f"{owner}: rule {rule.name!r} {why}, which brian2 export cannot express; brian2 supports "
-            "'fa', 'dfa', 'bp', 'kp', and 'usf'/'frsf' with scale='init'.")
-    fb = _FB(name, source, target, kind, False, ff, matrix)
-    if kind == "usf":
-        from .init import init_std
-
-        fb.scale = float(init_std(tuple(ffs[ff].weight.shape), rule.init_scheme))
-    elif kind == "frsf":
-        fb.magnitude = _as_numpy(rule.magnitude)
-    return fb
-
-
-# --------------------------------------------------------------------------------------------
-# the brian2 network
-# --------------------------------------------------------------------------------------------
 def _ident(text: str) -> str:
     return re.sub(r"\W", "_", text)
 
@@ -219,7 +50,7 @@ class Brian2Circuit:
         self.objects = []
         self._order = {}
         lr = self.dt * self.eta / batch
-        kw = dict(clock=clock, namespace={})
+        kw = {"clock": clock, "namespace": {}}
         incoming = {k: [] for k in range(len(plan.pops))}
         for k, s in enumerate(plan.ffs):
             incoming[s.post].append(f"I_ff{k}")
@@ -234,7 +65,7 @@ class Brian2Circuit:
                 g = b2.NeuronGroup(batch * p.size, "r : 1 (constant)", name=gname, **kw)
                 g.r = x[p.name].reshape(-1)
             else:
-                f_expr, df_expr = ACTIVATIONS[p.activation]
+                f_expr = ACTIVATIONS[p.activation][0]
                 currents = " + ".join(incoming[k] + ["b"])
                 eqs = [f"dr/dt = (-r + {f_expr})/tau : 1", f"I = {currents} : 1",
                        "tau : second (constant, shared)"]
@@ -468,41 +299,6 @@ def schedule_table(model: Brian2Circuit) -> list:
     return [(e.when, e.order, e.name) for e in summary.entries if e.active]
 
 
-# --------------------------------------------------------------------------------------------
-# public functions
-# --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def brian2_target(target: str = "numpy", directory: str | None = None):
-    """Run the enclosed brian2 code with code-generation ``target``; restore brian2's state after.
-
-    ``"numpy"`` (no compiler), ``"cython"`` (a C++ compiler; cached in brian2's cache folder) or
-    ``"cpp_standalone"`` (make; built into ``directory``, a fresh temporary folder by default,
-    at the network's run). The device and preferences are reset on exit.
-    """
-    check_choice("biofa.brian2", "backend", target, TARGETS)
-    import brian2 as b2
-
-    old_target = b2.prefs.codegen.target
-    tmp = None
-    try:
-        if target == "cpp_standalone":
-            if directory is None:
-                tmp = tempfile.TemporaryDirectory(prefix="biofa_brian2_")
-                directory = tmp.name
-            b2.set_device("cpp_standalone", directory=directory, build_on_run=True)
-        else:
-            b2.prefs.codegen.target = target
-        yield
-    finally:
-        b2.prefs.codegen.target = old_target
-        if target == "cpp_standalone":
-            b2.device.reinit()
-            b2.device.activate()
-            b2.set_device("runtime")
-        if tmp is not None:
-            tmp.cleanup()
-
-
 def _batched(value, size: int, owner: str) -> np.ndarray:
     a = _as_numpy(value)
     if a.ndim == 1:
@@ -550,104 +346,3 @@ def build_network(circuit, x, *, dt: float, target=None, lr: float = 0.0, r0=Non
         if ys.shape[0] != batch:
             raise ShapeError(f"biofa.brian2: x has batch {batch} but target has {ys.shape[0]}")
     return Brian2Circuit(plan, {inp.name: xs}, ys, _initial(plan, r0, batch), dt, lr, record, _ident(name))
-
-
-def _trajectory(model: Brian2Circuit, x, n_steps: int, dt: float, dtype):
-    from .circuit.dynamics import Trajectory
-
-    recorded = model.rates()
-    rates = {}
-    for p in model.plan.pops:
-        if p.role == "input":
-            xs = torch.as_tensor(model.inputs[p.name], dtype=dtype)
-            rates[p.name] = xs.expand(n_steps + 1, *xs.shape).clone()
-        else:
-            rates[p.name] = torch.as_tensor(recorded[p.name], dtype=dtype)
-    return Trajectory(t=torch.arange(n_steps + 1, dtype=dtype) * dt, rates=rates)
-
-
-def simulate(circuit, x, duration: float, dt: float, r0=None, *, backend: str = "numpy",
-             directory: str | None = None):
-    """Integrate the circuit's rate dynamics in brian2, returning what ``circuit.simulate`` returns.
-
-    .. math:: r_p^{n+1} = r_p^n + \\frac{\\Delta t}{\\tau_p}\\left(-r_p^n + f_p(I_p^n)\\right)
-
-    Parameters
-    ----------
-    x : (batch, n_in) or (n_in,): the batch runs as ``batch`` copies of every population in one
-        network (block-diagonal synapses).
-    duration, dt : seconds; n_steps = round(duration / dt).
-    r0 : optional initial rates, name → array broadcastable to (batch, size); default 0.
-    backend : brian2 code-generation target, ``"numpy"``, ``"cython"`` or ``"cpp_standalone"``.
-
-    Returns
-    -------
-    :class:`biofa.circuit.Trajectory`: ``t`` (n_steps + 1,), ``rates`` name → (n_steps + 1,
-    batch, size) for every population (the input clamped), in x's dtype when x is a float
-    tensor (brian2 computes in float64).
-    """
-    from .circuit.dynamics import n_steps as _n_steps
-
-    steps = _n_steps(duration, dt)
-    with brian2_target(backend, directory):
-        model = build_network(circuit, x, dt=dt, r0=r0)
-        model.run(steps)
-        trajectory = _trajectory(model, x, steps, dt, _dtype(x))
-    return trajectory
-
-
-def _dtype(x):
-    return x.dtype if torch.is_tensor(x) and x.is_floating_point() else torch.float64
-
-
-@dataclass
-class Brian2Learning:
-    """A brian2 online-learning run: ``weights`` {synapse name: W (post, pre)}, ``feedback``
-    {synapse name: learned Kolen–Pollack B}, ``biases`` {population: b}, ``trajectory`` (a
-    :class:`biofa.circuit.Trajectory`, when recorded) — all torch tensors."""
-
-    weights: dict
-    feedback: dict
-    biases: dict
-    trajectory: object = None
-
-    @torch.no_grad()
-    def load_into(self, circuit) -> None:
-        """Write the learned W, B and b into ``circuit`` (constraints follow W as usual)."""
-        for s in circuit.feedforward:
-            s.layer._set_weight(self.weights[s.name].to(s.weight.dtype))
-            if s.name in self.feedback:
-                s.layer.feedback.B.copy_(self.feedback[s.name])
-        for name, b in self.biases.items():
-            circuit.bias(name).copy_(b)
-
-
-def learn_online(circuit, x, target, duration: float, dt: float, lr: float, *, r0=None,
-                 learn_bias: bool = True, record: bool = False, backend: str = "numpy",
-                 directory: str | None = None) -> Brian2Learning:
-    """Online three-factor learning in brian2, with input ``x`` and target ``y*`` clamped.
-
-    .. math:: W \\leftarrow W - \\Delta t\\,\\eta\\,\\delta_\\mathrm{post}^\\top r_\\mathrm{pre} / N
-
-    at every step, in the order of :func:`biofa.circuit.learn_online` (same arguments); the
-    circuit is not modified (:meth:`Brian2Learning.load_into` writes the result back).
-    ``record=True`` also returns the rate trajectory.
-    """
-    from .circuit.dynamics import n_steps as _n_steps
-
-    steps = _n_steps(duration, dt)
-    if not lr > 0:
-        raise ConfigError(f"biofa.brian2.learn_online: lr must be > 0, got {lr!r}")
-    dtype = _dtype(x)
-    with brian2_target(backend, directory):
-        model = build_network(circuit, x, dt=dt, target=target, lr=lr, r0=r0, learn_bias=learn_bias,
-                              record=record)
-        model.run(steps)
-        cast = lambda d: {k: torch.as_tensor(v, dtype=dtype) for k, v in d.items()}  # noqa: E731
-        weights = model.weights()
-        result = Brian2Learning(
-            weights=cast({k: v for k, v in weights.items() if not k.endswith(".B")}),
-            feedback=cast({k[:-2]: v for k, v in weights.items() if k.endswith(".B")}),
-            biases=cast(model.biases()),
-            trajectory=_trajectory(model, x, steps, dt, dtype) if record else None)
-    return result

@@ -1,0 +1,121 @@
+"""The user-facing brian2 runs: rate dynamics (:func:`simulate`) and online learning.
+
+:func:`simulate` and :func:`learn_online` take the arguments of ``Circuit.simulate`` and
+:func:`biofa.circuit.learn_online`, build the network inside :func:`~biofa.brian2.brian2_target`,
+run it and return torch tensors: a :class:`biofa.circuit.Trajectory`, or a
+:class:`Brian2Learning` whose :meth:`~Brian2Learning.load_into` writes the learned W, B and b
+back into the circuit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+from .network import Brian2Circuit, build_network
+from .targets import brian2_target
+
+__all__ = ["Brian2Learning", "learn_online", "simulate"]
+
+
+def _trajectory(model: Brian2Circuit, x, n_steps: int, dt: float, dtype):
+    from ..circuit.dynamics import Trajectory
+
+    recorded = model.rates()
+    rates = {}
+    for p in model.plan.pops:
+        if p.role == "input":
+            xs = torch.as_tensor(model.inputs[p.name], dtype=dtype)
+            rates[p.name] = xs.expand(n_steps + 1, *xs.shape).clone()
+        else:
+            rates[p.name] = torch.as_tensor(recorded[p.name], dtype=dtype)
+    return Trajectory(t=torch.arange(n_steps + 1, dtype=dtype) * dt, rates=rates)
+
+
+def simulate(circuit, x, duration: float, dt: float, r0=None, *, backend: str = "numpy",
+             directory: str | None = None):
+    """Integrate the circuit's rate dynamics in brian2, returning what ``circuit.simulate`` returns.
+
+    .. math:: r_p^{n+1} = r_p^n + \\frac{\\Delta t}{\\tau_p}\\left(-r_p^n + f_p(I_p^n)\\right)
+
+    Parameters
+    ----------
+    x : (batch, n_in) or (n_in,): the batch runs as ``batch`` copies of every population in one
+        network (block-diagonal synapses).
+    duration, dt : seconds; n_steps = round(duration / dt).
+    r0 : optional initial rates, name → array broadcastable to (batch, size); default 0.
+    backend : brian2 code-generation target, ``"numpy"``, ``"cython"`` or ``"cpp_standalone"``.
+
+    Returns
+    -------
+    :class:`biofa.circuit.Trajectory`: ``t`` (n_steps + 1,), ``rates`` name → (n_steps + 1,
+    batch, size) for every population (the input clamped), in x's dtype when x is a float
+    tensor (brian2 computes in float64).
+    """
+    from ..circuit.dynamics import n_steps as _n_steps
+
+    steps = _n_steps(duration, dt)
+    with brian2_target(backend, directory):
+        model = build_network(circuit, x, dt=dt, r0=r0)
+        model.run(steps)
+        trajectory = _trajectory(model, x, steps, dt, _dtype(x))
+    return trajectory
+
+
+def _dtype(x):
+    return x.dtype if torch.is_tensor(x) and x.is_floating_point() else torch.float64
+
+
+@dataclass
+class Brian2Learning:
+    """A brian2 online-learning run: ``weights`` {synapse name: W (post, pre)}, ``feedback``
+    {synapse name: learned Kolen–Pollack B}, ``biases`` {population: b}, ``trajectory`` (a
+    :class:`biofa.circuit.Trajectory`, when recorded) — all torch tensors."""
+
+    weights: dict
+    feedback: dict
+    biases: dict
+    trajectory: object = None
+
+    @torch.no_grad()
+    def load_into(self, circuit) -> None:
+        """Write the learned W, B and b into ``circuit`` (constraints follow W as usual)."""
+        for s in circuit.feedforward:
+            s.layer._set_weight(self.weights[s.name].to(s.weight.dtype))
+            if s.name in self.feedback:
+                s.layer.feedback.B.copy_(self.feedback[s.name])
+        for name, b in self.biases.items():
+            circuit.bias(name).copy_(b)
+
+
+def learn_online(circuit, x, target, duration: float, dt: float, lr: float, *, r0=None,
+                 learn_bias: bool = True, record: bool = False, backend: str = "numpy",
+                 directory: str | None = None) -> Brian2Learning:
+    """Online three-factor learning in brian2, with input ``x`` and target ``y*`` clamped.
+
+    .. math:: W \\leftarrow W - \\Delta t\\,\\eta\\,\\delta_\\mathrm{post}^\\top r_\\mathrm{pre} / N
+
+    at every step, in the order of :func:`biofa.circuit.learn_online` (same arguments); the
+    circuit is not modified (:meth:`Brian2Learning.load_into` writes the result back).
+    ``record=True`` also returns the rate trajectory.
+    """
+    from ..circuit.dynamics import n_steps as _n_steps
+
+    steps = _n_steps(duration, dt)
+    if not lr > 0:
+        raise ConfigError(f"biofa.brian2.learn_online: lr must be > 0, got {lr!r}")
+    dtype = _dtype(x)
+    with brian2_target(backend, directory):
+        model = build_network(circuit, x, dt=dt, target=target, lr=lr, r0=r0, learn_bias=learn_bias,
+                              record=record)
+        model.run(steps)
+        cast = lambda d: {k: torch.as_tensor(v, dtype=dtype) for k, v in d.items()}
+        weights = model.weights()
+        result = Brian2Learning(
+            weights=cast({k: v for k, v in weights.items() if not k.endswith(".B")}),
+            feedback=cast({k[:-2]: v for k, v in weights.items() if k.endswith(".B")}),
+            biases=cast(model.biases()),
+            trajectory=_trajectory(model, x, steps, dt, dtype) if record else None)
+    return result
