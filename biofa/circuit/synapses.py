@@ -113,6 +113,13 @@ def feedback_signs(sign, sender: Population, owner: str, device=None, dtype=None
     return torch.full((sender.size,), value, device=device, dtype=dtype)
 
 
+
+def _resolve_name(kind: str, default: str, name) -> str:
+    """The synapse object's name: ``name`` if given (a non-empty string), else ``default``."""
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ConfigError(f"{kind} {default}: name must be a non-empty string, got {name!r}")
+    return default if name is None else name
+
 class FeedforwardSynapses(nn.Module):
     r"""All-to-all synapses from ``pre`` to ``post``: :math:`I_\mathrm{post} \mathrel{+}= W r_\mathrm{pre}`.
 
@@ -147,9 +154,7 @@ class FeedforwardSynapses(nn.Module):
         super().__init__()
         _check_population("FeedforwardSynapses", "pre", pre)
         _check_population("FeedforwardSynapses", "post", post)
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ConfigError(f"FeedforwardSynapses {pre.name}->{post.name}: name must be a non-empty string, got {name!r}")
-        resolved = name if name is not None else f"{pre.name}->{post.name}"
+        resolved = _resolve_name("FeedforwardSynapses", f"{pre.name}->{post.name}", name)
         owner = f"FeedforwardSynapses {resolved!r}"
         if not (feedback is None or isinstance(feedback, (str, dict, Feedback))):
             raise ConfigError(f"{owner}: feedback must be a rule name, a table or 'none', got {feedback!r}")
@@ -251,9 +256,7 @@ class FeedbackSynapses(nn.Module):
         super().__init__()
         _check_population("FeedbackSynapses", "source", source)
         _check_population("FeedbackSynapses", "target", target)
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ConfigError(f"FeedbackSynapses {source.name}=>{target.name}: name must be a non-empty string, got {name!r}")
-        resolved = name if name is not None else f"{source.name}=>{target.name}"
+        resolved = _resolve_name("FeedbackSynapses", f"{source.name}=>{target.name}", name)
         owner = f"FeedbackSynapses {resolved!r}"
         if rule in PAIRED_RULES:
             raise ConfigError(f"{owner}: rule {rule!r} is a paired pathway; set it on the feedforward "
