@@ -63,6 +63,20 @@ def _check(circuit, target):
         raise ShapeError(f"online learning: target must have shape (batch, {size}), got {tuple(target.shape)}")
 
 
+def _error_routes(circuit) -> list:
+    """The circuit's feedback wiring, which no learning step changes: for every non-input
+    population in reverse topological order, the paired synapses whose δ_post @ B it receives and
+    the direct pathways whose e @ B it receives."""
+    routes = []
+    for p in reversed(circuit.populations):
+        if p.name == circuit.input:
+            continue
+        paired = [s for s in circuit._outgoing[p.name] if s.has_feedback]
+        direct = [fb for fb in circuit.direct if fb.target is p]
+        routes.append((p, paired, direct))
+    return routes
+
+
 @torch.no_grad()
 def online_step(circuit, rates: dict, target: torch.Tensor, dt: float, lr: float, *,
                 learn_bias: bool = True) -> OnlineStep:
@@ -72,23 +86,23 @@ def online_step(circuit, rates: dict, target: torch.Tensor, dt: float, lr: float
     x = rates[circuit.input]
     target = torch.as_tensor(target, dtype=x.dtype, device=x.device)
     _check(circuit, target)
+    return _step(circuit, _error_routes(circuit), rates, target, dt, lr, learn_bias)
+
+
+def _step(circuit, routes, rates, target, dt, lr, learn_bias) -> OnlineStep:
+    """:func:`online_step` for a checked circuit and target, with its wiring precomputed."""
     w = weights(circuit)
     current = currents(circuit, rates, w)
-    out = circuit.output
-    err = rates[out] - target
+    err = rates[circuit.output] - target
     batch = err.shape[0]
     matrices = {id(fb): fb.matrix() for fb in circuit.feedback}
-    direct_into = {p.name: [fb for fb in circuit.direct if fb.target is p] for p in circuit.populations}
     deltas = {}
-    for p in reversed(circuit.populations):
-        if p.name == circuit.input:
-            continue
-        g = err if p.name == out else None
-        for s in circuit._outgoing[p.name]:
-            if s.has_feedback:
-                term = deltas[s.post.name] @ matrices[id(s.feedback_synapses)]
-                g = term if g is None else g + term
-        for fb in direct_into[p.name]:
+    for p, paired, direct in routes:
+        g = err if p.name == circuit.output else None
+        for s in paired:
+            term = deltas[s.post.name] @ matrices[id(s.feedback_synapses)]
+            g = term if g is None else g + term
+        for fb in direct:
             term = err @ matrices[id(fb)]
             g = term if g is None else g + term
         deltas[p.name] = torch.zeros_like(current[p.name]) if g is None else p.act.prime(current[p.name]) * g
@@ -135,6 +149,8 @@ def learn_online(circuit, x: torch.Tensor, target: torch.Tensor, duration: float
         target = target.unsqueeze(0)
     if target.shape[0] != x.shape[0]:
         raise ShapeError(f"learn_online: x has batch {x.shape[0]} but target has {target.shape[0]}")
+    _check(circuit, target)
+    routes = _error_routes(circuit)  # the wiring is fixed for the whole run
     rates = initial_rates(circuit, x, r0)
     kept = list(range(0, steps + 1, record_every))
     if kept[-1] != steps:
@@ -153,7 +169,7 @@ def learn_online(circuit, x: torch.Tensor, target: torch.Tensor, duration: float
     for n in range(steps):
         if n in keep:
             record()
-        result = online_step(circuit, rates, target, dt, lr, learn_bias=learn_bias)
+        result = _step(circuit, routes, rates, target, dt, lr, learn_bias)
         losses[n] = result.loss
         rates = result.rates
     record()
