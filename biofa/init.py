@@ -1,8 +1,8 @@
 """Weight initialisation shared by forward weights W and feedback weights B.
 
-FA draws B "with W's init distribution and scale" (REFERENCE §1), so both go through
-:func:`init_weight`. Every initialiser takes an explicit ``generator``; ``None`` means torch's
-default generator, so ``torch.manual_seed`` works as users expect.
+FA draws B with W's init distribution and scale (:ref:`background-feedback-rules`), so both go
+through :func:`init_weight`. Every initialiser takes an explicit ``generator``; ``None`` means
+torch's default generator, so ``torch.manual_seed`` works as users expect.
 """
 
 from __future__ import annotations

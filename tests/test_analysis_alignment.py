@@ -1,4 +1,5 @@
-"""Weight alignment, norm ratio, sign agreement and layer_metrics against closed forms (REFERENCE §2)."""
+"""Weight alignment, norm ratio, sign agreement and layer_metrics against closed forms
+(docs/background.rst, "Measuring alignment")."""
 
 import math
 
@@ -92,7 +93,7 @@ def test_frsf_measures_the_effective_feedback():
     exact = float((W.abs() * R.abs()).sum() / (W.norm() * R.norm()))
     assert theta == pytest.approx(math.degrees(math.acos(exact)), abs=1e-9)
     assert theta == pytest.approx(math.degrees(math.acos(0.75)), abs=0.4)  # 41.4°: uniform W and R
-    # |R| alone (the bug REFERENCE §2 warns about) would read as nearly orthogonal
+    # |R| alone (the bug docs/background.rst warns about) would read as nearly orthogonal
     assert weight_alignment(W, R.abs()) == pytest.approx(90.0, abs=3.0)
 
 

@@ -1,4 +1,5 @@
-"""FA conservation laws (REFERENCE §5): closed forms, gradient flow, discrete drift, diagnostic."""
+"""FA conservation laws (docs/background.rst, "Conservation laws"): closed forms, gradient flow,
+discrete drift, diagnostic."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Minimum-norm solution Y X^+ and FA's implicit bias towards it (REFERENCE §5)."""
+"""Minimum-norm solution Y X^+ and FA's implicit bias towards it (docs/background.rst)."""
 
 import math
 

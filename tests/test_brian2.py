@@ -1,8 +1,8 @@
 """biofa.brian2 against the torch engine: same circuit, float64, same dt and step order.
 
 Parity bar: relative error <= 1e-9 on trajectories and on the weights after online learning
-(REFERENCE §8: exact agreement is achievable). The numpy target runs here (no compiler); the
-compiled targets are in the ``slow`` tests at the end.
+(exact agreement is achievable: docs/guide/brian2.rst). The numpy target runs here (no
+compiler); the compiled targets are in the ``slow`` tests at the end.
 """
 
 import copy

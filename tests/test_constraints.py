@@ -1,5 +1,5 @@
-"""Sign and norm constraints (REFERENCE §3–4): compliance is exactly zero violations, the optimizer
-keeps training the same Parameter, norms are kept, and uSF under Dale is degenerate."""
+"""Sign and norm constraints (docs/background.rst): compliance is exactly zero violations, the
+optimizer keeps training the same Parameter, norms are kept, and uSF under Dale is degenerate."""
 
 import copy
 import warnings

@@ -1,4 +1,5 @@
-"""Direct feedback alignment (Nøkland 2016) against its mathematics and its pitfalls (REFERENCE §1, §7)."""
+"""Direct feedback alignment (Nøkland 2016) against its mathematics and its pitfalls
+(docs/background.rst)."""
 
 import copy
 

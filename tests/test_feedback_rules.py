@@ -1,4 +1,4 @@
-"""Every layer-wise feedback rule against its mathematics (REFERENCE §1), in float64.
+"""Every layer-wise feedback rule against its mathematics (docs/background.rst), in float64.
 
 The input gradient of a layer must be ``g @ B`` (Linear) or the transposed convolution of g with
 B (Conv); BP must reproduce torch's own autograd bit for bit; the sign-concordant rules, Kolen–Pollack

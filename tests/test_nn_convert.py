@@ -127,7 +127,8 @@ def test_init_bounds_and_draws(f64):
 
 
 def test_convert_init_match_draws_feedback_at_the_copied_weights_scale(f64):
-    """init="match": FA's B has the RMS of the copied W (REFERENCE §1), whatever torch's init."""
+    """init="match": FA's B has the RMS of the copied W (see docs/background.rst), whatever the
+    torch init."""
     from biofa.analysis import norm_ratio
 
     native = torch.nn.Sequential(torch.nn.Linear(200, 300), torch.nn.ReLU(), torch.nn.Linear(300, 10))

@@ -1,4 +1,4 @@
-"""Weight alignment, norm ratio and sign agreement between W and its feedback B (REFERENCE §2).
+"""Weight alignment, norm ratio and sign agreement between W and its feedback B.
 
 .. math:: \\angle(W, B) = \\arccos \\frac{\\langle W, B \\rangle_F}{\\|W\\|_F \\, \\|B\\|_F}
 
@@ -7,7 +7,8 @@ Baselines with no learning, all closed forms of the init distributions: random F
 :math:`\\arccos\\sqrt{2/\\pi} \\approx 37°` on Gaussian W; frSF :math:`B = \\mathrm{sign}(W)\\circ|R|`
 has :math:`\\cos = E|w|\\,E|r| / \\sqrt{E w^2 \\, E r^2}`, 41.4° for uniform W and R (biofa's
 default, Xavier-uniform) and :math:`\\arccos(2/\\pi) \\approx 50.5°` for Gaussian ones. Only
-alignment *below* these baselines is learned.
+alignment *below* these baselines is learned (derivations:
+:ref:`Background, measuring alignment <background-alignment>`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Conservation laws of feedback alignment (Robertson & Koyejo 2023; REFERENCE §5).
+"""Conservation laws of feedback alignment (Robertson & Koyejo 2023).
 
 Under gradient flow with fixed feedback, for a chain :math:`a_l = W_l h_{l-1} + b_l`,
 :math:`h_l = f(a_l)` whose hidden errors travel back through :math:`B_{l+1}` (the feedback of
@@ -15,6 +15,7 @@ are constant in time: :math:`\\tfrac{d}{dt}\\|W_l[i,:]\\|^2 + b_{l,i}^2 = -2\\su
 :math:`\\delta_l = (\\delta_{l+1} B_{l+1}) \\circ f'(a_l)` and :math:`f'(a)\\,a = f(a)`. The ReLU
 law is the diagonal of the linear one. Discrete steps drift by O(lr) over a fixed time; GD's own
 law, the balancedness :math:`W_l W_l^\\top - W_{l+1}^\\top W_{l+1}`, is not conserved under FA.
+See :ref:`Background, conservation laws <background-conservation>`.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def linear_invariants(Ws, Bs=None, *, bs=None) -> list[torch.Tensor]:
 
     ``Ws``: the weights W_1..W_L (shapes (n_l, n_{l-1})) or a model (:func:`feedback_chain`).
     ``Bs``: the feedback of each W, either L entries (B_1 is never used and may be None) or the
-    L-1 matrices B_2..B_L. ``bs``: biases (optional; the law of REFERENCE §5 has none; read
+    L-1 matrices B_2..B_L. ``bs``: biases (optional; Robertson & Koyejo's law has none; read
     from a model, the biases are included, which is the law of a linear network with biases).
     Returns float64 tensors of shape (n_l, n_l).
     """

@@ -1,9 +1,10 @@
-"""Which assumptions of the FA conservation laws a model and optimizer break (REFERENCE §5).
+"""Which assumptions of the FA conservation laws a model and optimizer break.
 
 The laws of :mod:`biofa.analysis.conservation` hold under gradient flow of plain (full-batch or
 stochastic) gradient descent with fixed, layer-wise feedback and positively homogeneous
 activations. Momentum, adaptive optimizers, weight decay, normalisation layers, norm and sign
-projections, learned or sign-concordant feedback, DFA and Batch Manhattan each break them.
+projections, learned or sign-concordant feedback, DFA and Batch Manhattan each break them
+(:ref:`Background, conservation laws <background-conservation>`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""Distance to the minimum-norm solution of over-parameterised linear regression (REFERENCE §5).
+"""Distance to the minimum-norm solution of over-parameterised linear regression.
 
 .. math:: W^\\star = Y X^+ = \\arg\\min \\{\\|W\\|_F : W X = Y\\} \\quad (d > N,\\ X \\text{ of full column rank})
 
 With samples as **columns**, X has shape (d, N) and Y shape (k, N), so :math:`W^\\star` has shape
 (k, d) like the effective weight :math:`W_L \\cdots W_1` of a linear network. Two-layer linear
 networks trained with FA from a small initialisation converge to :math:`W^\\star` (every update of
-W_1 lies in the row space of X); from a large one they end at another interpolating solution.
+W_1 lies in the row space of X); from a large one they end at another interpolating solution
+(:ref:`Background, minimum-norm solutions <background-min-norm>`).
 """
 
 from __future__ import annotations

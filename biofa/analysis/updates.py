@@ -154,7 +154,8 @@ def update_alignment(model: nn.Module, x, y, loss_fn, *, mode: str = "train") ->
     ``{layer name: angle}`` for every biofa layer except the output layer (the one called last in
     the forward pass, whose error is the same under every rule). A layer called several times is
     compared over all its calls at once. NaN where either error is exactly zero (e.g. uSF under
-    Dale's law with softmax cross-entropy, REFERENCE §3).
+    Dale's law with softmax cross-entropy, see
+    :ref:`Background, uSF under Dale's law <background-dale-usf>`).
 
     Notes
     -----

@@ -1,4 +1,7 @@
-"""Sign and norm constraints as pure functions (REFERENCE §3–4)."""
+"""Sign and norm constraints as pure functions.
+
+Background: :ref:`sign constraints <background-signs>`, :ref:`norm constraints <background-norms>`.
+"""
 
 from __future__ import annotations
 

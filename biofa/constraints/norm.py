@@ -1,4 +1,7 @@
-"""Weight-norm constraints (Moskovitz et al. 2018, REFERENCE §4)."""
+"""Weight-norm constraints (Moskovitz et al. 2018).
+
+Background: :ref:`norm constraints and feedback scaling <background-norms>`.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Sign constraints: Dale's law, fixed per-synapse signs, free signs (REFERENCE §3)."""
+"""Sign constraints: Dale's law, fixed per-synapse signs, free signs.
+
+Background: :ref:`sign constraints <background-signs>`.
+"""
 
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 .. math:: \\tilde x = (x - \\mu_\\mathrm{train}) / \\sigma_\\mathrm{train}
 
 The validation set is held out of the *training* split with a seeded permutation, so model
-selection never touches the test split (REFERENCE §7). Normalisation statistics (per feature, or
-per channel for images) come from the training part alone and are applied to all three parts.
+selection never touches the test split (:ref:`background-pitfalls`). Normalisation statistics
+(per feature, or per channel for images) come from the training part alone and are applied to all
+three parts.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Feedback rules: how the error travels backwards (REFERENCE §1).
+"""Feedback rules: how the error travels backwards.
 
 =========  =====================================================================
 ``bp``     :class:`BP`, B = W: exact backprop through the same code path
@@ -10,6 +10,8 @@
 ``kp``     :class:`KolenPollack`, B learns with W's update (Akrout 2019)
 ``wm``     :class:`WeightMirror`, B learns from noise through W (Akrout 2019)
 =========  =====================================================================
+
+The equations: :ref:`Background, feedback rules <background-feedback-rules>`.
 """
 
 from .._hooks import next_step, reset_step, training_step

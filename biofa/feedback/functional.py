@@ -1,7 +1,8 @@
-"""The mathematics of the feedback rules as small pure functions (REFERENCE §1).
+"""The mathematics of the feedback rules as small pure functions.
 
 Convention: a feedback matrix ``B`` has the shape of the forward weight ``W`` it stands in for, so
-the error a layer sends to its input is ``g @ B`` where backprop would send ``g @ W``.
+the error a layer sends to its input is ``g @ B`` where backprop would send ``g @ W``
+(:ref:`Background, feedback rules <background-feedback-rules>`).
 """
 
 from __future__ import annotations

@@ -77,7 +77,8 @@ class USF(_SignConcordant):
     (Moskovitz et al. 2018).
 
     Under Dale's law sign(W) is rank one and with softmax cross-entropy the hidden error is
-    exactly zero; biofa warns when this combination is built (REFERENCE §3).
+    exactly zero; biofa warns when this combination is built
+    (:ref:`Background, uSF under Dale's law <background-dale-usf>`).
     """
 
     name = "usf"

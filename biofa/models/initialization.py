@@ -5,8 +5,9 @@
 
 Every ``nn.Linear``/``nn.Conv*`` weight is redrawn with :func:`biofa.init.init_weight` from the
 given generator, in module order, so a model is a function of (architecture, init, generator
-state). Xavier-uniform is the default, as in the BioTorch benchmark (REFERENCE §6) and biofa's
-own layers; the feedback B of FA-type rules is then drawn with the same scheme by ``convert``.
+state). Xavier-uniform is the default, as in the BioTorch benchmark (:ref:`background-numbers`)
+and biofa's own layers; the feedback B of FA-type rules is then drawn with the same scheme by
+``convert``.
 """
 
 from __future__ import annotations

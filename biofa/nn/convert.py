@@ -55,9 +55,9 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
     DFA blocks) and what ``reset_parameters`` redraws W from: ``"xavier"`` (default),
     ``"kaiming"``, a bound a for U[-a, a], or ``"match"``: per layer the uniform U[-a, a] with the
     copied W's own scale (a = √3·RMS(W)), so that B has W's scale whatever init the torch model
-    used (REFERENCE §1; torch's default init U[±1/√fan_in] is 1.2–2.4× smaller than Xavier). With
-    ``"match"`` the bound is computed from the weights being copied, so to reload a state_dict,
-    convert the same torch weights again (or pass the bound explicitly).
+    used (:ref:`background-feedback-rules`; torch's default init U[±1/√fan_in] is 1.2–2.4× smaller
+    than Xavier). With ``"match"`` the bound is computed from the weights being copied, so to reload
+    a state_dict, convert the same torch weights again (or pass the bound explicitly).
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"convert expects a torch.nn.Module, got {type(model).__name__}")

@@ -26,7 +26,7 @@ from .functional import FeedbackConvFunction, FeedbackLinearFunction, direct_pas
 
 
 def degenerate_usf_message(where: str) -> str:
-    """The warning for uSF under Dale's law (REFERENCE §3)."""
+    """The warning for uSF under Dale's law (:ref:`background-dale-usf`)."""
     return (
         f"{where}: uniform sign-concordant feedback ('usf') under Dale's law is degenerate: sign(W) "
         "is rank one, so the error reaching presynaptic unit j is s_j * sum_k e_k, which is exactly "
