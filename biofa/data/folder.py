@@ -44,7 +44,7 @@ SOURCES = {
 @dataclasses.dataclass(frozen=True, eq=False)
 class ImageFiles:
     """What a folder source finds: the class names and (path, label) arrays of the ``train`` and
-    ``val`` folders, with the transform sizes to apply."""
+    ``val`` folders (paths relative to ``root``, as bytes), with the transform sizes to apply."""
 
     root: Path
     classes: tuple
@@ -59,19 +59,26 @@ class ImageFiles:
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
-    """Images read from ``paths`` with their ``labels``, decoded and transformed when indexed.
+    """Images read from ``root/files[i]`` with their ``labels``, decoded and transformed when indexed.
 
     ``train=True``: random-resized crop and flip, drawn from a :class:`random.Random` seeded by the
     key: ``ds[(i, seed)]`` (what :func:`~biofa.data.loaders` passes, a fresh seed per example and
     epoch) or ``ds[i]`` (seed ``i``). ``train=False``: resize and central crop. Items are
     ``(x, label)`` with x float32 of shape (3, size, size), normalised by ``mean``/``std`` when given.
-    Paths and labels are numpy arrays, not lists, so forked workers do not copy them page by page.
+    ``files`` are relative paths (bytes or str) kept in one numpy bytes array, not a list of
+    strings: ImageNet's 1.28 M names take ~50 MB, and forked workers do not copy them page by page.
     """
 
-    def __init__(self, paths, labels, *, train: bool, image_size: int, resize: int,
+    def __init__(self, root, files, labels, *, train: bool, image_size: int, resize: int,
                  scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), mean=None, std=None):
-        self.paths = np.asarray(paths, dtype=str)
+        self.root = os.fspath(root)
+        files = np.asarray(files)
+        if files.dtype.kind != "S":
+            files = np.asarray([os.fsencode(str(f)) for f in files.tolist()], dtype=bytes)
+        self.files = files
         self.labels = np.asarray(labels, dtype=np.int64)
+        if self.files.shape != self.labels.shape:
+            raise ConfigError(f"ImageFolderDataset: {len(self.files)} files but {len(self.labels)} labels")
         self.train, self.image_size, self.resize = bool(train), int(image_size), int(resize)
         self.scale, self.ratio = tuple(scale), tuple(ratio)
         self.mean, self.std = mean, std
@@ -82,12 +89,21 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return self.train
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.files)
+
+    def path(self, index: int) -> str:
+        """The full path of example ``index``."""
+        return os.path.join(self.root, os.fsdecode(self.files[index]))
+
+    @property
+    def paths(self) -> list[str]:
+        """The full paths of all examples, in order."""
+        return [self.path(i) for i in range(len(self))]
 
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, key)
         index = int(index)
-        img = transforms.decode(self.paths[index])
+        img = transforms.decode(self.path(index))
         if self.train:
             img = transforms.train_transform(img, self.image_size, random.Random(int(seed)), self.scale, self.ratio)
         else:
@@ -96,7 +112,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
 
 def _scan(folder: Path, classes: tuple | None, title: str) -> tuple[tuple, list, list]:
-    """(classes, paths, labels) of ``folder/<class>/<image>``, classes and files sorted by name."""
+    """(classes, paths relative to ``folder.parent``, labels) of ``folder/<class>/<image>``,
+    classes and files sorted by name."""
     found = tuple(sorted(entry.name for entry in os.scandir(folder) if entry.is_dir()))
     if not found:
         raise DataFileError(f"{title}: {folder} has no class sub-folders; expected {folder}/<class>/<image>.JPEG")
@@ -110,7 +127,7 @@ def _scan(folder: Path, classes: tuple | None, title: str) -> tuple[tuple, list,
     index = {name: k for k, name in enumerate(classes)}
     paths, labels = [], []
     for name in found:
-        files = sorted(e.path for e in os.scandir(folder / name)
+        files = sorted(os.fsencode(f"{folder.name}/{name}/{e.name}") for e in os.scandir(folder / name)
                        if e.is_file() and e.name.lower().endswith(EXTENSIONS))
         if not files:
             raise DataFileError(f"{title}: the class folder {folder / name} has no images "
@@ -154,8 +171,8 @@ def read_image_folder(key: str, root=None, image_size: int = 224, resize: int | 
         if (folder / "train").is_dir() and (folder / "val").is_dir():
             classes, tr_paths, tr_labels = _scan(folder / "train", None, title)
             _, te_paths, te_labels = _scan(folder / "val", classes, title)
-            return ImageFiles(folder, classes, np.asarray(tr_paths, dtype=str), np.asarray(tr_labels, np.int64),
-                              np.asarray(te_paths, dtype=str), np.asarray(te_labels, np.int64),
+            return ImageFiles(folder, classes, np.asarray(tr_paths, dtype=bytes), np.asarray(tr_labels, np.int64),
+                              np.asarray(te_paths, dtype=bytes), np.asarray(te_labels, np.int64),
                               image_size, resize, scale, ratio)
     searched = ", ".join(str(f) for f in folders)
     raise DataFileError(
@@ -167,7 +184,7 @@ def read_image_folder(key: str, root=None, image_size: int = 224, resize: int | 
 
 def image_folder(root=None, image_size: int = 224, resize: int | None = None, scale=(0.08, 1.0),
                  ratio=(3 / 4, 4 / 3)) -> ImageFiles:
-    """Images in class folders, ``root/train/<class>/*`` and ``root/val/<class>/*``, decoded lazily.
+    """Images in class folders root/train/<class>/ and root/val/<class>/ (JPEG, PNG), decoded lazily.
 
     ``image_size``: side of the square crops (224); ``resize``: shorter side before the evaluation
     crop (default ``image_size``·256/224); ``scale``, ``ratio``: the training crop's area fraction
@@ -197,9 +214,10 @@ def folder_splits(files: ImageFiles, name: str, *, validation=0.1, normalize: bo
     mean, std = (transforms.IMAGENET_MEAN, transforms.IMAGENET_STD) if normalize else (None, None)
     common = dict(image_size=files.image_size, resize=files.resize, scale=files.scale, ratio=files.ratio,
                   mean=mean, std=std)
-    train = ImageFolderDataset(files.train_paths[train_idx], files.train_labels[train_idx], train=True, **common)
-    val = ImageFolderDataset(files.train_paths[val_idx], files.train_labels[val_idx], train=False, **common)
-    test = ImageFolderDataset(files.test_paths[:n_te], files.test_labels[:n_te], train=False, **common)
+    root = files.root
+    train = ImageFolderDataset(root, files.train_paths[train_idx], files.train_labels[train_idx], train=True, **common)
+    val = ImageFolderDataset(root, files.train_paths[val_idx], files.train_labels[val_idx], train=False, **common)
+    test = ImageFolderDataset(root, files.test_paths[:n_te], files.test_labels[:n_te], train=False, **common)
     as_tensor = lambda v: None if v is None else torch.tensor(v, dtype=torch.float32).view(3, 1, 1)  # noqa: E731
     return Splits(train=train, val=val, test=test, task="classification", n_classes=len(files.classes),
                   n_outputs=len(files.classes), input_shape=(3, files.image_size, files.image_size),
