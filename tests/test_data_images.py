@@ -156,7 +156,7 @@ def test_train_items_are_seeded_crops_and_flips(tmp_path):
     # scale 1 and the image's own ratio: the crop is the whole image, resized; then maybe mirrored
     s = bd.load("imagefolder", root=tmp_path, image_size=32, scale=[1.0, 1.0], ratio=[1.2, 1.2], normalize=False)
     img = Image.open(s.train.paths[0]).convert("RGB")
-    whole = np.asarray(img.resize((32, 32), Image.Resampling.BILINEAR, box=(0, 0, 48, 40)))
+    whole = np.asarray(img.resize((32, 32), Image.Resampling.BILINEAR))
     flips = 0
     for seed in range(40):
         x, y = s.train[(0, seed)]
@@ -167,6 +167,17 @@ def test_train_items_are_seeded_crops_and_flips(tmp_path):
         assert torch.equal(x, s.train[(0, seed)][0])  # a function of the key
     assert 0 < flips < 40
     assert s.train.seeded_keys and not s.val.seeded_keys
+    # the general case: the drawn box of the image alone, resized, then the drawn flip
+    s = bd.load("imagefolder", root=tmp_path, image_size=16, normalize=False)
+    img = Image.open(s.train.paths[2]).convert("RGB")
+    for seed in range(20):
+        rng = random.Random(seed)
+        left, top, w, h = transforms.random_resized_crop_box(48, 40, rng)
+        expected = np.asarray(img.crop((left, top, left + w, top + h)).resize((16, 16), Image.Resampling.BILINEAR))
+        if rng.random() < 0.5:
+            expected = expected[:, ::-1]
+        got = np.rint(s.train[(2, seed)][0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

@@ -67,9 +67,12 @@ def random_resized_crop_box(width: int, height: int, rng: random.Random, scale=(
 
 def train_transform(img: Image.Image, size: int, rng: random.Random, scale=(0.08, 1.0),
                     ratio=(3 / 4, 4 / 3)) -> Image.Image:
-    """``RandomResizedCrop(size, scale, ratio)`` then a horizontal flip with probability 1/2."""
+    """``RandomResizedCrop(size, scale, ratio)`` then a horizontal flip with probability 1/2 (the
+    crop box is drawn from ``rng`` first, then the flip)."""
     left, top, w, h = random_resized_crop_box(img.width, img.height, rng, scale, ratio)
-    out = img.resize((size, size), _BILINEAR, box=(left, top, left + w, top + h))
+    # crop, then resize: only the crop's pixels enter the filter (resize(box=...) would also read
+    # the pixels around the box), as torchvision's resized_crop does
+    out = img.crop((left, top, left + w, top + h)).resize((size, size), _BILINEAR)
     if rng.random() < 0.5:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return out
