@@ -178,6 +178,7 @@ def intervals_figure(study, summary, path: Path, plt) -> bool:
     from .summary import columns
     line_key, panel_keys = _split(study)
     keys = study["conditions"]
+    column = columns(summary.classification)[0]
     points = []
     for cond, item in summary.conditions.items():
         if item.test is None:
@@ -185,8 +186,8 @@ def intervals_figure(study, summary, path: Path, plt) -> bool:
         values = dict(zip(keys, cond))
         line = values[line_key] if line_key else "all"
         panel = ", ".join(f"{k}={values[k]}" for k in panel_keys) or "all runs"
-        seeds = [r[columns(summary.classification)[0]] * summary.scale for r in item.runs
-                 if r.get("status") == "ok" and isinstance(r.get(columns(summary.classification)[0]), float)]
+        seeds = [r[column] * summary.scale for r in item.runs
+                 if r.get("status") == "ok" and isinstance(r.get(column), float)]
         points.append((line, panel, item.test, seeds))
     if not points:
         return False
@@ -197,14 +198,14 @@ def intervals_figure(study, summary, path: Path, plt) -> bool:
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(lines) * max(1, len(panels)) ** 0.5 + 2), 3.6))
     for j, panel in enumerate(panels):
         color = cmap(j % 10)
-        for line, p, interval, seeds in points:
-            if p != panel:
-                continue
+        mine = [p for p in points if p[1] == panel]
+        for k, (line, _, interval, seeds) in enumerate(mine):
             x = lines.index(line) - 0.4 + width * (j + 0.5)
             ax.plot([x] * len(seeds), seeds, ".", color=color, alpha=0.35, ms=4)
-            err = None if interval.low is None else [[interval.mean - interval.low], [interval.high - interval.mean]]
+            err = None if interval.low is None else [[interval.mean - interval.low],
+                                                     [interval.high - interval.mean]]
             ax.errorbar([x], [interval.mean], yerr=err, fmt="o", color=color, ms=5, capsize=3,
-                        label=panel if line == next(q[0] for q in points if q[1] == panel) else None)
+                        label=panel if k == 0 else None)
     ax.set_xticks(range(len(lines)))
     ax.set_xticklabels(lines, rotation=30 if len(lines) > 6 else 0)
     ax.set_ylabel("test accuracy @ best val (%)" if summary.classification else "test loss @ best val")
