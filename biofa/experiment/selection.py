@@ -8,7 +8,8 @@ first under the order
 
 1. fewer failed runs (a candidate that diverged on some seed loses to one that did not, however
    well its surviving seeds did),
-2. better score (higher accuracy, lower loss), compared exactly (as fractions, no rounding),
+2. better score (higher accuracy, lower loss); scores equal to 10 significant digits are tied
+   (a mean of the same accuracies in another order may differ in the last bit),
 3. earlier in the ``[search]`` lists (the first list varies slowest): write a list in the order
    you prefer on a tie, e.g. ascending learning rates choose the smaller one.
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 from .grid import label
 from .results import _parse, cell_text, condition
@@ -55,7 +55,6 @@ class Candidate:
     n_ok: int = 0
     n_failed: int = 0
     score: float | None = None       # mean validation score over the ok runs
-    exact: Fraction | None = None    # the same mean, exact
 
     @property
     def eligible(self) -> bool:
@@ -72,6 +71,11 @@ class Choice:
     column: str
     higher_is_better: bool
     edges: list[str] = field(default_factory=list)
+
+
+def _rounded(score: float) -> float:
+    """``score`` to 10 significant digits: the precision at which two scores count as tied."""
+    return float(f"{score:.10g}")
 
 
 def _finite(v) -> bool:
@@ -115,11 +119,11 @@ def choose(rows: list[dict], condition_keys: list[str], search: dict[str, list])
         for cand in candidates:
             values = [r[column] for r in cand.runs if r.get("status") == "ok" and _finite(r.get(column))]
             if values:
-                cand.exact = sum((Fraction(v) for v in values), Fraction(0)) / len(values)
-                cand.score = float(cand.exact)
+                cand.score = math.fsum(values) / len(values)
         eligible = [c for c in candidates if c.eligible]
-        sign = -1 if higher else 1
-        selected = min(eligible, key=lambda c: (c.n_failed, sign * c.exact, c.position), default=None)
+        sign = -1.0 if higher else 1.0
+        selected = min(eligible, key=lambda c: (c.n_failed, sign * _rounded(c.score), c.position),
+                       default=None)
         choices[cond] = Choice(cond, candidates, selected, column, higher,
                                edges(selected.values, search) if selected else [])
     return choices
