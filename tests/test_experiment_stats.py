@@ -83,7 +83,7 @@ def test_paired_degenerate_cases():
     one = stats.paired([0.5], [0.6])
     assert (one.n, one.d_z, one.p) == (1, None, None) and one.diff.mean == pytest.approx(0.1)
     shift = stats.paired([0.5, 0.6, 0.7], [0.75, 0.85, 0.95])  # same difference each seed
-    assert shift.p == 0.0 and shift.d_z is None
+    assert shift.p == 0.0 and shift.d_z is None and shift.diff.low == shift.diff.high == shift.diff.mean
     equal = stats.paired([0.5, 0.6], [0.5, 0.6])
     assert equal.p is None and equal.d_z is None and equal.diff.mean == 0.0
     with pytest.raises(ValueError, match="same length"):

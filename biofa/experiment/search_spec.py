@@ -42,7 +42,7 @@ def validate_search(tree: dict, base: dict, grid: dict, per_rule: dict, source: 
                             "key is reported for every value, a search key is chosen on validation)")
         for rule, entries in per_rule.items():
             if path in entries:
-                raise SpecError(f"{source}: [per_rule.{rule}] {key} is also a [search] key; keep one "
+                raise SpecError(f"{source}: [per_rule.{rule}] {path} is also a [search] key; keep one "
                                 "of them (remove it from [per_rule] to search it for every rule)")
         if len({repr(v) for v in values}) != len(values):
             raise SpecError(f"{where}: [search] {key} repeats a value: {values!r}")

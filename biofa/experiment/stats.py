@@ -17,7 +17,9 @@ there is no interval (``low`` and ``high`` are None).
 :math:`\\bar d`, the test is the paired t test :math:`t = \\bar d / (s_d / \\sqrt n)` on
 :math:`n - 1` degrees of freedom (two-sided, :func:`scipy.stats.ttest_rel`), and the effect size
 is Cohen's :math:`d_z = \\bar d / s_d` (standardised by the sd of the differences, without Hedges'
-small-sample correction).
+small-sample correction). Differences equal up to the rounding of :math:`b - a` (an sd below
+8 machine epsilons of the largest value) count as constant: :math:`p = 0` if they are not zero,
+undefined if they are, and :math:`d_z` undefined.
 
 **Holm's step-down adjustment** of :math:`m` p-values sorted as :math:`p_{(1)} \\le \\dots \\le
 p_{(m)}`: :math:`\\tilde p_{(k)} = \\min(1, \\max_{j \\le k} (m - j + 1)\\, p_{(j)})`; it controls
@@ -101,9 +103,12 @@ def paired(a, b, level: float = LEVEL) -> Paired:
     if n < 2:
         return Paired(n, interval, None, None)
     sd = interval.sd
-    if sd == 0.0:  # every pair differs by the same amount: t is +-inf (p = 0) or 0/0 (undefined)
-        mean = interval.mean
-        return Paired(n, interval, None, 0.0 if mean != 0 else None)
+    scale = max(float(np.abs(a).max()), float(np.abs(b).max()))
+    if sd <= 8 * np.finfo(np.float64).eps * scale:
+        # every pair differs by the same amount up to the rounding of b - a: t is +-inf (p = 0),
+        # or 0/0 (undefined) with no difference; d_z is undefined either way
+        mean = interval.mean if abs(interval.mean) > 8 * np.finfo(np.float64).eps * scale else 0.0
+        return Paired(n, Interval(n, mean, 0.0, mean, mean), None, 0.0 if mean != 0 else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # near-constant differences lose precision
         p = float(stats.ttest_rel(b, a).pvalue)
