@@ -296,3 +296,20 @@ def test_a_study_with_search_runs_reports_and_resumes(tmp_path):
     # a narrowed search reuses the finished candidates: nothing runs again
     again = run_study(tiny_search(lr=0.2), tmp_path, jobs=1, progress=False)
     assert (again.n_runs, again.n_resumed) == (4, 4)
+
+
+def test_report_of_a_regression_search_chooses_the_lowest_validation_loss(tmp_path):
+    rows = []
+    for seed in range(2):
+        for lr, val_loss, test_loss in ((0.001, 0.30, 0.9), (0.01, 0.20, 1.5)):
+            r = row("bp", lr, seed, None, None, sign="free")
+            r.update(best_val_loss=val_loss + 0.01 * seed, test_loss_at_best_val=test_loss + 0.01 * seed,
+                     test_loss_final=test_loss, run_id=f"bp-lr{lr}-s{seed}")
+            rows.append(r)
+    write_study(tmp_path, rows, {"train.optimizer.lr": [0.001, 0.01]}, {})
+    write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "| feedback | sign | selected lr | runs ok | test loss @ best val |" in report
+    assert "| bp | free | 0.01 | 2/2 | 1.5050 [1.4415, 1.5685] |" in report  # 1.505 +- 12.706 * 0.005
+    assert "| bp | free | 0.001 | 2/2 | 0.3050 [0.2415, 0.3685] |  |" in report
+    assert "best val loss mean [95% CI]" in report and "Comparisons" not in report

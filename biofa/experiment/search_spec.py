@@ -18,6 +18,22 @@ _NOT_SEARCHABLE = ("seed", "model.feedback")
 ANY = "*"
 
 
+def override_search(tree, path, value) -> bool:
+    """``search.<key>`` or a key that ``[search]`` holds: replace that key's candidate list (a
+    single value becomes a one-candidate list, which fixes the key). True if it was one."""
+    search = tree.get("search")
+    if path.startswith("search."):
+        path = canonical(path[len("search."):])
+    elif not (isinstance(search, dict) and any(canonical(k) == path for k in flatten(search))):
+        return False
+    if not isinstance(tree.get("search"), dict):
+        tree["search"] = {}
+    flat = {k: v for k, v in flatten(tree["search"]).items() if canonical(k) != path}
+    flat[path] = value if isinstance(value, list) else [value]
+    tree["search"] = flat
+    return True
+
+
 def validate_search(tree: dict, base: dict, grid: dict, per_rule: dict, source: str,
                     origins: dict) -> dict[str, list]:
     """``{full dotted path: candidates}`` of ``tree["search"]``; writes the canonical form back into

@@ -306,7 +306,8 @@ def _apply_override(tree, path, value, source, origin):
     if path.startswith("grid."):
         tree.setdefault("grid", {})[path[5:]] = value
         return
-    if _override_search(tree, path, value):
+    from .search_spec import override_search
+    if override_search(tree, path, value):
         return
     grid = tree.get("grid", {})
     if path == "seed":
@@ -327,22 +328,6 @@ def _apply_override(tree, path, value, source, origin):
         raise SpecError(f"{source} ({origin}): unknown key {path!r}; expected a dotted path such as "
                         "'train.epochs', 'data.name' or a grid key such as 'feedback'")
     set_path(tree, path, value)
-
-
-def _override_search(tree, path, value) -> bool:
-    """``search.<key>`` or a key that ``[search]`` holds: replace that key's candidate list (a
-    single value becomes a one-candidate list, which fixes the key). True if it was one."""
-    search = tree.get("search")
-    if path.startswith("search."):
-        path = canonical(path[len("search."):])
-    elif not (isinstance(search, dict) and any(canonical(k) == path for k in flatten(search))):
-        return False
-    if not isinstance(tree.get("search"), dict):
-        tree["search"] = {}
-    flat = {k: v for k, v in flatten(tree["search"]).items() if canonical(k) != path}
-    flat[path] = value if isinstance(value, list) else [value]
-    tree["search"] = flat
-    return True
 
 
 def _suggest(word, choices):
