@@ -21,6 +21,7 @@ from . import results
 from .results import cell_text as _text
 from .results import condition
 from .selection import value_text
+from .spec import display
 from .stats import t_interval
 from .summary import analyse, reported
 
@@ -55,7 +56,6 @@ def read_study(out: str | Path) -> dict:
 def _search_and_compare(tree: dict, labels: list[str]) -> tuple[dict, dict]:
     """The resolved spec's ``[search]`` ({column: values}) and ``[compare]`` ({column: (a, b)}),
     keyed by their ``runs.csv`` columns."""
-    from .spec import display
     search = {display(k): v for k, v in tree.get("search", {}).items() if display(k) in labels}
     compare = {display(k): tuple(v) for k, v in tree.get("compare", {}).items()}
     return search, compare
