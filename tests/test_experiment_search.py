@@ -84,6 +84,7 @@ def test_set_and_quick_on_a_search_key_replace_its_list():
     ({"search": {"lr": []}}, "x.toml: [search] lr must be a non-empty list of candidate values, got []"),
     ({"search": {"lr": [0.1, -1]}}, "x.toml: [search] lr must be a positive number, got -1"),
     ({"search": {"lr": [0.1, 0.1]}}, "x.toml: [search] lr repeats a value: [0.1, 0.1]"),
+    ({"search": {"lr": [1, 1.0]}}, "x.toml: [search] lr repeats a value: [1, 1.0]"),  # one runs.csv value
     ({"search": {"train.epoks": [1]}}, "x.toml: [search] train.epoks: unknown key [train] epoks (did you "
                                       "mean 'epochs'?)"),
     ({"search": {"seed": [0, 1]}}, "x.toml: [search] cannot search seed: it defines the conditions (put it "
@@ -115,6 +116,9 @@ def test_compare_is_checked_against_the_grid():
     assert "two different values" in error(spec(compare={"sign": ["dale", "dale"]}))
     assert error(spec(compare={"sign": ["free", "dael"]})) == \
         "x.toml: [compare] sign: 'dael' is not in [grid] sign (free, dale)"
+    # values are matched as runs.csv holds them (1.0 is read back as 1)
+    numeric = load({"grid": {"lr": [0.5, 1.0]}, "compare": {"lr": [1, 0.5]}})
+    assert numeric.compare == {"train.optimizer.lr": ("1", "0.5")}
     # a grid narrowed by --set keeps its declared comparisons (the report leaves out what is not run)
     narrowed = load(spec(compare={"feedback": ["bp", "*"]}), overrides=["feedback=fa"])
     assert narrowed.compare == {"model.feedback": ("bp", "*")}

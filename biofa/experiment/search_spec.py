@@ -34,6 +34,11 @@ def override_search(tree, path, value) -> bool:
     return True
 
 
+def value_text(value) -> str:
+    from .selection import value_text as text  # selection imports the grid, which imports spec
+    return text(value)
+
+
 def validate_search(tree: dict, base: dict, grid: dict, per_rule: dict, source: str,
                     origins: dict) -> dict[str, list]:
     """``{full dotted path: candidates}`` of ``tree["search"]``; writes the canonical form back into
@@ -60,7 +65,7 @@ def validate_search(tree: dict, base: dict, grid: dict, per_rule: dict, source: 
             if path in entries:
                 raise SpecError(f"{source}: [per_rule.{rule}] {path} is also a [search] key; keep one "
                                 "of them (remove it from [per_rule] to search it for every rule)")
-        if len({repr(v) for v in values}) != len(values):
+        if len({value_text(v) for v in values}) != len(values):  # 1 and 1.0 are one column value
             raise SpecError(f"{where}: [search] {key} repeats a value: {values!r}")
         for value in values:
             _check_run_value(path, value, source, origins, f"[search] {key}")
@@ -79,7 +84,6 @@ def validate_compare(tree: dict, grid: dict, source: str, origins: dict) -> dict
     A value must be in that key's grid list unless the list came from ``--quick`` or ``--set``
     (a narrowed grid); comparisons whose values are not run are then left out of the report.
     """
-    from .grid import label
     table = tree.get("compare", {})
     if not isinstance(table, dict):
         raise SpecError(f"{source}: compare must be a table [compare] of key = [a, b], got {table!r}")
@@ -95,11 +99,11 @@ def validate_compare(tree: dict, grid: dict, source: str, origins: dict) -> dict
         if not (isinstance(pair, list) and len(pair) == 2):
             raise SpecError(f"{source}: [compare] {key} must be a list of two values [a, b] (b - a is "
                             f"reported; \"*\" is every other value), got {pair!r}")
-        labels = tuple(label(v) for v in pair)
+        labels = tuple(ANY if v == ANY else value_text(v) for v in pair)
         if labels.count(ANY) == 2 or labels[0] == labels[1]:
             raise SpecError(f"{source}: [compare] {key} must name two different values, got {pair!r}")
         narrowed = path in origins or f"grid.{key}" in origins or f"grid.{path}" in origins
-        known = [label(v) for v in grid[path]]
+        known = [value_text(v) for v in grid[path]]
         for value in labels:
             if value != ANY and value not in known and not narrowed:
                 raise SpecError(f"{source}: [compare] {key}: {value!r} is not in [grid] {key} "
