@@ -139,7 +139,8 @@ class NoTest(dict):
 
 def row(feedback, lr, seed, val, test, status="ok", **extra):
     return NoTest({"feedback": feedback, "train.optimizer.lr": lr, "seed": float(seed), "status": status,
-                   "run_id": f"{feedback}-lr{lr}-s{seed}", "best_val_acc": val, "best_val_loss": None if val is None else 1 - val,
+                   "run_id": f"{feedback}-lr{lr}-s{seed}", "best_val_acc": val,
+                   "best_val_loss": None if val is None else 1 - val,
                    "test_acc_at_best_val": test, "test_acc_final": test, **extra})
 
 
@@ -292,7 +293,8 @@ def test_a_study_with_search_runs_reports_and_resumes(tmp_path):
     assert list(runs[0])[:4] == ["feedback", "train.optimizer.lr", "seed", "run_id"]
     report = (tmp_path / "report.md").read_text()
     for f in ("bp", "fa"):  # the reported lr is the one with the best mean validation accuracy
-        means = {lr: sum(float(r["best_val_acc"]) for r in runs if (r["feedback"], r["train.optimizer.lr"]) == (f, lr)) / 2
+        means = {lr: sum(float(r["best_val_acc"]) for r in runs
+                         if (r["feedback"], r["train.optimizer.lr"]) == (f, lr)) / 2
                  for lr in ("0.02", "0.2")}
         best = max(means, key=lambda lr: (round(means[lr], 10), lr == "0.02"))
         assert f"| {f} | {best} | 2/2 |" in report

@@ -261,7 +261,8 @@ def _seeds_text(study: dict, summary) -> str:
 
 def _search_note(study: dict) -> str:
     search = study["search"]
-    space = "; ".join(f"{k} ∈ {{{', '.join(value_text(v) for v in values)}}}" for k, values in search.items())
+    space = "; ".join(f"{k} ∈ {{{', '.join(value_text(v) for v in values)}}}"
+                      for k, values in search.items())
     return (f"Searched per condition: {space}. Each candidate ran with every seed; the reported "
             "candidate has the best mean over seeds of the best validation score (accuracy; loss for "
             "regression), fewer failed runs first, exact ties to the candidate listed first. Test "
