@@ -127,6 +127,20 @@ def read_csv(path) -> tuple[list[str], list[dict]]:
     return columns, rows
 
 
+def cell_text(value) -> str:
+    """A cell read back by :func:`read_csv` as text again (``1.0`` → ``"1"``, None → ``""``)."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def condition(row: dict, keys: list[str]) -> tuple:
+    """The texts of ``row``'s values under ``keys`` (a condition, a candidate)."""
+    return tuple(cell_text(row.get(k)) for k in keys)
+
+
 def _parse(text: str):
     if text == "":
         return None

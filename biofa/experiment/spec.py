@@ -39,7 +39,8 @@ ALIASES = {
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
 }
-SECTIONS = ("experiment", "data", "model", "train", "metrics", "grid", "per_rule", "quick")
+SECTIONS = ("experiment", "data", "model", "train", "metrics", "grid", "per_rule", "quick", "search",
+            "compare")
 #: Values of ``sign`` / ``norm`` that mean "no constraint" (TOML has no null).
 NONE_WORDS = ("free", "none")
 
@@ -231,6 +232,10 @@ class Spec:
     per_rule: dict[str, dict[str, Any]]
     quick: bool = False
     tree: dict = field(default_factory=dict)
+    #: ``[search]``: full dotted path -> candidate values, chosen per condition on validation.
+    search: dict[str, list] = field(default_factory=dict)
+    #: ``[compare]``: full dotted grid path -> (a, b) value labels; ``"*"`` is every other value.
+    compare: dict[str, tuple] = field(default_factory=dict)
 
 
 def resolve_path(spec: str | Path) -> Path:
@@ -301,6 +306,9 @@ def _apply_override(tree, path, value, source, origin):
     if path.startswith("grid."):
         tree.setdefault("grid", {})[path[5:]] = value
         return
+    from .search_spec import override_search
+    if override_search(tree, path, value):
+        return
     grid = tree.get("grid", {})
     if path == "seed":
         tree.setdefault("grid", {})
@@ -315,7 +323,8 @@ def _apply_override(tree, path, value, source, origin):
             grid[path] = value if isinstance(value, list) else [value]
             return
     section = path.split(".")[0]
-    if section not in SECTIONS or section in ("grid", "per_rule", "quick") or "." not in path:
+    if section not in SECTIONS or section in ("grid", "per_rule", "quick", "search", "compare") \
+            or "." not in path:
         raise SpecError(f"{source} ({origin}): unknown key {path!r}; expected a dotted path such as "
                         "'train.epochs', 'data.name' or a grid key such as 'feedback'")
     set_path(tree, path, value)
@@ -429,9 +438,12 @@ def _validate(tree, source, quick, origins, default_name) -> Spec:
             entries[path] = value
         per_rule[rule] = entries
 
+    from .search_spec import validate_compare, validate_search
+    search = validate_search(tree, base, grid, per_rule, source, origins)
+    compare = validate_compare(tree, grid, source, origins)
     name = experiment.get("name", default_name)
     return Spec(source=source, name=name, description=experiment.get("description", ""), base=base,
-                grid=grid, per_rule=per_rule, quick=quick, tree=tree)
+                grid=grid, per_rule=per_rule, quick=quick, tree=tree, search=search, compare=compare)
 
 
 def _check_run_value(path, value, source, origins, label):
