@@ -36,8 +36,11 @@ test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	printf '%s\n' "$(TORCH_SPEC)" > $(LATEST)/torch.txt
 	$(LATEST)/bin/python -m pip install -q "$(TORCH_SPEC)"
-	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test,docs]"
+	# eager upgrades would replace torch by the newest release (a CUDA build): keep TORCH_SPEC
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c $(LATEST)/torch.txt \
+	    -e ".[test,docs]"
 	$(LATEST)/bin/python -m pip check
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/freeze.txt
 	OMP_NUM_THREADS=$(TEST_THREADS) $(LATEST)/bin/python -m pytest -q -m "not slow"
