@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import __version__
 from .errors import BiofaError
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -30,6 +31,7 @@ LIST_TOPICS = ("rules", "constraints", "models", "datasets", "circuits", "experi
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="biofa", description="Biologically constrained learning: "
                                      "run studies from TOML specs.")
+    parser.add_argument("--version", action="version", version=f"biofa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a study from an experiment spec")
     run.add_argument("spec", help="TOML file, or the name of a packaged experiment")

@@ -247,9 +247,20 @@ def resolve_path(spec: str | Path) -> Path:
     for candidate in (packaged / f"{spec}.toml", packaged / str(spec)):
         if candidate.is_file():
             return candidate
+    if (packaged_dir("circuits") / f"{spec}.toml").is_file():
+        raise SpecError(_circuit_message(str(spec)))
     names = sorted(p.stem for p in packaged.glob("*.toml"))
     raise SpecError(f"{spec}: no such experiment spec file, and no packaged experiment of that name "
                     f"(packaged: {', '.join(names) or 'none'})")
+
+
+def _circuit_message(circuit: str, source: str | None = None) -> str:
+    """What to do with a circuit spec given where an experiment spec is expected."""
+    what = f"{source}: a circuit spec ([populations], [synapses])" if source else \
+        f"{circuit}: a packaged circuit"
+    return (f"{what}, not an experiment spec. To train it, name it in an experiment spec's [model] "
+            f"table, circuit = {circuit!r} (see the packaged experiment dale_circuits), then "
+            f"`biofa run` that spec; in Python, biofa.circuit.load({circuit!r}) builds it")
 
 
 def load(spec: str | Path, *, quick: bool = False, overrides: list[str] | dict | None = None) -> Spec:
@@ -269,6 +280,8 @@ def load(spec: str | Path, *, quick: bool = False, overrides: list[str] | dict |
             tree = tomllib.load(fh)
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{source}: not valid TOML: {err}") from None
+    if "populations" in tree:  # an experiment spec has no such table
+        raise SpecError(_circuit_message(source, source))
     return from_dict(tree, source=source, quick=quick, overrides=overrides, default_name=path.stem)
 
 
