@@ -1,7 +1,8 @@
 """``report.md`` from a results folder's CSV files: tables of mean ± sd over seeds.
 
-Everything is read back from ``runs.csv``, ``history.csv`` and ``spec.toml``, so
-``biofa report DIR`` regenerates the report and the figures of any finished (or partial) study.
+Everything is read back from ``runs.csv``, ``history.csv``, ``spec.toml``, ``plan.json`` and
+``environment.json``, so ``biofa report DIR`` regenerates the report and the figures of any
+finished (or partial) study; the report of a partial one says how many runs are missing.
 A *condition* is one combination of the grid values other than the seed.
 """
 
@@ -17,7 +18,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ConfigError
-from . import results
+from . import environment, results
 
 SELECTION_NOTE = (
     "Model selection uses the validation split only: *test @ best val* is the test score of the "
@@ -39,8 +40,17 @@ def read_study(out: str | Path) -> dict:
     if (out / "spec.toml").is_file():
         with open(out / "spec.toml", "rb") as fh:
             meta.update(tomllib.load(fh).get("experiment", {}))
+    plan = results.read_plan(out)
     return {"out": out, "runs": runs, "history": history, "labels": labels, "meta": meta,
-            "conditions": [c for c in labels if c != "seed"]}
+            "conditions": [c for c in labels if c != "seed"],
+            "n_planned": len(plan) if plan is not None else None,
+            "environment": environment.read(out)}
+
+
+def missing_runs(study: dict) -> int | None:
+    """How many planned runs have no result yet (None when the folder has no plan.json)."""
+    planned = study.get("n_planned")
+    return None if planned is None else max(planned - len(study["runs"]), 0)
 
 
 def condition(row: dict, keys: list[str]) -> tuple:
@@ -173,8 +183,12 @@ def render(study: dict, figures: list[str]) -> str:
         parts += [meta["description"].strip(), ""]
     seeds = sorted({_text(r.get("seed")) for r in runs}) if "seed" in study["labels"] else []
     parts += [f"{len(runs)} runs: {n_ok} ok, {len(runs) - n_ok} failed"
-              + (f"; seeds {', '.join(seeds)}" if seeds else "") + ". Scores are mean ± sd over seeds.",
-              "", SELECTION_NOTE, "", "## Results", "", results_table(study), ""]
+              + (f"; seeds {', '.join(seeds)}" if seeds else "") + ". Scores are mean ± sd over seeds.", ""]
+    missing = missing_runs(study)
+    if missing:
+        parts += [f"**Unfinished study: {missing} of {study['n_planned']} runs have no result yet** "
+                  "(run the same `biofa run` command again to finish them).", ""]
+    parts += [SELECTION_NOTE, "", "## Results", "", results_table(study), ""]
     for metric, title, digits in (
             ("weight_alignment", "Weight alignment ∠(W, B) at the final epoch (degrees)", 1),
             ("update_alignment", "Update alignment ∠(δ_rule, δ_BP) at the final epoch (degrees)", 1),
@@ -192,6 +206,8 @@ def render(study: dict, figures: list[str]) -> str:
                                                                       for r in failed]), ""]
     if figures:
         parts += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
+    if study.get("environment"):
+        parts += ["## Environment", "", environment.markdown(study["environment"]), ""]
     return "\n".join(parts)
 
 
