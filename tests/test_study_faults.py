@@ -161,7 +161,7 @@ def test_sigkill_of_main_leaves_no_process_and_resume_redoes_the_rest(tmp_path, 
     wait_for(lambda: not session_processes(proc.pid), "end of every study process", deadline_s=30)
     kept = {p.name: p.read_bytes() for p in finished(out)}
     assert 1 <= len(kept) < 6
-    done = cli("run", spec, "--out", out, "--jobs", "2", "--no-progress")
+    done = cli("run", spec, "--out", out, "--no-progress")
     assert done.returncode == 0, done.stderr
     assert f"{len(kept)} kept from before" in done.stdout
     assert {p.name: p.read_bytes() for p in finished(out) if p.name in kept} == kept
