@@ -30,6 +30,10 @@ class DataFileError(BiofaError, FileNotFoundError):
     """A data file the user must provide is missing or unreadable."""
 
 
+class FolderBusyError(BiofaError, RuntimeError):
+    """Another process is writing the study folder (one writer per folder)."""
+
+
 class BiofaWarning(UserWarning):
     """Base of every warning issued by biofa."""
 

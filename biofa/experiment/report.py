@@ -1,7 +1,8 @@
 """``report.md`` from a results folder's CSV files: tables of mean ± sd over seeds.
 
-Everything is read back from ``runs.csv``, ``history.csv`` and ``spec.toml``, so
-``biofa report DIR`` regenerates the report and the figures of any finished (or partial) study.
+Everything is read back from ``runs.csv``, ``history.csv``, ``spec.toml``, ``plan.json`` and
+``environment.json``, so ``biofa report DIR`` regenerates the report and the figures of any
+finished (or partial) study; the report of a partial one says how many runs are missing.
 A *condition* is one combination of the grid values other than the seed.
 """
 
@@ -17,7 +18,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ConfigError
-from . import results
+from . import environment, results
 from .results import cell_text as _text
 from .results import condition
 from .selection import value_text
@@ -48,9 +49,18 @@ def read_study(out: str | Path) -> dict:
             tree = tomllib.load(fh)
         meta.update(tree.get("experiment", {}))
     search, compare = _search_and_compare(tree, labels)
+    plan = results.read_plan(out)
     return {"out": out, "runs": runs, "history": history, "labels": labels, "meta": meta,
             "conditions": [c for c in labels if c != "seed" and c not in search],
-            "search": search, "compare": compare}
+            "search": search, "compare": compare,
+            "n_planned": len(plan) if plan is not None else None,
+            "environment": environment.read(out)}
+
+
+def missing_runs(study: dict) -> int | None:
+    """How many planned runs have no result yet (None when the folder has no plan.json)."""
+    planned = study.get("n_planned")
+    return None if planned is None else max(planned - len(study["runs"]), 0)
 
 
 def _search_and_compare(tree: dict, labels: list[str]) -> tuple[dict, dict]:
@@ -282,7 +292,12 @@ def render(study: dict, figures: list[str]) -> str:
     summary = _summary(study)
     shown = _reported(study)
     parts += [f"{len(runs)} runs: {n_ok} ok, {len(runs) - n_ok} failed. {_seeds_text(study, summary)}",
-              "", SELECTION_NOTE, ""]
+              ""]
+    missing = missing_runs(study)
+    if missing:
+        parts += [f"**Unfinished study: {missing} of {study['n_planned']} runs have no result yet** "
+                  "(run the same `biofa run` command again to finish them).", ""]
+    parts += [SELECTION_NOTE, ""]
     if study.get("search"):
         parts += [_search_note(study), "",
                   "## Results: test at the validation-selected " + ", ".join(study["search"]), "",
@@ -310,6 +325,8 @@ def render(study: dict, figures: list[str]) -> str:
                                                                       for r in failed]), ""]
     if figures:
         parts += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
+    if study.get("environment"):
+        parts += ["## Environment", "", environment.markdown(study["environment"]), ""]
     return "\n".join(parts)
 
 

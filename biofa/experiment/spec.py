@@ -12,6 +12,7 @@ import copy
 import difflib
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from .._resources import packaged_dir
-from ..errors import SpecError
+from ..errors import BiofaWarning, SpecError
 
 #: Short names accepted in ``[grid]``, ``[quick]``, ``[per_rule.*]`` and ``--set``.
 ALIASES = {
@@ -41,6 +42,8 @@ ALIASES = {
 }
 SECTIONS = ("experiment", "data", "model", "train", "metrics", "grid", "per_rule", "quick", "search",
             "compare")
+#: A spec file must have at least one of these tables (an empty file is a mistake, not a study).
+RUN_TABLES = ("data", "model", "grid")
 #: Values of ``sign`` / ``norm`` that mean "no constraint" (TOML has no null).
 NONE_WORDS = ("free", "none")
 
@@ -91,6 +94,11 @@ def _name(v):
     return None if isinstance(v, str) and v else "a non-empty string"
 
 
+def _folder_name(v):
+    plain = isinstance(v, str) and v not in ("", ".", "..") and not any(c in v for c in "/\\\0")
+    return None if plain else "a plain folder name (no '/' or '\\', not '.' or '..')"
+
+
 def _one_of(*choices):
     def check(v):
         return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
@@ -137,7 +145,7 @@ def _gamma(v):
 
 #: Every known key, by table, with its check and default (``None``: no default, optional).
 SCHEMA: dict[str, dict[str, tuple]] = {
-    "experiment": {"name": (_name, None), "description": (_string, "")},
+    "experiment": {"name": (_folder_name, None), "description": (_string, "")},
     "data": {"name": (_name, "mnist1d"), "validation": (_validation, 0.1),
              "normalize": (_bool, True), "seed": (_nonneg_int, 0)},
     "model": {"name": (_name, None), "circuit": (_name, None), "feedback": (_feedback, "bp"),
@@ -282,6 +290,9 @@ def load(spec: str | Path, *, quick: bool = False, overrides: list[str] | dict |
         raise SpecError(f"{source}: not valid TOML: {err}") from None
     if "populations" in tree:  # an experiment spec has no such table
         raise SpecError(_circuit_message(source, source))
+    if not any(table in tree for table in RUN_TABLES):
+        raise SpecError(f"{source}: the spec says nothing to run: give at least one of "
+                        f"{', '.join(f'[{t}]' for t in RUN_TABLES)} (`biofa run example` shows every table)")
     return from_dict(tree, source=source, quick=quick, overrides=overrides, default_name=path.stem)
 
 
@@ -296,6 +307,9 @@ def from_dict(tree: dict, *, source: str = "<spec>", quick: bool = False, overri
                             f"expected some of {', '.join(f'[{s}]' for s in SECTIONS)}")
         if not isinstance(tree[section], dict):
             raise SpecError(f"{source}: {section} must be a table [{section}], got {tree[section]!r}")
+    if quick and not tree.get("quick"):
+        warnings.warn(f"{source}: --quick, but the spec has no [quick] table: running the full study",
+                      BiofaWarning, stacklevel=2)
     if quick:
         for path, value in flatten(tree.get("quick", {})).items():
             _apply_override(tree, path, value, source, "[quick]")
