@@ -18,6 +18,7 @@ from torch.nn.utils import parametrize
 
 from .. import _hooks
 from ..constraints.norm import make_norm
+from ..constraints.pickling import reduce_module, restore_parametrizations
 from ..constraints.sign import Dale, SignReparametrization, make_sign
 from ..errors import ConfigError, DegenerateFeedbackWarning, ShapeError
 from ..feedback.base import make_feedback
@@ -129,8 +130,12 @@ class FeedbackLayer(nn.Module):
         self._set_weight(w)
         self._enforced_version = self._raw_weight()._version
 
+    def __reduce_ex__(self, protocol):
+        return reduce_module(self)  # torch.save(model) also under a reparameterised sign
+
     def __setstate__(self, state):
         super().__setstate__(state)
+        restore_parametrizations(self)
         if self.sign is not None or self.norm is not None:  # submodules live in state["_modules"]
             _hooks.register_constrained(self)
 
