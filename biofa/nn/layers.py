@@ -68,6 +68,7 @@ class FeedbackLayer(nn.Module):
         if self.sign is not None or self.norm is not None:
             _hooks.register_constrained(self)
             self.register_load_state_dict_post_hook(_project_after_load)
+        _hooks.register_layer(self)  # Batch Manhattan, applied at the optimizer step
         if isinstance(self.sign, Dale) and self.feedback.name == "usf":
             warnings.warn(degenerate_usf_message(owner), DegenerateFeedbackWarning, stacklevel=3)
 
@@ -137,6 +138,7 @@ class FeedbackLayer(nn.Module):
         restore_parametrizations(self)
         if self.sign is not None or self.norm is not None:  # submodules live in state["_modules"]
             _hooks.register_constrained(self)
+        _hooks.register_layer(self)
 
     def __deepcopy__(self, memo):
         # The standard deepcopy procedure, written out because torch's parametrize injects its own
@@ -188,7 +190,8 @@ class Linear(FeedbackLayer):
     sign : ``None`` (free), ``"dale"``, ``"fixed"`` or a :class:`~biofa.constraints.SignConstraint`.
     norm : ``None``, ``"const"`` or a :class:`~biofa.constraints.ConstNorm`.
     init : ``"xavier"`` (default, uniform), ``"kaiming"`` or a bound a for U[-a, a]; b starts at 0.
-    batch_manhattan : replace the batch gradient of W and b by its sign (Liao 2016).
+    batch_manhattan : step along the sign of the batch gradient of W and b (Liao 2016); applied
+        when the optimizer steps, to the accumulated (under DDP: averaged) gradient.
     generator : torch.Generator for W, B and random sign masks (default: torch's global one).
     """
 
