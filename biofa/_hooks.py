@@ -91,8 +91,9 @@ def _manhattan_parameters(layer):
 
 def _before_optimizer_step(optimizer, args, kwargs) -> None:
     stack = _stepping()
-    while stack and not _running(stack[-1]):
-        stack.pop()  # a step() that raised never ran its post-hook
+    # a step() that raised never ran its post-hook; an optimizer is never nested in itself
+    while stack and (stack[-1] is optimizer or not _running(stack[-1])):
+        stack.pop()
     stack.append(optimizer)
     if len(stack) > 1:
         return
