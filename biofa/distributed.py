@@ -23,7 +23,9 @@ from .nn.layers import FeedbackLayer
 
 
 def fixed_buffers(model: nn.Module) -> list[str]:
-    """Qualified names of the buffers of ``model``'s biofa layers: fixed after construction."""
+    """Qualified names of the buffers of ``model``'s biofa layers. None needs a broadcast after
+    construction: they are fixed (B, magnitudes, seeds, signs, norm targets, DFA blocks) or, like
+    the weight mirror's count of noise draws, advanced identically by every process."""
     names = []
     for prefix, module in model.named_modules():
         if isinstance(module, FeedbackLayer):

@@ -218,22 +218,17 @@ class WeightMirror(_Learned):
         self.decay = decay
         self.samples = samples
         self.register_buffer("seed", None)
-        self._draws = 0
+        # noise batches drawn so far: a buffer, so that state_dict (and a checkpoint) continues them
+        self.register_buffer("draws", torch.zeros((), dtype=torch.int64))
 
     def reset_parameters(self, weight, generator=None):
         super().reset_parameters(weight, generator)
         self.seed = torch.randint(0, 2**62, (), generator=generator, dtype=torch.int64)
 
-    def get_extra_state(self):  # in state_dict: a reloaded rule continues the noise stream
-        return {"draws": self._draws}
-
-    def set_extra_state(self, state):
-        self._draws = int(state["draws"])
-
     def feedback_grad(self, weight, grad_weight):
         gen = torch.Generator(device=weight.device)
-        gen.manual_seed((int(self.seed) * 1_000_003 + self._draws) % (2**63 - 1))
-        self._draws += 1
+        gen.manual_seed((int(self.seed) * 1_000_003 + int(self.draws)) % (2**63 - 1))
+        self.draws += 1
         width = weight[0].numel()
         noise = torch.randn(self.samples, width, generator=gen, device=weight.device, dtype=weight.dtype)
         noise.mul_(self.noise_std)
