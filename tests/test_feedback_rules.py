@@ -340,6 +340,8 @@ def test_batch_manhattan_gives_sign_gradients(f64):
         layer = bnn.Linear(6, 4, feedback=rule, batch_manhattan=True)
         x, g = torch.randn(5, 6), torch.randn(5, 4)
         gx, b = input_grad(layer, x, g)
+        assert torch.equal(layer.weight.grad, g.T @ x)  # signed when the optimizer steps
+        torch.optim.SGD(layer.parameters(), lr=0.0).step()
         assert torch.equal(layer.weight.grad, torch.sign(g.T @ x))
         assert torch.equal(layer.bias.grad, torch.sign(g.sum(0)))
         assert torch.equal(gx, g @ b)  # the error sent back is not signed
@@ -349,6 +351,7 @@ def test_batch_manhattan_gives_sign_gradients(f64):
     x = torch.randn(2, 2, 5, 5)
     g = torch.randn(2, 3, 3, 3)
     conv(x).backward(g)
+    torch.optim.SGD(conv.parameters(), lr=0.0).step()
     assert torch.equal(conv.weight.grad, torch.sign(torch.nn.grad.conv2d_weight(x, conv.weight.shape, g)))
 
 

@@ -219,7 +219,8 @@ class WeightMirror(_Learned):
         self.decay = decay
         self.samples = samples
         self.register_buffer("seed", None)
-        self._draws = 0
+        # noise batches drawn so far: a buffer, so that state_dict (and a checkpoint) continues them
+        self.register_buffer("draws", torch.zeros((), dtype=torch.int64))
 
     def reset_parameters(self, weight, generator=None):
         super().reset_parameters(weight, generator)
@@ -227,8 +228,8 @@ class WeightMirror(_Learned):
 
     def feedback_grad(self, weight, grad_weight):
         gen = torch.Generator(device=weight.device)
-        gen.manual_seed((int(self.seed) * 1_000_003 + self._draws) % (2**63 - 1))
-        self._draws += 1
+        gen.manual_seed((int(self.seed) * 1_000_003 + int(self.draws)) % (2**63 - 1))
+        self.draws += 1
         width = weight[0].numel()
         noise = torch.randn(self.samples, width, generator=gen, device=weight.device, dtype=weight.dtype)
         noise.mul_(self.noise_std)

@@ -28,7 +28,8 @@ def exact_gradients():
     """Within this block, graphs built by biofa layers backpropagate exactly (B = W, no DFA).
 
     For analysis — the true BP error for update alignment, white-box attacks — without touching
-    the model: no feedback is learned and Batch Manhattan is off for graphs built inside.
+    the model: no feedback is learned for graphs built inside. (Batch Manhattan never touches
+    gradients: it is applied when an optimizer steps.)
     """
     _state.exact = getattr(_state, "exact", 0) + 1
     try:
@@ -57,14 +58,6 @@ def _begin(ctx, layer, pass_id):
     ctx.pass_id = pass_id
 
 
-def _manhattan(ctx, grad):
-    """Batch Manhattan (Liao 2016): the sign of the batch gradient. Kolen–Pollack's B gets the same
-    (signed) update as W."""
-    if grad is not None and ctx.layer.batch_manhattan and not ctx.exact:
-        return torch.sign(grad)
-    return grad
-
-
 class FeedbackLinearFunction(torch.autograd.Function):
     """``F.linear`` whose backward sends ``g @ B`` (or the DFA error) to the input."""
 
@@ -91,11 +84,11 @@ class FeedbackLinearFunction(torch.autograd.Function):
             grad_x = grad_out @ b
         g2 = grad_out.reshape(-1, grad_out.shape[-1])
         if need_w or need_fb:
-            grad_w = _manhattan(ctx, g2.T @ x.reshape(-1, x.shape[-1]))
+            grad_w = g2.T @ x.reshape(-1, x.shape[-1])
             if need_fb and not ctx.exact:
                 grad_fb = fb.feedback_grad(weight, grad_w)
         if need_b:
-            grad_b = _manhattan(ctx, g2.sum(0))
+            grad_b = g2.sum(0)
         return grad_x, grad_w if need_w else None, grad_b, grad_fb, None, None
 
 
@@ -128,9 +121,9 @@ class FeedbackConvFunction(torch.autograd.Function):
             )
             if conv_x:
                 grad_x = gx
-            grad_w = _manhattan(ctx, gw)
+            grad_w = gw
             if need_fb and not ctx.exact:
                 grad_fb = fb.feedback_grad(weight, grad_w)
         if need_b:
-            grad_b = _manhattan(ctx, grad_out.sum(dim=[0, *range(2, grad_out.dim())]))
+            grad_b = grad_out.sum(dim=[0, *range(2, grad_out.dim())])
         return grad_x, grad_w if need_w else None, grad_b, grad_fb, None, None
