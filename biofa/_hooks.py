@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import weakref
 
+import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 _step = 0
+# The counter as a 0-d tensor too, kept equal to _step: compiled graphs read it as an input
+# (a Python int would be baked in as a constant and recompile the graph at every step).
+_step_tensor = torch.zeros((), dtype=torch.int64)
 _constrained_layers: "weakref.WeakSet" = weakref.WeakSet()
 
 
@@ -26,6 +30,7 @@ def next_step() -> int:
     """Advance the training-step counter by hand (for loops that do not use torch.optim)."""
     global _step
     _step += 1
+    _step_tensor.fill_(_step)
     return _step
 
 
@@ -36,6 +41,13 @@ def reset_step(value: int = 0) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"reset_step: value must be a non-negative int, got {value!r}")
     _step = value
+    _step_tensor.fill_(value)
+
+
+def step_tensor() -> torch.Tensor:
+    """The training-step counter as a 0-d int64 CPU tensor, updated in place (read-only for users):
+    what code inside ``torch.compile`` reads instead of :func:`training_step`."""
+    return _step_tensor
 
 
 def register_constrained(layer) -> None:
