@@ -55,6 +55,7 @@ def register_constrained(layer) -> None:
     _constrained_layers.add(layer)
 
 
+@torch.compiler.disable  # run eagerly in a compiled step: reading _step would recompile every step
 def _after_optimizer_step(optimizer, args, kwargs) -> None:
     if len(_constrained_layers):
         updated = {id(p) for group in optimizer.param_groups for p in group["params"]}
