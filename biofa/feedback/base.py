@@ -90,6 +90,11 @@ class Feedback(nn.Module, metaclass=abc.ABCMeta):
         """B from W and this forward's :meth:`feedback_input` (what the backward uses)."""
         return self.matrix_for(weight)
 
+    def backward_matrix(self, weight: torch.Tensor, fb_input: torch.Tensor | None) -> torch.Tensor:
+        """B as one backward pass uses it: :meth:`matrix_from`, possibly written into a buffer the
+        rule reuses (the backward consumes B at once)."""
+        return self.matrix_from(weight, fb_input)
+
     def matrix(self) -> torch.Tensor:
         """The effective B in use now by the owning layer (detached)."""
         if self._owner is None:

@@ -16,22 +16,23 @@ def rms(weight: torch.Tensor) -> torch.Tensor:
     return weight.norm() / weight.numel() ** 0.5
 
 
-def uniform_sign_feedback(weight: torch.Tensor, scale) -> torch.Tensor:
+def uniform_sign_feedback(weight: torch.Tensor, scale, out: torch.Tensor | None = None) -> torch.Tensor:
     """uSF (Liao 2016): :math:`B = c \\, \\mathrm{sign}(W)`.
 
     ``scale`` is c, a float or a 0-d tensor. With ``c = rms(W)`` this is the "SN" scaling and
-    :math:`\\|B\\|_F = \\|W\\|_F` whenever W has no exact zeros.
+    :math:`\\|B\\|_F = \\|W\\|_F` whenever W has no exact zeros. ``out``: a buffer to write B into.
     """
-    return torch.sign(weight).mul_(scale)
+    return torch.sign(weight, out=out).mul_(scale)
 
 
 def random_magnitude_sign_feedback(weight: torch.Tensor, magnitude: torch.Tensor,
-                                   nonnegative: bool = False) -> torch.Tensor:
+                                   nonnegative: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
     """frSF / brSF: :math:`B = \\mathrm{sign}(W) \\circ |R|` with ``magnitude`` = R (any sign).
 
-    ``nonnegative=True`` promises R ≥ 0 already and skips taking its absolute value.
+    ``nonnegative=True`` promises R ≥ 0 already and skips taking its absolute value. ``out``: a
+    buffer to write B into.
     """
-    return torch.sign(weight).mul_(magnitude if nonnegative else magnitude.abs())
+    return torch.sign(weight, out=out).mul_(magnitude if nonnegative else magnitude.abs())
 
 
 _MASK32 = 0xFFFFFFFF
@@ -63,6 +64,11 @@ def counter_key(seed: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     return torch.where(k >= 2**31, k - 2**32, k).to(torch.int32)  # the same 32 bits, signed
 
 
+def weyl_counter(words: int, device=None) -> torch.Tensor:
+    """The counter :math:`j \\varphi \\bmod 2^{32}` for j < ``words``, as int32."""
+    return torch.arange(words, device=device, dtype=torch.int32).mul_(_WEYL)
+
+
 def _xorshift_(x: torch.Tensor, shift: int, tmp: torch.Tensor | None) -> torch.Tensor:
     # x ^= x >>> shift on int32: the arithmetic shift masked to a logical one
     if tmp is None:
@@ -88,18 +94,18 @@ def uniform_magnitudes(shape, bound: float, seed: torch.Tensor, step: torch.Tens
     device and under torch.compile, a pure function of (seed, step), no host synchronisation.
 
     ``seed`` and ``step``: non-negative int64 tensors (0-d). ``workspace``: optional
-    ``(words, tmp, out)`` buffers (int32 ×2 of ⌈n/2⌉ words, float32 of n) for allocation-free
-    eager use; the result is then ``out``.
+    ``(weyl_counter(⌈n/2⌉), words, tmp, out)`` buffers (int32 ×3 of ⌈n/2⌉ words, float32 of n)
+    for allocation-free eager use; the result is then ``out``.
     """
     count = math.prod(shape)
     words = -(-count // 2)
     key = counter_key(seed, step)
     if workspace is None:
-        x = torch.arange(words, device=seed.device, dtype=torch.int32).mul_(_WEYL) ^ key
+        x = weyl_counter(words, seed.device) ^ key
         tmp = out = None
     else:
-        x, tmp, out = workspace[:3]
-        torch.arange(words, out=x).mul_(_WEYL).bitwise_xor_(key)
+        counter, x, tmp, out = workspace[:4]
+        torch.bitwise_xor(counter, key, out=x)
     for mult in (_M1, _M2):
         x = x.mul_(mult) if tmp is not None else x * mult
         x = _xorshift_(x, 15, tmp)
@@ -108,8 +114,7 @@ def uniform_magnitudes(shape, bound: float, seed: torch.Tensor, step: torch.Tens
     if out is None:
         return k.to(torch.float32).add_(2**15 + 0.5).mul_(scale)
     out = out.view(shape)
-    torch.add(k, 2**15 + 0.5, out=out)  # exact: a 17-bit integer plus a half
-    return out.mul_(scale)
+    return out.copy_(k).add_(2**15 + 0.5).mul_(scale)  # the add is exact: 17-bit integer plus a half
 
 
 def match_norm(feedback: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,26 @@ class _SignConcordant(Feedback):
         check_choice(type(self).__name__, "scale", scale, SCALES)
         self.scale = scale
         self.init = init
+        self._scratch = None  # where an eager backward writes B: derived, not state
+
+    def scratch(self, weight) -> torch.Tensor | None:
+        """A reused buffer for B in an eager backward (B is consumed at once there), else None.
+
+        Not when compiling, under torch.func transforms or when the backward builds a graph
+        (``create_graph=True`` would save B).
+        """
+        if (torch.compiler.is_compiling() or torch.is_grad_enabled()
+                or torch._C._functorch.peek_interpreter_stack() is not None):
+            return None
+        buf = self._scratch
+        if buf is None or buf.shape != weight.shape or buf.dtype != weight.dtype or buf.device != weight.device:
+            buf = self._scratch = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+        return buf
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: pickling must not clear our own buffers
+        state["_scratch"] = None
+        return state
 
 
 @register_rule
@@ -89,9 +109,15 @@ class USF(_SignConcordant):
     name = "usf"
 
     def matrix_for(self, weight):
+        return self._matrix(weight, None)
+
+    def backward_matrix(self, weight, fb_input):
+        return self._matrix(weight, self.scratch(weight))
+
+    def _matrix(self, weight, out):
         if self.scale == "sn":
             return F.match_norm(torch.sign(weight), weight)
-        return F.uniform_sign_feedback(weight, init_std(weight.shape, self.init_scheme))
+        return F.uniform_sign_feedback(weight, init_std(weight.shape, self.init_scheme), out)
 
 
 @register_rule
@@ -114,9 +140,12 @@ class FRSF(_SignConcordant):
     def feedback_input(self, weight):
         return self.magnitude
 
-    def matrix_from(self, weight, fb_input):
-        b = F.random_magnitude_sign_feedback(weight, fb_input, nonnegative=True)
+    def matrix_from(self, weight, fb_input, out=None):
+        b = F.random_magnitude_sign_feedback(weight, fb_input, nonnegative=True, out=out)
         return F.match_norm(b, weight) if self.scale == "sn" else b
+
+    def backward_matrix(self, weight, fb_input):
+        return self.matrix_from(weight, fb_input, self.scratch(weight))
 
     def matrix_for(self, weight):
         return self.matrix_from(weight, self.magnitude)
@@ -164,28 +193,32 @@ class BRSF(_SignConcordant):
             r = F.uniform_magnitudes(weight.shape, bound, seed, torch.tensor(step, dtype=torch.int64), space)
             # two output buffers in turn: a graph of the previous step that still holds its |R|
             # sees it unchanged (and a version error, not wrong numbers, two steps later)
-            self._cache = (key, r.to(weight.dtype), space[:2] + space[3:] + space[2:3])
+            self._cache = (key, r.to(weight.dtype), space[:3] + space[4:] + space[3:4])
         return self._cache[1]
 
     def _workspace(self, weight):
         count, words = weight.numel(), -(-weight.numel() // 2)
-        if self._cache is not None and self._cache[2][2].device == weight.device and self._cache[2][2].numel() == count:
+        if self._cache is not None and self._cache[2][3].device == weight.device and self._cache[2][3].numel() == count:
             return self._cache[2]
         ints = [torch.empty(words, dtype=torch.int32, device=weight.device) for _ in range(2)]
-        return (*ints, *[torch.empty(count, dtype=torch.float32, device=weight.device) for _ in range(2)])
+        floats = [torch.empty(count, dtype=torch.float32, device=weight.device) for _ in range(2)]
+        return (F.weyl_counter(words, weight.device), *ints, *floats)
 
     def feedback_input(self, weight):
         return self.magnitudes(weight)
 
-    def matrix_from(self, weight, fb_input):
-        b = F.random_magnitude_sign_feedback(weight, fb_input, nonnegative=True)
+    def matrix_from(self, weight, fb_input, out=None):
+        b = F.random_magnitude_sign_feedback(weight, fb_input, nonnegative=True, out=out)
         return F.match_norm(b, weight) if self.scale == "sn" else b
+
+    def backward_matrix(self, weight, fb_input):
+        return self.matrix_from(weight, fb_input, self.scratch(weight))
 
     def matrix_for(self, weight):
         return self.matrix_from(weight, self.magnitudes(weight))
 
     def __getstate__(self):
-        state = dict(super().__getstate__())  # a copy: pickling must not clear our own cache
+        state = super().__getstate__()
         state["_cache"] = None
         return state
 
@@ -263,6 +296,9 @@ class WeightMirror(_Learned):
         gen.manual_seed((int(self.seed) * 1_000_003 + self._draws) % (2**63 - 1))
         self._draws += 1
         width = weight[0].numel()
-        noise = torch.randn(self.samples, width, generator=gen, device=weight.device, dtype=weight.dtype)
+        # at least float32 (under autocast W and B arrive in bf16/fp16): the same noise stream
+        dtype = torch.promote_types(weight.dtype, torch.float32)
+        noise = torch.randn(self.samples, width, generator=gen, device=weight.device, dtype=dtype)
         noise.mul_(self.noise_std)
-        return F.weight_mirror_gradient(weight, b.detach(), noise, self.noise_std, self.decay)
+        grad = F.weight_mirror_gradient(weight.to(dtype), b.detach().to(dtype), noise, self.noise_std, self.decay)
+        return grad.to(b.dtype)

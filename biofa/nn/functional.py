@@ -124,7 +124,7 @@ def _feedback_matrix(layer, mode, weight, fb_input):
         return weight
     if fb_input is None:  # called without the forward's feedback tensor: the module's own
         fb_input = layer.feedback.feedback_input(weight)
-    return layer.feedback.matrix_from(weight, fb_input)
+    return layer.feedback.backward_matrix(weight, fb_input)
 
 
 def _learned_grad(layer, mode, need_fb, weight, grad_w, fb_input):
