@@ -121,12 +121,7 @@ class FeedbackLayer(nn.Module):
         """Project W onto its constraints now (sign projection, then norm rescaling)."""
         if not self._needs_projection:
             return
-        w = self.weight
-        if self.sign is not None and not self.sign.reparameterised:
-            w = self.sign.project(w)
-        if self.norm is not None:
-            w = self.norm.project(w)
-        self._set_weight(w)
+        self._set_weight(self._project(self.weight))
         self._enforced_version = self._raw_weight()._version
 
     def __setstate__(self, state):
@@ -146,9 +141,26 @@ class FeedbackLayer(nn.Module):
     def _weight_for_forward(self) -> torch.Tensor:
         # Weights changed outside an optimizer step (by hand, load_state_dict) are projected
         # before use; after an optimizer step the hook has already done it (versions match).
-        if self._needs_projection and self._raw_weight()._version != self._enforced_version:
+        if not self._needs_projection:
+            return self.weight
+        if not isinstance(self._raw_weight(), nn.Parameter):
+            # a tensor substituted by torch.func.functional_call: the caller's, never written to;
+            # the projection is applied to a copy, with the gradient passed straight through
+            # as for the module's own weight (projected outside autograd)
+            w = self.weight
+            with torch.no_grad():
+                projected = self._project(w.detach())
+            return w + (projected - w.detach())
+        if self._raw_weight()._version != self._enforced_version:
             self.enforce_constraints()
         return self.weight
+
+    def _project(self, w: torch.Tensor) -> torch.Tensor:
+        if self.sign is not None and not self.sign.reparameterised:
+            w = self.sign.project(w)
+        if self.norm is not None:
+            w = self.norm.project(w)
+        return w
 
     def _call(self, function, x: torch.Tensor) -> torch.Tensor:
         """Run ``function`` (the layer's autograd function) on ``x`` with W, b and the feedback
