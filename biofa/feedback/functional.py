@@ -94,8 +94,8 @@ def uniform_magnitudes(shape, bound: float, seed: torch.Tensor, step: torch.Tens
     device and under torch.compile, a pure function of (seed, step), no host synchronisation.
 
     ``seed`` and ``step``: non-negative int64 tensors (0-d). ``workspace``: optional
-    ``(weyl_counter(⌈n/2⌉), words, tmp, out)`` buffers (int32 ×3 of ⌈n/2⌉ words, float32 of n)
-    for allocation-free eager use; the result is then ``out``.
+    ``(words, out)`` buffers (int32 of ⌈n/2⌉ words, float32 of n) for allocation-free
+    eager use; the result is then ``out``.
     """
     count = math.prod(shape)
     words = -(-count // 2)
@@ -104,8 +104,9 @@ def uniform_magnitudes(shape, bound: float, seed: torch.Tensor, step: torch.Tens
         x = weyl_counter(words, seed.device) ^ key
         tmp = out = None
     else:
-        counter, x, tmp, out = workspace[:4]
-        torch.bitwise_xor(counter, key, out=x)
+        x, out = workspace
+        torch.arange(words, out=x).mul_(_WEYL).bitwise_xor_(key)
+        tmp = out.view(torch.int32)[:words]  # out is written only after the hash: its memory is free
     for mult in (_M1, _M2):
         x = x.mul_(mult) if tmp is not None else x * mult
         x = _xorshift_(x, 15, tmp)

@@ -191,18 +191,17 @@ class BRSF(_SignConcordant):
         if self._cache is None or self._cache[0] != key:
             space = self._workspace(weight)
             r = F.uniform_magnitudes(weight.shape, bound, seed, torch.tensor(step, dtype=torch.int64), space)
-            # two output buffers in turn: a graph of the previous step that still holds its |R|
-            # sees it unchanged (and a version error, not wrong numbers, two steps later)
-            self._cache = (key, r.to(weight.dtype), space[:3] + space[4:] + space[3:4])
+            # redrawn in place: a graph of an earlier step that still holds |R| (saved for its
+            # backward) gets autograd's version error, never other numbers
+            self._cache = (key, r.to(weight.dtype), space)
         return self._cache[1]
 
     def _workspace(self, weight):
         count, words = weight.numel(), -(-weight.numel() // 2)
-        if self._cache is not None and self._cache[2][3].device == weight.device and self._cache[2][3].numel() == count:
+        if self._cache is not None and self._cache[2][1].device == weight.device and self._cache[2][0].numel() == words:
             return self._cache[2]
-        ints = [torch.empty(words, dtype=torch.int32, device=weight.device) for _ in range(2)]
-        floats = [torch.empty(count, dtype=torch.float32, device=weight.device) for _ in range(2)]
-        return (F.weyl_counter(words, weight.device), *ints, *floats)
+        return (torch.empty(words, dtype=torch.int32, device=weight.device),
+                torch.empty(count, dtype=torch.float32, device=weight.device))
 
     def feedback_input(self, weight):
         return self.magnitudes(weight)
