@@ -186,6 +186,8 @@ class BRSF(_SignConcordant):
             step_t = _hooks.step_tensor() if step is None else torch.tensor(step, dtype=torch.int64)
             return F.uniform_magnitudes(weight.shape, bound, seed, step_t).to(weight.dtype)
         step = _hooks.training_step() if step is None else step
+        if torch._C._functorch.peek_interpreter_stack() is not None:  # torch.func: no in-place buffers
+            return F.uniform_magnitudes(weight.shape, bound, seed, torch.tensor(step)).to(weight.dtype)
         # the seed's version changes when load_state_dict writes another seed
         key = (step, weight.device, weight.dtype, weight.shape, self.seed.data_ptr(), self.seed._version, bound)
         if self._cache is None or self._cache[0] != key:
