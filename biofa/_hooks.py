@@ -20,9 +20,13 @@ import sys
 import threading
 import weakref
 
+import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 _step = 0
+# The counter as a 0-d tensor too, kept equal to _step: compiled graphs read it as an input
+# (a Python int would be baked in as a constant and recompile the graph at every step).
+_step_tensor = torch.zeros((), dtype=torch.int64)
 _constrained_layers: "weakref.WeakSet" = weakref.WeakSet()
 _layers: "weakref.WeakSet" = weakref.WeakSet()
 _local = threading.local()
@@ -38,6 +42,7 @@ def next_step() -> int:
     """Advance the training-step counter by hand (for loops that do not use torch.optim)."""
     global _step
     _step += 1
+    _step_tensor.fill_(_step)
     return _step
 
 
@@ -48,6 +53,13 @@ def reset_step(value: int = 0) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"reset_step: value must be a non-negative int, got {value!r}")
     _step = value
+    _step_tensor.fill_(value)
+
+
+def step_tensor() -> torch.Tensor:
+    """The training-step counter as a 0-d int64 CPU tensor, updated in place (read-only for users):
+    what code inside ``torch.compile`` reads instead of :func:`training_step`."""
+    return _step_tensor
 
 
 def register_constrained(layer) -> None:
@@ -89,6 +101,7 @@ def _manhattan_parameters(layer):
     return params
 
 
+@torch.compiler.disable  # eager in a compiled step: it walks Python frames and reads hook state
 def _before_optimizer_step(optimizer, args, kwargs) -> None:
     stack = _stepping()
     # a step() that raised never ran its post-hook; an optimizer is never nested in itself
@@ -106,6 +119,7 @@ def _before_optimizer_step(optimizer, args, kwargs) -> None:
                     p.grad.sign_()
 
 
+@torch.compiler.disable  # run eagerly in a compiled step: reading _step would recompile every step
 def _after_optimizer_step(optimizer, args, kwargs) -> None:
     stack = _stepping()
     if optimizer in stack:

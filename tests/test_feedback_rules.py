@@ -376,12 +376,13 @@ def test_random_magnitudes_follow_the_init_distribution(f64):
         assert float(mags.min()) >= 0 and float(mags.max()) <= a
         assert float(mags.mean()) == pytest.approx(a / 2, rel=0.015)
         assert float(mags.var()) == pytest.approx(a * a / 12, rel=0.022)
-    r = fb.functional.uniform_magnitudes_cpu((7, 5), 2.0, (11, 3))
+    draw = lambda step: fb.functional.uniform_magnitudes((7, 5), 2.0, torch.tensor(11), torch.tensor(step))  # noqa: E731
+    r = draw(3)
     assert r.dtype == torch.float32 and r.shape == (7, 5)
     k = r / (2.0 / 2**16) - 0.5  # 16-bit levels (k + 1/2) a / 2^16
     assert torch.equal(k, k.round()) and float(k.min()) >= 0 and float(k.max()) <= 2**16 - 1
-    assert torch.equal(r, fb.functional.uniform_magnitudes_cpu((7, 5), 2.0, (11, 3)))
-    assert not torch.equal(r, fb.functional.uniform_magnitudes_cpu((7, 5), 2.0, (11, 4)))
+    assert torch.equal(r, draw(3))
+    assert not torch.equal(r, draw(4))
 
 
 def test_fa_B_is_fixed_and_drawn_like_W(f64):
