@@ -61,7 +61,7 @@ def grads(model, x, y, dtype=None, device="cpu", capture=None):
     for m in model.modules():
         if isinstance(m, bnn.FeedbackLayer):
             if isinstance(m.feedback, fb.WeightMirror):
-                m.feedback._draws = 0  # the same noise in both runs
+                m.feedback.draws.zero_()  # the same noise in both runs
             if capture is not None:
                 def hook(mod, inp, out):
                     capture[mod] = [inp[0].detach(), None]

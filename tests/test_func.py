@@ -35,7 +35,7 @@ def eager_grads(model, x, y):
 def reset_noise(model):
     for m in model.modules():
         if isinstance(m, bnn.FeedbackLayer) and isinstance(m.feedback, fb.WeightMirror):
-            m.feedback._draws = 0
+            m.feedback.draws.zero_()
 
 
 @pytest.mark.parametrize("conv", [False, True], ids=["mlp", "conv"])

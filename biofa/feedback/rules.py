@@ -297,7 +297,10 @@ class WeightMirror(_Learned):
         b = self.B if fb_input is None else fb_input
         gen = torch.Generator(device=weight.device)
         gen.manual_seed((int(self.seed) * 1_000_003 + int(self.draws)) % (2**63 - 1))
-        self.draws += 1
+        if torch._C._functorch.maybe_current_level() is None:
+            self.draws += 1
+        else:  # inside a torch.func transform a captured buffer must not be mutated in place
+            self.draws = self.draws + 1
         width = weight[0].numel()
         # at least float32 (under autocast W and B arrive in bf16/fp16): the same noise stream
         dtype = torch.promote_types(weight.dtype, torch.float32)
