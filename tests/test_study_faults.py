@@ -459,3 +459,20 @@ def test_git_commit_of_this_checkout():
     except (OSError, subprocess.SubprocessError):
         pytest.skip("git is not usable here")
     assert environment.capture()["git_commit"] == head
+
+
+def test_a_write_error_without_root_exits_2_naming_the_file(tmp_path, capsys, monkeypatch):
+    # where no tmpfs can be mounted: the disk is "full" at the first fsync
+    import errno
+
+    from biofa.experiment import results
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    spec = write_spec(tmp_path, epochs=1, seeds="[0]")
+    out = tmp_path / "out"
+    monkeypatch.setattr(results.os, "fsync", full)
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"biofa: error: {out / '.biofa.lock.json'}: No space left on device\n"
+    assert not list(out.rglob(".tmp-biofa-*"))
