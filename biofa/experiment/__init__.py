@@ -73,6 +73,7 @@ best-validation epoch and at the final epoch, labelled as such.
 
 from __future__ import annotations
 
+from .checkpoints import evaluate_run, load_model
 from .grid import expand
 from .report import write_report
 from .spec import SCHEMA, Spec, from_dict, load
@@ -91,4 +92,4 @@ def run(spec, out=None, *, quick: bool = False, overrides=None, jobs: int = 1,
 
 
 __all__ = ["load", "from_dict", "Spec", "SCHEMA", "expand", "run", "run_study", "StudyOutcome",
-           "write_report"]
+           "write_report", "load_model", "evaluate_run"]

@@ -106,6 +106,8 @@ def save_best(folder: Path, state: dict, *, epoch: int, val: dict, config: dict,
 def _path(out, run_id: str, which: str) -> Path:
     if which not in ("best", "last"):
         raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    if not isinstance(run_id, str) or not run_id or "/" in run_id or run_id.startswith("."):
+        raise ConfigError(f"not a run id: {run_id!r} (see the run_id column of runs.csv)")
     folder = run_folder(out, run_id)
     path = folder / (BEST if which == "best" else LAST)
     if path.is_file():
@@ -169,3 +171,39 @@ def _load(out, run_id: str, which: str):
             epoch = load_checkpoint(path, model=model)["epoch"]
     model.eval()
     return model, config, epoch
+
+
+def find_run(out: str | os.PathLike, run_id: str) -> str:
+    """The run id in ``out`` that is ``run_id`` or starts with it (a unique prefix is enough)."""
+    runs = Path(out) / "runs"
+    if not runs.is_dir():
+        raise ConfigError(f"{out}: no runs/ folder here; give the folder a study wrote (biofa run ... --out DIR)")
+    if (runs / run_id / BEST).is_file():
+        return run_id
+    matches = sorted(p.name for p in runs.iterdir() if p.is_dir() and p.name.startswith(run_id)
+                     and (p / BEST).is_file())
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ConfigError(f"{out}: {len(matches)} runs start with {run_id!r} ({', '.join(matches[:5])}"
+                          f"{' ...' if len(matches) > 5 else ''}); give more of the run id")
+    return _path(out, run_id, "best").parent.name  # no such run: raises, listing the runs there
+
+
+def evaluate_run(out: str | os.PathLike, run_id: str, *, which: str = "best", split: str = "test") -> dict:
+    """Loss and accuracy of a run's stored model on one split of its data:
+    ``{"run_id", "which", "epoch", "split", "n", "loss", "acc"}`` (``acc`` None for regression)."""
+    from .runner import Batches, Loss, evaluate, load_data
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    run_id = find_run(out, run_id)
+    model, config, epoch = _load(out, run_id, which)
+    splits = load_data(config["data"])
+    dataset = getattr(splits, split)
+    if not len(dataset):
+        raise ConfigError(f"run {run_id}: its {split} split is empty")
+    loss_fn = Loss(config["train"]["loss"], splits.task, splits.n_outputs)
+    batches = Batches(dataset, config["train"]["eval_batch_size"], torch.device("cpu"),
+                      getattr(torch, config["train"]["dtype"]))
+    scores = evaluate(model, batches, loss_fn)
+    return {"run_id": run_id, "which": which, "epoch": epoch, "split": split, "n": len(dataset), **scores}

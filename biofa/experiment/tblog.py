@@ -1,7 +1,7 @@
 """Live TensorBoard logs of a run (``[log] tensorboard = true``), written with tensorboardX (no
 TensorFlow needed) to ``runs/<run_id>/tb/``; view them with ``tensorboard --logdir OUT/runs``.
 
-Every row of the run's history becomes scalars at step = epoch: ``loss/train``, ``loss/val``,
+Every row of the run's history becomes scalars at step = epoch (finite values only): ``loss/train``, ``loss/val``,
 ``accuracy/train``, ``accuracy/val``, ``lr``, ``time/epoch_s`` and one per layer metric
 (``weight_alignment/<layer>``, ...). When the run ends: ``loss/test_final``,
 ``loss/test_at_best_val`` (and the accuracies) at the last epoch, and the run's hyper-parameters
@@ -57,7 +57,7 @@ class TensorBoardLog:
         step = row["epoch"]
         for column, value in row.items():
             name = tag(column)
-            if name is not None and value is not None:
+            if name is not None and value is not None and math.isfinite(value):  # e.g. no B: NaN angle
                 self.writer.add_scalar(name, value, step)
 
     def close(self, result: dict) -> None:
