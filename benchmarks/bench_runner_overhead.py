@@ -73,7 +73,7 @@ def bare_loop(task: dict) -> float:
             loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
             loss.backward()
             optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def timed(fn, *args):

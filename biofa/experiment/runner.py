@@ -378,6 +378,8 @@ def _train(config, result, seed, folder, progress):
     if state is not None:  # continue an interrupted run after its last finished epoch
         result["history"] = state["history"]
         best, best_state = state["best"], state["best_state"]
+        if best_state is None:  # the best epoch was the last one: its weights are the model's
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         train_batches.generator.set_state(state["data_order"])
         start = state["epoch"] + 1
         result["epochs_done"] = state["epoch"]
@@ -434,7 +436,8 @@ def _train(config, result, seed, folder, progress):
                 if improved:
                     checkpoints.save_best(folder, best_state, epoch=epoch, val=val, config=config, splits=splits)
                 checkpoints.save_last(folder, model=model, optimizer=optimizer, scheduler=schedule, extra={
-                    "epoch": epoch, "history": result["history"], "best": best, "best_state": best_state,
+                    "epoch": epoch, "history": result["history"], "best": best,
+                    "best_state": None if best["epoch"] == epoch else best_state,
                     "data_order": train_batches.generator.get_state(),
                     "time_s": result.get("_time_before", 0.0) + time.perf_counter() - t_run})
             if epoch_bar is not None:
