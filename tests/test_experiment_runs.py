@@ -59,7 +59,8 @@ def weights(path) -> dict:
 def assert_same_weights(a: dict, b: dict):
     assert a.keys() == b.keys()
     for key in a:
-        assert torch.equal(a[key], b[key]), key
+        same = torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key]
+        assert same, key
 
 
 # -- devices ---------------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ class Stop(BaseException):
     """Stands for a kill: not an Exception, so the runner does not record it."""
 
 
-@pytest.mark.parametrize("feedback", ["bp", "fa", "brsf", "kp", "dfa"])
+@pytest.mark.parametrize("feedback", ["bp", "fa", "usf", "frsf", "brsf", "dfa", "kp", "wm"])
 @pytest.mark.parametrize("sign", ["free", "dale"])
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_ends(feedback, sign, tmp_path, monkeypatch):
     (task,) = ex.expand(tiny(train={"keep_last": True}, grid={"feedback": [feedback], "sign": [sign]}))

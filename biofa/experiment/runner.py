@@ -379,7 +379,7 @@ def _train(config, result, seed, folder, progress):
         result["history"] = state["history"]
         best, best_state = state["best"], state["best_state"]
         if best_state is None:  # the best epoch was the last one: its weights are the model's
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = checkpoints.snapshot(model.state_dict())
         train_batches.generator.set_state(state["data_order"])
         start = state["epoch"] + 1
         result["epochs_done"] = state["epoch"]
@@ -431,7 +431,7 @@ def _train(config, result, seed, folder, progress):
             improved = not len(splits.val) or _better(val, best)  # no validation split: the last epoch
             if improved:
                 best = dict(val, epoch=epoch)
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = checkpoints.snapshot(model.state_dict())
             if folder is not None:
                 if improved:
                     checkpoints.save_best(folder, best_state, epoch=epoch, val=val, config=config, splits=splits)
