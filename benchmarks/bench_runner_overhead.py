@@ -23,7 +23,6 @@ import inspect
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -133,4 +132,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    main()
