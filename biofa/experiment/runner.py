@@ -48,8 +48,12 @@ def _none(value):
 _DATA_CACHE: dict = {}
 
 
+#: ``[data]`` keys the runner uses itself (the others are options of ``biofa.data.load``).
+RUNNER_DATA_KEYS = ("augment",)
+
+
 def data_key(data_config: dict) -> str:
-    return json.dumps(data_config, sort_keys=True)
+    return json.dumps({k: v for k, v in data_config.items() if k not in RUNNER_DATA_KEYS}, sort_keys=True)
 
 
 def seed_data_cache(key: str, splits) -> None:
@@ -62,12 +66,39 @@ def load_data(data_config: dict):
     key = data_key(data_config)
     if key not in _DATA_CACHE:
         from .. import data
-        options = dict(data_config)
+        options = {k: v for k, v in data_config.items() if k not in RUNNER_DATA_KEYS}
         name = options.pop("name")
         if len(_DATA_CACHE) >= 4:
             _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
         _DATA_CACHE[key] = data.load(name, **options)
+    augmentation(data_config, _DATA_CACHE[key])  # a bad [data] augment fails here, at preflight
     return _DATA_CACHE[key]
+
+
+def augmentation(data_config: dict, splits):
+    """The training batches' augmentation of ``[data] augment`` (:func:`biofa.data.augment.build`),
+    or None; drawn from the run's own generator, on the run's device."""
+    spec = data_config.get("augment")
+    if spec is None:
+        return None
+    from ..data import augment
+    try:
+        return augment.build(spec, splits)
+    except ConfigError as err:  # the study's preflight names the table itself
+        raise ConfigError(str(err).removeprefix("[data] ")) from None
+
+
+def _batches(splits, train_cfg, seed, device, dtype):
+    """The (train, val, test) :class:`Batches` of a run."""
+    eval_bs = train_cfg["eval_batch_size"]
+    if splits.in_memory:
+        return (Batches(splits.train, train_cfg["batch_size"], device, dtype, seed=seed),
+                Batches(splits.val, eval_bs, device, dtype), Batches(splits.test, eval_bs, device, dtype))
+    from .. import data
+    loaders = data.loaders(splits, train_cfg["batch_size"], seed=seed, eval_batch_size=eval_bs,
+                           pin_memory=device.type == "cuda")
+    return tuple(Batches(part, 0, device, dtype, loader=loader)
+                 for part, loader in zip((splits.train, splits.val, splits.test), loaders))
 
 
 def build_model(model_config: dict, splits, generator: torch.Generator | None = None, seed: int = 0):
@@ -180,21 +211,19 @@ class Batches:
     datasets (decoded per example) go through :func:`biofa.data.loaders`, batch by batch.
     """
 
-    def __init__(self, dataset, batch_size: int, device, dtype, *, seed: int | None = None):
+    def __init__(self, dataset, batch_size: int, device, dtype, *, seed: int | None = None, loader=None):
         from torch.utils.data import TensorDataset
         self.batch_size, self.device, self.dtype = batch_size, device, dtype
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.n = len(dataset)
-        self.loader = None
-        if isinstance(dataset, TensorDataset):
+        self.loader = loader
+        if loader is not None:  # its sampler's generator orders the batches
+            self.generator = getattr(loader.batch_sampler.sampler, "generator", None)
+        elif isinstance(dataset, TensorDataset):
+            self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
             x, y = dataset.tensors
             self.x, self.y = x.to(device=device, dtype=dtype), y.to(device)
         else:
-            from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
-            sampler = RandomSampler(dataset, generator=self.generator) if seed is not None \
-                else SequentialSampler(dataset)
-            self.loader = DataLoader(dataset, batch_sampler=BatchSampler(sampler, batch_size, False),
-                                     pin_memory=device.type == "cuda")
+            raise ConfigError(f"Batches: a {type(dataset).__name__} needs its DataLoader (loader=)")
 
     def __len__(self) -> int:
         return self.n
@@ -348,13 +377,12 @@ def _train(config, result, seed, folder, progress):
                         f"{splits.name!r} is a regression task (use 'mse' or 'auto')")
     optimizer = make_optimizer(model.parameters(), train_cfg["optimizer"])
     schedule = make_schedule(optimizer, train_cfg["schedule"], train_cfg["epochs"])
-    eval_bs = train_cfg["eval_batch_size"]
-    train_batches = Batches(splits.train, train_cfg["batch_size"], device, dtype, seed=seed)
-    val_batches = Batches(splits.val, eval_bs, device, dtype)
-    test_batches = Batches(splits.test, eval_bs, device, dtype)
+    train_batches, val_batches, test_batches = _batches(splits, train_cfg, seed, device, dtype)
     n_probe = min(metrics_cfg["update_batch"], len(splits.val) or len(splits.train))
-    source = splits.val if len(splits.val) else splits.train
-    probe = (source.tensors[0][:n_probe].to(device, dtype), source.tensors[1][:n_probe].to(device)) if n_probe else None
+    x_probe, y_probe = splits.head("val" if len(splits.val) else "train", n_probe)
+    probe = (x_probe.to(device, dtype), y_probe.to(device)) if n_probe else None
+    augment = augmentation(config["data"], splits)
+    augment_order = torch.Generator().manual_seed((seed * 1_000_003 + 1) % (2**63 - 1))
     classification = loss_fn.task == "classification"
     log = None
 
@@ -381,6 +409,7 @@ def _train(config, result, seed, folder, progress):
         if best_state is None:  # the best epoch was the last one: its weights are the model's
             best_state = checkpoints.snapshot(model.state_dict())
         train_batches.generator.set_state(state["data_order"])
+        augment_order.set_state(state["augment_order"])
         start = state["epoch"] + 1
         result["epochs_done"] = state["epoch"]
         result["resumed_from_epoch"] = state["epoch"]
@@ -407,6 +436,8 @@ def _train(config, result, seed, folder, progress):
             sums = _Epoch(device, classification)
             try:
                 for x, y in train_batches:
+                    if augment is not None:
+                        x = augment(x, generator=augment_order)
                     optimizer.zero_grad(set_to_none=True)
                     out = model(x)
                     loss = loss_fn(out, y)
@@ -439,6 +470,7 @@ def _train(config, result, seed, folder, progress):
                     "epoch": epoch, "history": result["history"], "best": best,
                     "best_state": None if best["epoch"] == epoch else best_state,
                     "data_order": train_batches.generator.get_state(),
+                    "augment_order": augment_order.get_state(),
                     "time_s": result.get("_time_before", 0.0) + time.perf_counter() - t_run})
             if epoch_bar is not None:
                 epoch_bar.update(1)
