@@ -19,7 +19,9 @@ NO_BREAK = ["fa", "usf", "frsf", "brsf", "dfa", "kp"]
 # torch's own deprecation warnings, raised by dynamo's internals while it traces autograd functions
 # and the optimizer
 pytestmark = [pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning"),
-              pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")]
+              pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+              # dynamo reading .grad of the output at a graph break (weight mirror's eager backward)
+              pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")]
 
 
 @pytest.fixture(autouse=True)
