@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo docs bench clean
+.PHONY: install test test-slow test-slurm demo docs bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# The SLURM executor against a real one-node cluster (installs and starts it; needs root once).
+test-slurm: $(STAMP)
+	bash tools/slurm-cluster.sh start
+	BIOFA_SLURM_START=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slurm tests/test_slurm.py
 
 demo: $(STAMP)
 	$(VENV)/bin/biofa run experiments/quickstart.toml --jobs 2
