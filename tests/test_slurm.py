@@ -1,6 +1,6 @@
 """``biofa run --executor slurm`` against a real SLURM cluster (tools/slurm-cluster.sh).
 
-Every test runs the ``biofa`` command in a subprocess, as a user does, on a study folder of its
+The tests marked ``slurm`` need the cluster. Every one of them runs the ``biofa`` command in a subprocess, as a user does, on a study folder of its
 own, and waits for observable events (a log line, a result file, a job state) with generous
 timeouts, never for a fixed time. Run them with ``make test-slurm`` (starts the cluster first).
 """
@@ -18,8 +18,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "slurm-cluster.sh"
@@ -138,6 +136,7 @@ def result(out: Path, run_id: str) -> dict:
     return json.loads((out / "runs" / f"{run_id}.json").read_text())
 
 
+@pytest.mark.slurm
 def test_slurm_study_equals_local(cluster, tmp_path):
     spec, name = write_spec(tmp_path)
     t0 = time.perf_counter()
@@ -163,6 +162,7 @@ def test_slurm_study_equals_local(cluster, tmp_path):
     assert squeue(name) == []
 
 
+@pytest.mark.slurm
 def test_scancel_fails_the_jobs_runs_and_retry_finishes_them(cluster, tmp_path):
     spec, name = write_spec(tmp_path, epochs=20, executor="runs_per_job = 4")
     out = tmp_path / "study"
@@ -198,6 +198,7 @@ def test_scancel_fails_the_jobs_runs_and_retry_finishes_them(cluster, tmp_path):
     assert squeue(name) == []
 
 
+@pytest.mark.slurm
 def test_sigkill_of_the_submitter_then_the_same_command_computes_no_run_twice(cluster, tmp_path):
     spec, name = write_spec(tmp_path, epochs=10, executor="runs_per_job = 2")
     out = tmp_path / "study"
@@ -228,6 +229,7 @@ def test_sigkill_of_the_submitter_then_the_same_command_computes_no_run_twice(cl
         assert sorted(row["run_id"] for row in csv.DictReader(fh)) == sorted(ids)
 
 
+@pytest.mark.slurm
 def test_time_limit_requeues_and_the_run_ends_as_an_uninterrupted_one(cluster, tmp_path):
     # One run, long enough to be running when its time limit is shortened to near now. SLURM
     # signals the job signal_delay_s before the limit; submitit requeues it; the same chunk runs
@@ -284,6 +286,7 @@ def _runner_checkpoints() -> bool:
     return True
 
 
+@pytest.mark.slurm
 @pytest.mark.parametrize("case", ["unknown key", "unknown partition", "no slurm"])
 def test_bad_executor_settings_exit_2_before_anything_is_submitted(cluster, tmp_path, case):
     executor = {"unknown key": "runs_per_jobs = 2", "unknown partition": 'partition = "nosuchpart"',
@@ -299,3 +302,68 @@ def test_bad_executor_settings_exit_2_before_anything_is_submitted(cluster, tmp_
     assert said in done.stderr and done.stderr.startswith("biofa: error:")
     assert squeue(name) == []
     assert not (out / "slurm").exists()
+
+
+# -- without a cluster: the [executor] table, submitit's parameters, the shared-folder check -------
+def _guide_spec() -> str:
+    text = (ROOT / "docs" / "guide" / "cluster.rst").read_text()
+    block = text.split(".. code-block:: toml\n\n", 1)[1].split("\n\n.. code-block:: console", 1)[0]
+    return "\n".join(line[3:] for line in block.splitlines())
+
+
+def test_the_guides_spec_is_valid_and_its_executor_table_changes_no_run_id():
+    from biofa.experiment import expand, from_dict
+    from biofa.experiment.spec import tomllib
+    tree = tomllib.loads(_guide_spec())
+    spec = from_dict(tree)
+    assert spec.executor == {**spec.executor, "partition": "gpu", "time_min": 240, "gpus_per_task": 1,
+                             "runs_per_job": 2, "array_parallelism": 40, "mem_gb": 16}
+    assert len(expand(spec)) == 6 * 3 * 5 * 5
+    bare = from_dict({k: v for k, v in tree.items() if k != "executor"})
+    assert bare.executor == {"time_min": 60, "cpus_per_task": 1, "gpus_per_task": 0,
+                             "runs_per_job": 1, "max_requeues": 3}
+    assert [r["run_id"] for r in expand(spec)] == [r["run_id"] for r in expand(bare)]
+
+
+@pytest.mark.parametrize("key, value, said", [
+    ("runs_per_jobs", 2, "unknown key [executor] runs_per_jobs (did you mean 'runs_per_job'?)"),
+    ("time_min", 0, "[executor] time_min must be a positive integer, got 0"),
+    ("setup", "module load x", "[executor] setup must be a list of strings"),
+    ("sbatch", {"exclude": 1.5}, "[executor] sbatch must be a table of sbatch option = value"),
+])
+def test_bad_executor_keys_name_the_key(key, value, said):
+    from biofa.errors import SpecError
+    from biofa.experiment import from_dict
+    with pytest.raises(SpecError) as err:
+        from_dict({"grid": {"feedback": ["bp"]}, "executor": {key: value}}, source="s.toml")
+    assert said in str(err.value)
+
+
+def test_submitit_parameters_of_an_executor_table():
+    from biofa.experiment import from_dict
+    from biofa.experiment.executors.slurm import submitit_parameters
+    spec = from_dict({"executor": {"time_min": 1, "mem_gb": 1.5, "gpus_per_task": 2, "qos": "high",
+                                   "sbatch": {"exclude": "node3", "exclusive": True}}, "grid": {}})
+    params = submitit_parameters(spec.executor, "debug", "x")
+    assert params == {"partition": "debug", "time": 1, "cpus_per_task": 1, "signal_delay_s": 30,
+                      "job_name": "biofa-x", "gpus_per_task": 2, "mem": "1536MB", "qos": "high",
+                      "additional_parameters": {"exclude": "node3", "exclusive": True}}
+    long = from_dict({"executor": {"time_min": 240, "signal_delay_s": 300}, "grid": {}}).executor
+    assert submitit_parameters(long, "p", "x")["signal_delay_s"] == 300
+    assert submitit_parameters({**long, "signal_delay_s": None}, "p", "x")["signal_delay_s"] == 90
+
+
+def test_the_shared_folder_check(tmp_path):
+    import socket
+
+    from biofa.experiment.executors import slurmctl
+    here = socket.gethostname()
+    assert "local to each node" in slurmctl.local_reason("/tmp/study") or \
+        "filesystem" in slurmctl.local_reason("/tmp/study")
+    assert slurmctl.local_reason("/dev/shm/study") is not None
+    assert slurmctl.shared_problem("/tmp/study", [here]) is None  # one node, this machine: fine
+    problem = slurmctl.shared_problem("/tmp/study", [here, "node7"])
+    assert "not on a shared filesystem" in problem and "node7" in problem
+    mount, fstype = slurmctl.filesystem(ROOT)
+    if fstype not in slurmctl.MEMORY_FS and not str(ROOT.resolve()).startswith(slurmctl.LOCAL_FOLDERS):
+        assert slurmctl.shared_problem(ROOT / "results" / "x", [here, "node7"]) is None
