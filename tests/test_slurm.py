@@ -231,38 +231,49 @@ def test_sigkill_of_the_submitter_then_the_same_command_computes_no_run_twice(cl
 
 @pytest.mark.slurm
 def test_time_limit_requeues_and_the_run_ends_as_an_uninterrupted_one(cluster, tmp_path):
-    # One run, long enough to be running when its time limit is shortened to near now. SLURM
-    # signals the job signal_delay_s before the limit; submitit requeues it; the same chunk runs
-    # again and the run continues (from its last epoch checkpoint where the runner keeps one).
-    spec, name = write_spec(tmp_path, epochs=60, seeds=(0,),
-                            executor="time_min = 10\nsignal_delay_s = 150\nmax_requeues = 5",
-                            feedback=("fa",))
+    # One run, sized from this machine's measured epoch time to last minutes. Once it has
+    # checkpointed its first epoch, its time limit is cut to end within two minutes, inside the
+    # signal delay: SLURM signals the job at its next check, submitit requeues it, and the same
+    # chunk runs again; the run continues from its last epoch checkpoint (where the runner keeps
+    # one) and must end exactly as a run never interrupted.
+    spec, _ = write_spec(tmp_path, epochs=3, seeds=(0,), feedback=("fa",))
+    spec.write_text(spec.read_text().replace("n_train = 300", "n_train = 1000").replace("batch_size = 32", "batch_size = 8"))
+    calibrate = biofa(spec, "--out", tmp_path / "calibrate")
+    assert calibrate.returncode == 0, calibrate.stdout + calibrate.stderr
+    epoch_s = max(float(r["time_s"]) for r in table(tmp_path / "calibrate" / "history.csv", drop=()).values()
+                  if r["epoch"] != "0")
+    epochs = max(10, int(180 / epoch_s) + 1)  # about three minutes of training
+    spec, name = write_spec(tmp_path, epochs=epochs, seeds=(0,), feedback=("fa",),
+                            executor="time_min = 10\nsignal_delay_s = 150\nmax_requeues = 5")
+    spec.write_text(spec.read_text().replace("n_train = 300", "n_train = 1000").replace("batch_size = 32", "batch_size = 8"))
     out = tmp_path / "study"
     follower = start_biofa(spec, "--executor", "slurm", "--out", out)
+    local = start_biofa(spec, "--out", tmp_path / "local")  # the uninterrupted run, meanwhile
+    resumable = _runner_checkpoints()
     try:
         run_id = wait_for(lambda: starts(out), "the run to start")[0][0]
-        checkpoint = out / "runs" / run_id / "last.pt"
-        resumable = _runner_checkpoints()
         if resumable:
-            wait_for(checkpoint.is_file, "the run's first epoch checkpoint")
+            wait_for((out / "runs" / run_id / "last.pt").is_file, "the run's first epoch checkpoint")
         job = json.loads((out / "slurm" / "manifest.json").read_text())["runs"][run_id][-1]["job"]
         elapsed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%M"], capture_output=True,
                                  text=True, check=True).stdout.strip()
-        minutes = _minutes(elapsed)
-        # the limit now ends within 2 minutes, inside the signal delay: SLURM signals at its next check
-        subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={minutes + 2}"], check=True)
-        wait_for(lambda: len(starts(out)) >= 2, "the requeued job to start the run again")
-        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=False)
+        subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={_minutes(elapsed) + 2}"], check=True)
+        err = Path(json.loads((out / "slurm" / "manifest.json").read_text())["runs"][run_id][-1]["stderr"])
+        wait_for(lambda: [s for j, s in squeue(name) if j == job and s != "RUNNING"]
+                 or f"Requeued job {job}" in err.read_text(), "the job to be requeued")
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True)
         output, _ = follower.communicate(timeout=WAIT_S)
+        local_output, _ = local.communicate(timeout=WAIT_S)
     finally:
         follower.kill()
+        local.kill()
     assert follower.returncode == 0, output
+    assert local.returncode == 0, local_output
     log = Path(json.loads((out / "slurm" / "manifest.json").read_text())["runs"][run_id][-1]["stdout"])
-    assert "Requeued job" in log.with_suffix(".err").read_text() + log.read_text()
+    assert f"Requeued job {job}" in log.with_suffix(".err").read_text() + log.read_text()
     kinds = [kind for _, kind in starts(out)]
-    assert kinds[0] == "starts" and kinds[1] == ("resumes" if resumable else "starts")
-    local = biofa(spec, "--out", tmp_path / "local")
-    assert local.returncode == 0, local.stdout + local.stderr
+    assert kinds == ["starts", "resumes" if resumable else "starts"], kinds
+    assert result(out, run_id)["epochs_done"] == epochs
     for name_ in ("runs.csv", "history.csv"):
         assert table(out / name_) == table(tmp_path / "local" / name_), name_
 

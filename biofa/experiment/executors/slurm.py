@@ -279,6 +279,15 @@ def _job_return(out: Path, job_id: str):
     return value if kind == "success" else None
 
 
+def _has_checkpoint(out: str, run_id: str) -> bool:
+    """Whether the run left an epoch checkpoint to continue from (runners that keep them)."""
+    try:
+        from ..checkpoints import LAST, run_folder
+    except ImportError:
+        return False
+    return (run_folder(out, run_id) / LAST).is_file()
+
+
 def _count(states: dict, jobs: set) -> str:
     seen: dict[str, int] = {}
     for job in jobs:
@@ -333,7 +342,8 @@ class Chunk(_Checkpointable):
     """What one array task runs: its runs, one after the other, as a local worker does.
 
     Runs that already have a result are skipped, so a requeued task goes on where it stopped.
-    Each start is logged (``biofa: run <id> starts in job <job id> on <host>``) in the job's log.
+    Each start is logged in the job's log: ``biofa: run <id> starts in job <job id> on <host>``,
+    or ``resumes from its checkpoint`` for a run that continues an interrupted one.
     """
 
     def __init__(self, out: str, data_files: dict[str, str] | None = None):
@@ -356,7 +366,8 @@ class Chunk(_Checkpointable):
             run_id = task["run_id"]
             if results.result_path(self.out, run_id).exists():
                 continue
-            print(f"biofa: run {run_id} starts in job {job} on {host} at {_now()}", flush=True)
+            verb = "resumes from its checkpoint" if _has_checkpoint(self.out, run_id) else "starts"
+            print(f"biofa: run {run_id} {verb} in job {job} on {host} at {_now()}", flush=True)
             try:
                 outcome = execute(task, self.out)
             except OSError as err:  # the study folder cannot take results: the study ends
