@@ -80,16 +80,18 @@ def _naming(err: OSError, path) -> OSError:
     return OSError(err.errno, err.strerror, str(path))  # the matching subclass, e.g. PermissionError
 
 
-_UMASK: list[int] = []
-
-
 def _umask() -> int:
-    """The process's umask (read once; ``os.umask`` can only be read by setting it)."""
-    if not _UMASK:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        _UMASK.append(mask)
-    return _UMASK[0]
+    """The process's umask: from /proc on Linux, else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text: str) -> None:

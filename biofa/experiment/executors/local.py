@@ -160,21 +160,18 @@ def _serve(conn, lifeline, datasets: dict, out: str) -> None:
     warnings.simplefilter("default")
     for key, splits in datasets.items():
         seed_data_cache(key, splits)
-    while True:
-        try:
-            task = conn.recv()
-        except EOFError:
-            return
-        if task is None:
-            return
-        try:
-            message = ("done", execute(task, out))
-        except OSError as err:
-            conn.send(("oserror", err))
-            return
-        except Exception as err:
-            message = ("error", f"{type(err).__name__}: {err}")
-        conn.send(message)
+    try:
+        while (task := conn.recv()) is not None:
+            try:
+                message = ("done", execute(task, out))
+            except OSError as err:
+                conn.send(("oserror", err))
+                return
+            except Exception as err:
+                message = ("error", f"{type(err).__name__}: {err}")
+            conn.send(message)
+    except (EOFError, OSError):  # the main process is gone: the lifeline ends this worker too
+        return
 
 
 def _watch(lifeline) -> None:
@@ -208,5 +205,6 @@ def _context():
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if ctx.get_start_method() == "forkserver":
         # workers fork from a server that has imported torch and its optimizer machinery once
-        ctx.set_forkserver_preload(["biofa.experiment.runner", "torch._dynamo"])
+        ctx.set_forkserver_preload(["biofa.experiment.runner", "torch._dynamo",
+                                    "biofa.experiment.executors._forkserver"])
     return ctx
