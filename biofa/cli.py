@@ -6,6 +6,7 @@
                    [--executor local|slurm] [--detach]
     biofa list [rules|constraints|models|datasets|circuits|experiments]
     biofa report RESULTS_DIR
+    biofa evaluate RESULTS_DIR RUN_ID [--split test|val|train] [--which best|last]
 
 ``SPEC`` is a TOML file or the name of a packaged experiment (``biofa list experiments``).
 
@@ -64,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a spec key, e.g. --set train.epochs=3 (repeatable)")
     run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    run.add_argument("--log", choices=["tensorboard"], action="append", default=[],
+                     help="also write live logs: tensorboard (event files in OUT/runs/<run_id>/tb)")
     run.add_argument("--executor", choices=("local", "slurm"), default="local",
                      help="where runs execute: local processes (default) or SLURM jobs, set up by "
                           "the spec's [executor] table")
@@ -79,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("topic", nargs="?", choices=LIST_TOPICS, help="show only this registry")
     rep = sub.add_parser("report", help="regenerate report.md and figures from a results folder")
     rep.add_argument("results_dir")
+    ev = sub.add_parser("evaluate", help="loss and accuracy of a run's stored best (or last) model")
+    ev.add_argument("results_dir")
+    ev.add_argument("run_id", help="a run id of runs.csv (a unique prefix is enough)")
+    ev.add_argument("--split", choices=["test", "val", "train"], default="test")
+    ev.add_argument("--which", choices=["best", "last"], default="best",
+                    help="best-validation weights (default) or the last finished epoch's")
     return parser
 
 
@@ -99,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             except BrokenPipeError:  # biofa list | head
                 sys.stderr = open(os.devnull, "w")  # noqa: SIM115
             return EXIT_OK
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _report(args)
     except BiofaError as err:
         print(f"biofa: error: {err}", file=sys.stderr)
@@ -145,9 +156,10 @@ def _run(args) -> int:
     if args.jobs < 1:
         print(f"biofa: error: --jobs must be a positive integer, got {args.jobs}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    overrides = args.overrides + [f"log.{name}=true" for name in args.log]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BiofaWarning)
-        spec = experiment.load(args.spec, quick=args.quick, overrides=args.overrides)
+        spec = experiment.load(args.spec, quick=args.quick, overrides=overrides)
     for warning in caught:
         print(f"biofa: warning: {warning.message}", file=sys.stderr)
     out = Path(args.out) if args.out else Path("results") / (spec.name + ("_quick" if spec.quick else ""))
@@ -215,6 +227,15 @@ def _report(args) -> int:
     if missing:
         print(f"unfinished study: {missing} of {study['n_planned']} runs have no result yet "
               "(run the same biofa run command again to finish them)")
+    return EXIT_OK
+
+
+def _evaluate(args) -> int:
+    from .experiment import evaluate_run
+    r = evaluate_run(args.results_dir, args.run_id, which=args.which, split=args.split)
+    acc = "" if r["acc"] is None else f"accuracy {r['acc']:.4f}, "
+    print(f"{r['run_id']} ({r['which']} weights, epoch {r['epoch']}) on {r['split']} ({r['n']} examples): "
+          f"{acc}loss {r['loss']:.4f}")
     return EXIT_OK
 
 

@@ -55,7 +55,13 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
     """
     import torch
 
+    from .devices import check as check_device
     from .runner import Loss, build_model, data_key, load_data
+    for device in dict.fromkeys(run["config"]["train"].get("device", "cpu") for run in runs):
+        try:
+            check_device(device)
+        except ConfigError as err:
+            raise SpecError(f"{spec.source}: {err}") from None
     seen_data, seen_models = {}, set()
     for run in runs:
         config = run["config"]

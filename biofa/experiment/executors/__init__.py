@@ -70,7 +70,7 @@ def execute(task: dict, out: str | Path, *, progress: bool = False) -> dict:
     :class:`OSError` when the result cannot be written.
     """
     from ..runner import run
-    result = run(task, progress=progress)
+    result = run(task, progress=progress, out=out)
     results.write_result(out, result)
     return summary(result)
 
