@@ -198,7 +198,8 @@ def _executor(args, spec, out: Path):
         raise BiofaError("--jobs is for --executor local; with --executor slurm set how many jobs run "
                          "at once with [executor] array_parallelism")
     from .experiment.executors.slurm import SlurmExecutor
-    executor = SlurmExecutor(spec.executor, name=spec.name, detach=args.detach)
+    executor = SlurmExecutor(spec.executor, name=spec.name, detach=args.detach,
+                             retry_failed=args.retry_failed)
     problem = executor.shared_problem(out)
     if problem:
         print(f"biofa: warning: {problem}", file=sys.stderr)

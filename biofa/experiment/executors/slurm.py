@@ -92,6 +92,8 @@ class SlurmExecutor(Executor):
     settings : the spec's ``[executor]`` table with its defaults (:attr:`Spec.executor`).
     name : the study's name (the jobs are called ``biofa-<name>``).
     detach : submit and return without waiting for the results.
+    retry_failed : submit again, at once, the runs whose jobs ended without their result while
+        nobody followed them (instead of recording them failed).
     poll_s : seconds between looks at the study folder and ``squeue``.
     grace_s : seconds a job must have ended before its runs without a result are failed
         (network filesystems may show a file a little after the job wrote it).
@@ -103,7 +105,7 @@ class SlurmExecutor(Executor):
     name = "slurm"
 
     def __init__(self, settings: dict, *, name: str = "study", detach: bool = False,
-                 poll_s: float = 2.0, grace_s: float = 10.0, say=None):
+                 retry_failed: bool = False, poll_s: float = 2.0, grace_s: float = 10.0, say=None):
         self.settings = dict(settings)
         if self.settings.get("signal_delay_s", 0) >= 60 * self.settings["time_min"]:
             raise slurmctl.ClusterError(
@@ -111,7 +113,8 @@ class SlurmExecutor(Executor):
                 f"time limit (time_min = {self.settings['time_min']} minutes)")
         self.partition = slurmctl.check_partition(self.settings.get("partition"))
         self.params = submitit_parameters(self.settings, self.partition, name)
-        self.detach, self.poll_s, self.grace_s = detach, poll_s, grace_s
+        self.detach, self.retry_failed = detach, retry_failed
+        self.poll_s, self.grace_s = poll_s, grace_s
         self.say = say or (lambda text: print(f"biofa: {text}", file=sys.stderr, flush=True))
         #: after :meth:`run`: {job id: number of runs} submitted now, and runs left in the queue
         self.submitted: dict[str, int] = {}
@@ -136,7 +139,8 @@ class SlurmExecutor(Executor):
             job = manifest.job(task["run_id"])
             if job is not None and slurmctl.alive(states.get(job["job"])):
                 follow[task["run_id"]] = (task, job)
-            elif job is not None and not results.result_path(out, task["run_id"]).exists():
+            elif (job is not None and not self.retry_failed
+                  and not results.result_path(out, task["run_id"]).exists()):
                 lost.append((task, job))  # its job ended while nobody followed it
             else:
                 submit.append(task)
@@ -173,13 +177,15 @@ class SlurmExecutor(Executor):
         executor = submitit.SlurmExecutor(folder=out / JOB_FOLDER,
                                           max_num_timeout=self.settings["max_requeues"])
         executor.update_parameters(**self.params)
+        retried = {t["run_id"]: self._unstore(out, t["run_id"]) for t in tasks}  # before any job starts
         jobs = executor.map_array(Chunk(str(out), self._data_files(out, tasks)), chunks)
         given = []
         for job, chunk in zip(jobs, chunks):
             entry = {"job": job.job_id, "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
                      "submitted_at": _now(), "partition": self.partition}
             for task in chunk:
-                manifest.add(task["run_id"], entry)
+                replaces = retried[task["run_id"]]
+                manifest.add(task["run_id"], {**entry, "replaces": replaces} if replaces else entry)
                 given.append((task, entry))
             self.submitted[job.job_id] = len(chunk)
         manifest.write()
@@ -205,6 +211,17 @@ class SlurmExecutor(Executor):
                     results.atomic_write_bytes(path, buffer.getvalue())
                 files[key] = str(path)
         return files
+
+    @staticmethod
+    def _unstore(out: Path, run_id: str) -> str | None:
+        """Remove the stored (failed) result of a run given to a job again, so that neither the
+        job nor the follower takes it for the new one; returns what it said (its reason)."""
+        stored = _read(out, run_id)
+        path = results.result_path(out, run_id)
+        if stored is None and not path.exists():
+            return None
+        path.unlink(missing_ok=True)
+        return f"{(stored or {}).get('status', '?')}: {(stored or {}).get('reason', '')}"
 
     # -- following ---------------------------------------------------------------------------
     def _follow(self, out: Path, follow: dict, on_result: OnResult) -> None:
