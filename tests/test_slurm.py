@@ -99,6 +99,15 @@ def start_biofa(*args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(), cwd=ROOT)
 
 
+def stop(*processes):
+    """Kill what is still running of ``processes`` and close their pipes."""
+    for process in processes:
+        process.kill()
+        process.wait(timeout=60)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 def wait_for(predicate, what: str, timeout: float = WAIT_S, every: float = 0.5):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -174,7 +183,7 @@ def test_scancel_fails_the_jobs_runs_and_retry_finishes_them(cluster, tmp_path):
         subprocess.run(["scancel", job], check=True)
         output, _ = follower.communicate(timeout=WAIT_S)
     finally:
-        follower.kill()
+        stop(follower)
     assert follower.returncode == 1, output  # some runs failed
     chunk = [r for r, entries in manifest.items() if entries[-1]["job"] == job]
     failed = [r for r in chunk if result(out, r)["status"] == "failed"]
@@ -213,7 +222,7 @@ def test_sigkill_of_the_submitter_then_the_same_command_computes_no_run_twice(cl
         follower.send_signal(signal.SIGKILL)
         follower.wait(timeout=60)
     finally:
-        follower.kill()
+        stop(follower)
     before = json.loads((out / "slurm" / "manifest.json").read_text())["runs"]
     assert squeue(name)  # the jobs outlive the submitting process
     again = biofa(*command)
@@ -265,8 +274,7 @@ def test_time_limit_requeues_and_the_run_ends_as_an_uninterrupted_one(cluster, t
         output, _ = follower.communicate(timeout=WAIT_S)
         local_output, _ = local.communicate(timeout=WAIT_S)
     finally:
-        follower.kill()
-        local.kill()
+        stop(follower, local)
     assert follower.returncode == 0, output
     assert local.returncode == 0, local_output
     log = Path(json.loads((out / "slurm" / "manifest.json").read_text())["runs"][run_id][-1]["stdout"])
