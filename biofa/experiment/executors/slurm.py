@@ -107,6 +107,11 @@ class SlurmExecutor(Executor):
     def __init__(self, settings: dict, *, name: str = "study", detach: bool = False,
                  retry_failed: bool = False, poll_s: float = 2.0, grace_s: float = 10.0, say=None):
         self.settings = dict(settings)
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise slurmctl.ClusterError("--executor slurm needs submitit: pip install 'biofa[slurm]' "
+                                        "(or pip install submitit)") from None
         if self.settings.get("signal_delay_s", 0) >= 60 * self.settings["time_min"]:
             raise slurmctl.ClusterError(
                 f"[executor] signal_delay_s = {self.settings['signal_delay_s']} must be shorter than the "
