@@ -239,6 +239,27 @@ def test_sigkill_of_the_submitter_then_the_same_command_computes_no_run_twice(cl
 
 
 @pytest.mark.slurm
+def test_detach_submits_and_returns_and_the_same_command_collects(cluster, tmp_path):
+    spec, name = write_spec(tmp_path, epochs=5, executor="runs_per_job = 4")
+    out = tmp_path / "study"
+    command = (spec, "--executor", "slurm", "--out", out)
+    detached = biofa(*command, "--detach")
+    assert detached.returncode == 0, detached.stdout + detached.stderr
+    assert "8 queued" in detached.stdout and "run the same command again" in detached.stdout
+    manifest = json.loads((out / "slurm" / "manifest.json").read_text())["runs"]
+    assert len(manifest) == 8 and all(len(entries) == 1 for entries in manifest.values())
+    assert (out / "runs.csv").is_file()  # the tables exist (header only) while the jobs run
+    again = biofa(*command)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "submitted" not in again.stderr
+    assert json.loads((out / "slurm" / "manifest.json").read_text())["runs"] == manifest
+    with open(out / "runs.csv", newline="") as fh:
+        assert sorted(row["status"] for row in csv.DictReader(fh)) == ["ok"] * 8
+    assert Counter(run for run, _ in starts(out)) == Counter({run: 1 for run in manifest})
+    assert squeue(name) == []
+
+
+@pytest.mark.slurm
 def test_time_limit_requeues_and_the_run_ends_as_an_uninterrupted_one(cluster, tmp_path):
     # One run, sized from this machine's measured epoch time to last minutes. Once it has
     # checkpointed its first epoch, its time limit is cut to end within two minutes, inside the
@@ -246,7 +267,7 @@ def test_time_limit_requeues_and_the_run_ends_as_an_uninterrupted_one(cluster, t
     # chunk runs again; the run continues from its last epoch checkpoint (where the runner keeps
     # one) and must end exactly as a run never interrupted.
     spec, _ = write_spec(tmp_path, epochs=3, seeds=(0,), feedback=("fa",))
-    spec.write_text(spec.read_text().replace("n_train = 300", "n_train = 1000").replace("batch_size = 32", "batch_size = 8"))
+    spec.write_text(spec.read_text().replace("n_train = 300", "n_train = 1000").replace("batch_size = 32", "batch_size = 8").replace("lr = 0.1", "lr = 0.02"))
     calibrate = biofa(spec, "--out", tmp_path / "calibrate")
     assert calibrate.returncode == 0, calibrate.stdout + calibrate.stderr
     epoch_s = max(float(r["time_s"]) for r in table(tmp_path / "calibrate" / "history.csv", drop=()).values()
@@ -254,7 +275,7 @@ def test_time_limit_requeues_and_the_run_ends_as_an_uninterrupted_one(cluster, t
     epochs = max(10, int(180 / epoch_s) + 1)  # about three minutes of training
     spec, name = write_spec(tmp_path, epochs=epochs, seeds=(0,), feedback=("fa",),
                             executor="time_min = 10\nsignal_delay_s = 150\nmax_requeues = 5")
-    spec.write_text(spec.read_text().replace("n_train = 300", "n_train = 1000").replace("batch_size = 32", "batch_size = 8"))
+    spec.write_text(spec.read_text().replace("n_train = 300", "n_train = 1000").replace("batch_size = 32", "batch_size = 8").replace("lr = 0.1", "lr = 0.02"))
     out = tmp_path / "study"
     follower = start_biofa(spec, "--executor", "slurm", "--out", out)
     local = start_biofa(spec, "--out", tmp_path / "local")  # the uninterrupted run, meanwhile
