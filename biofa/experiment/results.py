@@ -58,7 +58,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise _naming(err, path.parent) from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -165,14 +166,20 @@ def _cell(value) -> str:
     return str(value)
 
 
-def write_csv(path, columns: list[str], rows: list[dict]) -> None:
-    """Write ``rows`` (dicts) under ``columns`` atomically; missing cells are empty."""
+def csv_text(columns: list[str], rows: list[dict], *, header: bool = True) -> str:
+    """``rows`` (dicts) under ``columns`` as CSV text; missing cells are empty."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
+    if header:
+        writer.writerow(columns)
     for row in rows:
         writer.writerow([_cell(row.get(c)) for c in columns])
-    atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_csv(path, columns: list[str], rows: list[dict]) -> None:
+    """Write ``rows`` (dicts) under ``columns`` atomically; missing cells are empty."""
+    atomic_write_text(path, csv_text(columns, rows))
 
 
 def read_csv(path) -> tuple[list[str], list[dict]]:

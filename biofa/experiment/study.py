@@ -154,8 +154,10 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
         try:
             executor.run(todo, out, finished)
         except BaseException:
-            # the executor has stopped its runs; make the tables match the run files on disk
+            # the executor has stopped its runs: drop the files they were writing, make the
+            # tables match the run files on disk
             with contextlib.suppress(Exception):
+                results.remove_stale_temporaries(out)
                 Tables(out, runs).write()
             raise
         finally:

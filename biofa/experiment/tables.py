@@ -2,8 +2,8 @@
 
 The run files (``runs/<run_id>.json``) are the record; the two tables are views of them, in grid
 order, rewritten atomically as each run finishes so they never lag the run files by more than the
-run being written. :class:`Tables` reads each run file once and keeps its rows, so each rewrite
-costs one pass over the rows in memory, not a pass over every file.
+run being written. :class:`Tables` reads each run file once and keeps its rows already formatted
+as CSV text, so each rewrite formats only the new run and writes the file.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class Tables:
         self.label_columns = list(runs[0]["labels"]) if runs else []
         self._rows: dict[str, dict] = {}
         self._history: dict[str, list[dict]] = {}
+        self._history_text: dict[str, str] = {}  # per run, under self._text_columns
+        self._text_columns: list[str] = []
         self._metrics: dict[str, None] = {}
         self._labels = {run["run_id"]: {k: label(v) for k, v in run["labels"].items()} for run in runs}
         for run in runs:
@@ -40,6 +42,7 @@ class Tables:
     def add(self, run_id: str) -> bool:
         """Read (again) the stored result of ``run_id``; False when it has none."""
         result = results.read_result(self.out, run_id)
+        self._history_text.pop(run_id, None)
         if result is None:
             self._rows.pop(run_id, None)
             self._history.pop(run_id, None)
@@ -65,9 +68,17 @@ class Tables:
         if history:
             order = {m: i for i, m in enumerate(METRIC_ORDER)}
             metrics = sorted(self._metrics, key=lambda c: order.get(c.split(":")[0], len(order)))
-            history_rows = [h for r in self.runs for h in self._history.get(r["run_id"], [])]
-            results.write_csv(self.out / "history.csv", self.label_columns + HISTORY_COLUMNS + metrics,
-                              history_rows)
+            columns = self.label_columns + HISTORY_COLUMNS + metrics
+            if columns != self._text_columns:  # a run brought a new metric: format every run again
+                self._history_text.clear()
+                self._text_columns = columns
+            parts = [results.csv_text(columns, [])]
+            for run in self.runs:
+                run_id = run["run_id"]
+                if run_id in self._history and run_id not in self._history_text:
+                    self._history_text[run_id] = results.csv_text(columns, self._history[run_id], header=False)
+                parts.append(self._history_text.get(run_id, ""))
+            results.atomic_write_text(self.out / "history.csv", "".join(parts))
         return rows
 
 
