@@ -34,6 +34,10 @@ class FolderBusyError(BiofaError, RuntimeError):
     """Another process is writing the study folder (one writer per folder)."""
 
 
+class CheckpointError(BiofaError, FileNotFoundError):
+    """A checkpoint file is missing, truncated, corrupt or not a biofa checkpoint."""
+
+
 class BiofaWarning(UserWarning):
     """Base of every warning issued by biofa."""
 

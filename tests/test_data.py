@@ -288,12 +288,12 @@ def test_validation_and_subset_options():
 
 
 def test_registry_and_errors():
-    assert bd.available() == sorted(["mnist1d", "digits", "mnist", "fashion_mnist", "cifar10",
-                                     "linear_teacher", "relu_teacher"])
+    assert bd.available() == sorted(["mnist1d", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100",
+                                     "imagefolder", "imagenet", "linear_teacher", "relu_teacher"])
     assert set(bd.DATASETS) == set(bd.available())
     assert bd.DATASETS["linear_teacher"].options()["in_dim"] == 30
     with pytest.raises(ConfigError, match="The 'name' parameter of load must be one of"):
-        bd.load("imagenet")
+        bd.load("imagenet21k")
     with pytest.raises(ConfigError, match=r"Unknown option\(s\) \['hidden'\] for dataset 'mnist1d'"):
         bd.load("mnist1d", hidden=3)
 

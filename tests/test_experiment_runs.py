@@ -59,7 +59,8 @@ def weights(path) -> dict:
 def assert_same_weights(a: dict, b: dict):
     assert a.keys() == b.keys()
     for key in a:
-        assert torch.equal(a[key], b[key]), key
+        same = torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key]
+        assert same, key
 
 
 # -- devices ---------------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ class Stop(BaseException):
     """Stands for a kill: not an Exception, so the runner does not record it."""
 
 
-@pytest.mark.parametrize("feedback", ["bp", "fa", "brsf", "kp", "dfa"])
+@pytest.mark.parametrize("feedback", ["bp", "fa", "usf", "frsf", "brsf", "dfa", "kp", "wm"])
 @pytest.mark.parametrize("sign", ["free", "dale"])
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_ends(feedback, sign, tmp_path, monkeypatch):
     (task,) = ex.expand(tiny(train={"keep_last": True}, grid={"feedback": [feedback], "sign": [sign]}))
@@ -340,3 +341,86 @@ def test_log_tensorboard_on_the_command_line(tmp_path):
     (folder,) = [p for p in (tmp_path / "o" / "runs").iterdir() if p.is_dir()]
     tags = {v.tag for _, e in read_events(folder / "tb") for v in e.summary.value}
     assert {"loss/train", "loss/val", "accuracy/val", "lr"} <= tags
+
+
+# -- image data: augmentation and lazily decoded folders -------------------------------------------
+def write_cifar100(folder, n_train, n_test, seed=0):
+    import pickle
+
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        batch = {b"fine_labels": [int(v) for v in rng.integers(0, 100, n)],
+                 b"coarse_labels": [int(v) for v in rng.integers(0, 20, n)],
+                 b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [b"f"] * 100,
+                                                b"coarse_label_names": [b"c"] * 20}, protocol=2))
+
+
+def write_image_folder(root, n_train=6, n_val=2, size=(20, 18)):
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for part, n in (("train", n_train), ("val", n_val)):
+        for name in ("a", "b", "c"):
+            (root / part / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / part / name / f"{i}.png")
+
+
+def interrupted_and_whole(task, tmp_path, monkeypatch, stop_after=1):
+    whole = runner.run(task, out=tmp_path / "a")
+    save_last = checkpoints.save_last
+
+    def killed(folder, **kw):
+        save_last(folder, **kw)
+        if kw["extra"]["epoch"] == stop_after:
+            raise Stop
+
+    monkeypatch.setattr(checkpoints, "save_last", killed)
+    with pytest.raises(Stop):
+        runner.run(task, out=tmp_path / "b")
+    monkeypatch.setattr(checkpoints, "save_last", save_last)
+    return whole, runner.run(task, out=tmp_path / "b")
+
+
+def with_data(data: dict, **extra):
+    """The tiny spec on other data (its [data] table replaced, not merged)."""
+    tree = tiny_tree(model={"hidden": [8]}, **extra)
+    tree["data"] = data
+    return ex.from_dict(tree, source="tiny.toml")
+
+
+def test_augmentation_trains_seeded_and_resumes_exactly(tmp_path, monkeypatch):
+    write_cifar100(tmp_path / "cifar-100-python", n_train=40, n_test=10)
+    data = {"name": "cifar100", "root": str(tmp_path), "validation": 8}
+    plain = with_data(data, train={"epochs": 3}, metrics={"update_alignment": False})
+    augmented = with_data({**data, "augment": {"crop": 4, "flip": True}}, train={"epochs": 3},
+                          metrics={"update_alignment": False})
+    (task,) = ex.expand(augmented)
+    whole, resumed = interrupted_and_whole(task, tmp_path, monkeypatch)
+    assert whole["status"] == "ok", whole["reason"]
+    assert comparable(resumed) == comparable(whole)
+    (plain_task,) = ex.expand(plain)
+    assert plain_task["run_id"] != task["run_id"]
+    without = runner.run(plain_task)
+    # the same first epoch's batches, augmented or not: different training losses, same epoch 0
+    assert without["history"][0]["val_loss"] == whole["history"][0]["val_loss"]
+    assert without["history"][1]["train_loss"] != whole["history"][1]["train_loss"]
+    with pytest.raises(SpecError, match=r"tiny.toml: \[data\] augment: crop must be the padding in pixels"):
+        ex.run_study(with_data({**data, "augment": {"crop": -1}}), tmp_path / "bad", progress=False)
+    with pytest.raises(SpecError, match=r"tiny.toml: \[data\] augment needs image data \(C, H, W\); dataset 'digits'"):
+        ex.run_study(tiny(data={"augment": ["flip"]}), tmp_path / "bad", progress=False)
+
+
+def test_lazily_decoded_image_folders_train_and_resume_exactly(tmp_path, monkeypatch):
+    write_image_folder(tmp_path / "images")
+    spec = with_data({"name": "imagefolder", "root": str(tmp_path / "images"), "image_size": 16, "validation": 3},
+                     train={"epochs": 3, "batch_size": 4}, metrics={"update_batch": 4})
+    (task,) = ex.expand(spec)
+    whole, resumed = interrupted_and_whole(task, tmp_path, monkeypatch)
+    assert whole["status"] == "ok", whole["reason"]
+    assert comparable(resumed) == comparable(whole)

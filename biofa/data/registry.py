@@ -7,8 +7,9 @@ import inspect
 from typing import Callable
 
 from ..errors import ConfigError, check_choice
-from .cifar import cifar10
+from .cifar import cifar10, cifar100
 from .digits import digits
+from .folder import folder_splits, image_folder, imagenet
 from .idx import fashion_mnist, mnist
 from .mnist1d import mnist1d
 from .splits import RawData, Splits, make_splits
@@ -17,11 +18,17 @@ from .teacher import linear_teacher, relu_teacher
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A registry entry: ``source(**options) -> RawData``; ``files``: it reads files from ``root``."""
+    """A registry entry: ``source(**options) -> RawData``; ``files``: it reads files from ``root``.
+
+    ``splitter(raw, name, validation=, normalize=, seed=, n_train=, n_test=) -> Splits`` turns what
+    the source returns into splits: :func:`~biofa.data.splits.make_splits` for in-memory arrays,
+    :func:`~biofa.data.folder.folder_splits` for lazily decoded image folders.
+    """
 
     name: str
     source: Callable[..., RawData]
     files: bool = False
+    splitter: Callable[..., Splits] = make_splits
 
     def options(self) -> dict:
         """The source's own options and their defaults (``root`` excluded)."""
@@ -35,9 +42,11 @@ class Dataset:
 DATASETS: dict[str, Dataset] = {}
 
 
-def register_dataset(name: str, source: Callable[..., RawData], *, files: bool = False) -> Dataset:
-    """Make ``source`` loadable by ``name``; it returns a :class:`RawData` with the official splits."""
-    entry = Dataset(name, source, files)
+def register_dataset(name: str, source: Callable[..., RawData], *, files: bool = False,
+                     splitter: Callable[..., Splits] = make_splits) -> Dataset:
+    """Make ``source`` loadable by ``name``; it returns a :class:`RawData` with the official splits
+    (or whatever ``splitter`` turns into :class:`Splits`)."""
+    entry = Dataset(name, source, files, splitter)
     DATASETS[name] = entry
     return entry
 
@@ -47,6 +56,9 @@ register_dataset("digits", digits)
 register_dataset("mnist", mnist, files=True)
 register_dataset("fashion_mnist", fashion_mnist, files=True)
 register_dataset("cifar10", cifar10, files=True)
+register_dataset("cifar100", cifar100, files=True)
+register_dataset("imagefolder", image_folder, files=True, splitter=folder_splits)
+register_dataset("imagenet", imagenet, files=True, splitter=folder_splits)
 register_dataset("linear_teacher", linear_teacher)
 register_dataset("relu_teacher", relu_teacher)
 
@@ -66,12 +78,13 @@ def load(name: str = "mnist1d", *, root=None, validation=0.1, normalize: bool = 
     Parameters
     ----------
     name : one of :func:`available` (default ``"mnist1d"``).
-    root : folder with the data files (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``); default
-        ``$BIOFA_DATA`` or ``./data`` and their usual sub-folders. Ignored by generated datasets.
+    root : folder with the data files (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``,
+        ``"cifar100"``, ``"imagefolder"``, ``"imagenet"``); default ``$BIOFA_DATA`` or ``./data``
+        and their usual sub-folders. Ignored by generated datasets.
     validation : fraction in [0, 1) (or an int count) of the training split held out for model
         selection with a permutation seeded by ``seed``.
     normalize : standardise with the training part's mean and std (per feature; per channel
-        for images), applied to all three parts.
+        for images), applied to all three parts; the image folders use the ImageNet statistics.
     seed : seed of the validation permutation (and of the ``n_train`` subset).
     n_train, n_test : keep only this many training (before the validation hold-out) / test
         examples, for fast runs. The teacher datasets generate exactly this many.
@@ -90,4 +103,4 @@ def load(name: str = "mnist1d", *, root=None, validation=0.1, normalize: bool = 
             options[key] = split_sizes.pop(key)
             split_sizes[key] = None
     raw = entry.source(root=root, **options) if entry.files else entry.source(**options)
-    return make_splits(raw, name, validation=validation, normalize=normalize, seed=seed, **split_sizes)
+    return entry.splitter(raw, name, validation=validation, normalize=normalize, seed=seed, **split_sizes)

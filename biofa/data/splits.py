@@ -3,8 +3,13 @@
 .. math:: \\tilde x = (x - \\mu_\\mathrm{train}) / \\sigma_\\mathrm{train}
 
 The validation set is held out of the *training* split with a seeded permutation, so model
-selection never touches the test split (REFERENCE §7). Normalisation statistics (per feature, or
-per channel for images) come from the training part alone and are applied to all three parts.
+selection never touches the test split. Normalisation statistics (per feature, or per channel for
+images) come from the training part alone and are applied to all three parts.
+
+Most datasets are in-memory tensors (:class:`~torch.utils.data.TensorDataset`); an image-folder
+dataset is a map-style dataset that decodes each example when it is read. :func:`loaders`
+serves both: whole batches by one fancy index for tensors, per-example reads (in worker processes
+when ``num_workers > 0``) for the others.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import numbers
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler, TensorDataset
 
 from ..errors import ConfigError
 
@@ -45,14 +50,16 @@ class Splits:
     """The three parts of a dataset, ready for torch.
 
     ``train``, ``val``, ``test``: :class:`~torch.utils.data.TensorDataset` of (X float32, y), y int64
-    labels for classification and float32 targets of shape (n, n_outputs) for regression.
-    ``input_shape``: the shape of one sample. ``mean``/``std``: the training-split statistics that
-    were applied (shaped like one sample, broadcastable), or None when ``normalize=False``.
+    labels for classification and float32 targets of shape (n, n_outputs) for regression; or, for
+    datasets decoded lazily (image folders), map-style datasets whose items are (x float32, y int)
+    (see :attr:`in_memory`). ``input_shape``: the shape of one sample. ``mean``/``std``: the
+    statistics that were applied (shaped like one sample, broadcastable), or None when
+    ``normalize=False``. ``classes``: the class names, where the dataset has them.
     """
 
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
+    train: torch.utils.data.Dataset
+    val: torch.utils.data.Dataset
+    test: torch.utils.data.Dataset
     task: str
     n_classes: int | None
     n_outputs: int
@@ -60,10 +67,29 @@ class Splits:
     name: str
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
+    classes: tuple | None = None
 
     def sizes(self) -> dict:
         """Number of examples per part: ``{"train": ..., "val": ..., "test": ...}``."""
         return {k: len(getattr(self, k)) for k in ("train", "val", "test")}
+
+    @property
+    def in_memory(self) -> bool:
+        """True when every part is a :class:`~torch.utils.data.TensorDataset` (``part.tensors``
+        exist); False for datasets decoded when read, which only support ``len`` and indexing."""
+        return all(isinstance(getattr(self, k), TensorDataset) for k in ("train", "val", "test"))
+
+    def head(self, part: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` examples of ``part`` (``"train"``, ``"val"`` or ``"test"``) as a batch
+        (x, y), for any kind of dataset (image folders decode them with the evaluation transform)."""
+        dataset = getattr(self, part)
+        n = min(int(n), len(dataset))
+        if isinstance(dataset, TensorDataset):
+            return dataset.tensors[0][:n], dataset.tensors[1][:n]
+        items = [dataset[i] for i in range(n)]
+        if not items:
+            return torch.empty((0, *self.input_shape)), torch.empty(0, dtype=torch.int64)
+        return torch.stack([x for x, _ in items]), torch.as_tensor([y for _, y in items])
 
 
 def n_validation(validation, n_pool: int, name: str) -> int:
@@ -121,25 +147,34 @@ def _dataset(x: np.ndarray, y: np.ndarray, task: str) -> TensorDataset:
     return TensorDataset(_tensor(x, np.float32), _tensor(y, y_dtype))
 
 
+def split_indices(n_total: int, name: str, *, validation=0.1, seed: int = 0,
+                  n_train: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices), sorted, into an official training split of ``n_total``.
+
+    A seeded permutation gives the validation examples (its first ``n_val``) and the training
+    examples (the rest); ``n_train`` keeps only that many examples before the hold-out, chosen by
+    the same permutation.
+    """
+    n_pool = _count(n_train, n_total, "n_train", name)
+    n_val = n_validation(validation, n_pool, name)
+    perm = np.random.default_rng(seed).permutation(n_total)[:n_pool]
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
 def make_splits(raw: RawData, name: str, *, validation=0.1, normalize: bool = True, seed: int = 0,
                 n_train: int | None = None, n_test: int | None = None) -> Splits:
     """Split ``raw`` into train/val/test, optionally subsample and normalise.
 
-    A seeded permutation of the official training split gives the validation examples (its first
-    ``n_val``) and the training examples (the rest). ``n_train`` keeps only that many examples of
-    the training split (before the validation hold-out; chosen by the same permutation);
-    ``n_test`` keeps the first ``n_test`` test examples (no randomness: the test set does not
-    depend on ``seed``).
+    The validation examples are held out of the official training split by
+    :func:`split_indices`; ``n_test`` keeps the first ``n_test`` test examples (no randomness: the
+    test set does not depend on ``seed``).
     """
     if raw.task not in TASKS:
         raise ConfigError(f"dataset {name!r}: task must be one of {TASKS}, got {raw.task!r}")
     if len(raw.x_train) != len(raw.y_train) or len(raw.x_test) != len(raw.y_test):
         raise ConfigError(f"dataset {name!r}: inputs and targets differ in length")
-    n_pool = _count(n_train, len(raw.x_train), "n_train", name)
+    train_idx, val_idx = split_indices(len(raw.x_train), name, validation=validation, seed=seed, n_train=n_train)
     n_te = _count(n_test, len(raw.x_test), "n_test", name)
-    n_val = n_validation(validation, n_pool, name)
-    perm = np.random.default_rng(seed).permutation(len(raw.x_train))[:n_pool]
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     x_tr, y_tr = raw.x_train[train_idx], raw.y_train[train_idx]
     x_va, y_va = raw.x_train[val_idx], raw.y_train[val_idx]
     x_te, y_te = raw.x_test[:n_te], raw.y_test[:n_te]
@@ -162,28 +197,66 @@ def make_splits(raw: RawData, name: str, *, validation=0.1, normalize: bool = Tr
                   mean=mean, std=std)
 
 
-def _loader(dataset, batch_size, sampler_cls, num_workers, drop_last, generator=None):
+class SeededSampler(Sampler):
+    """A reshuffling sampler that pairs each index with a seed for that example's random transform.
+
+    Every epoch draws a permutation of ``range(n)`` and one 62-bit seed per example from
+    ``generator``, in the main process, so a lazily transformed training set yields the same
+    batches whatever ``num_workers`` is and whichever worker decodes an example.
+    """
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.generator = int(n), generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        seeds = torch.randint(0, 2 ** 62, (self.n,), generator=self.generator).tolist()
+        return iter(zip(order, seeds))
+
+
+def _loader(dataset, batch_size, sampler_cls, num_workers, drop_last, generator=None, pin_memory=False):
+    if not isinstance(dataset, TensorDataset):  # decoded per example, collated into a batch
+        if generator is None:
+            sampler = SequentialSampler(dataset)
+        elif getattr(dataset, "seeded_keys", False):
+            sampler = SeededSampler(len(dataset), generator)
+        else:
+            sampler = RandomSampler(dataset, generator=generator)
+        return DataLoader(dataset, batch_sampler=BatchSampler(sampler, batch_size, drop_last),
+                          num_workers=num_workers, pin_memory=pin_memory,
+                          persistent_workers=num_workers > 0)
     # One fancy-index per batch (TensorDataset accepts a list of indices) instead of one
     # __getitem__ and a collate per example: several times faster for in-memory tensors.
     sampler = RandomSampler(dataset, generator=generator) if generator is not None else sampler_cls(dataset)
-    return DataLoader(dataset, batch_size=None, num_workers=num_workers,
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       sampler=BatchSampler(sampler, batch_size, drop_last))
 
 
 def loaders(splits: Splits, batch_size: int = 64, *, seed: int = 0, num_workers: int = 0,
-            eval_batch_size: int | None = None, drop_last: bool = False):
+            eval_batch_size: int | None = None, drop_last: bool = False, pin_memory: bool = False):
     """(train, val, test) :class:`~torch.utils.data.DataLoader` s over ``splits``.
 
     The training loader reshuffles every epoch with its own generator seeded by ``seed`` (so two
     runs with the same seed see the same batches); validation and test are not shuffled and use
     ``eval_batch_size`` (default ``batch_size``). Each batch is a list ``[x, y]``.
+
+    For lazily decoded datasets (``splits.in_memory`` False) ``num_workers`` processes decode the
+    examples (kept alive across epochs), and the training loader also draws every example's
+    random-transform seed from that generator: the batches depend on ``seed`` only, not on
+    ``num_workers``. ``pin_memory``: page-locked batches, for fast non-blocking copies to a GPU.
     """
-    for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
-            raise ConfigError(f"loaders: {key} must be a positive int, got {value!r}")
+    for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                       ("num_workers", num_workers)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                                  or value < (0 if key == "num_workers" else 1)):
+            kind = "an int >= 0" if key == "num_workers" else "a positive int"
+            raise ConfigError(f"loaders: {key} must be {kind}, got {value!r}")
     eval_bs = batch_size if eval_batch_size is None else eval_batch_size
     gen = torch.Generator().manual_seed(int(seed))
-    train = _loader(splits.train, batch_size, RandomSampler, num_workers, drop_last, gen)
-    val = _loader(splits.val, eval_bs, SequentialSampler, num_workers, False)
-    test = _loader(splits.test, eval_bs, SequentialSampler, num_workers, False)
+    train = _loader(splits.train, batch_size, RandomSampler, num_workers, drop_last, gen, pin_memory)
+    val = _loader(splits.val, eval_bs, SequentialSampler, num_workers, False, pin_memory=pin_memory)
+    test = _loader(splits.test, eval_bs, SequentialSampler, num_workers, False, pin_memory=pin_memory)
     return train, val, test

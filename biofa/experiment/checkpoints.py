@@ -20,6 +20,7 @@ the same batches, the same random draws and the same feedback step counter.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import random
@@ -30,39 +31,11 @@ import numpy as np
 import torch
 
 from .._hooks import reset_step, training_step
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import ConfigError
 from . import results
 
 LAST, BEST = "last.pt", "best.pt"
-
-try:
-    from ..checkpoint import load_checkpoint, save_checkpoint
-except ImportError:  # pragma: no cover - until biofa.checkpoint (the engine's helper) is merged
-    def save_checkpoint(path, *, model, optimizer=None, scheduler=None, extra=None):
-        state = {"model": model.state_dict(), "step": training_step(), "extra": extra,
-                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                         "random": random.getstate(),
-                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        results.atomic_write_bytes(path, buffer.getvalue())
-
-    def load_checkpoint(path, *, model, optimizer=None, scheduler=None):
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        if optimizer is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        reset_step(state["step"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["random"])
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        return state["extra"]
 
 
 def run_folder(out: str | os.PathLike, run_id: str) -> Path:
@@ -71,14 +44,25 @@ def run_folder(out: str | os.PathLike, run_id: str) -> Path:
 
 
 def clean(folder: Path) -> None:
-    """Delete the temporary files a killed run left in its folder."""
+    """Delete the temporary files a killed run left in its folder (``best.pt``'s and
+    ``last.pt``'s, as :func:`~biofa.experiment.results.atomic_write_bytes` and
+    :func:`biofa.save_checkpoint` name them)."""
     if folder.is_dir():
-        for p in folder.glob(results._TMP_PREFIX + "*"):
-            p.unlink(missing_ok=True)
+        for pattern in (results._TMP_PREFIX + "*", f".{LAST}.*.tmp"):
+            for p in folder.glob(pattern):
+                p.unlink(missing_ok=True)
+
+
+def snapshot(state: dict, device=None) -> dict:
+    """A copy of a state dict that later steps do not change (tensors cloned, on ``device`` if
+    given; extra state, e.g. a feedback rule's draw counter, deep-copied)."""
+    return {k: (v.detach().to(device, copy=True) if device is not None else v.detach().clone())
+            if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in state.items()}
 
 
 def save_last(folder: Path, *, model, optimizer, scheduler, extra: dict) -> None:
     """Write ``last.pt`` (everything a resumed run needs; see the module docstring)."""
+    folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(folder / LAST, model=model, optimizer=optimizer, scheduler=scheduler, extra=extra)
 
 
@@ -94,7 +78,7 @@ def load_last(folder: Path, *, model, optimizer, scheduler) -> dict | None:
 def save_best(folder: Path, state: dict, *, epoch: int, val: dict, config: dict, splits) -> None:
     """Write ``best.pt``: the best epoch's weights (``state``, a state dict) and what rebuilds
     the model without the data (its configuration, the input shape, the number of outputs)."""
-    blob = {"model": {k: v.detach().cpu() for k, v in state.items()}, "epoch": epoch,
+    blob = {"model": snapshot(state, "cpu"), "epoch": epoch,
             "val_loss": val["loss"], "val_acc": val["acc"], "config": config,
             "data": {"name": splits.name, "input_shape": list(splits.input_shape),
                      "n_outputs": splits.n_outputs, "task": splits.task}}
@@ -127,11 +111,14 @@ def _kept_rng():
     restores the run's)."""
     step, rng = training_step(), torch.get_rng_state()
     numpy_state, python_state = np.random.get_state(), random.getstate()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
         yield
     finally:
         reset_step(step)
         torch.set_rng_state(rng)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
         np.random.set_state(numpy_state)
         random.setstate(python_state)
 
@@ -193,7 +180,8 @@ def find_run(out: str | os.PathLike, run_id: str) -> str:
 def evaluate_run(out: str | os.PathLike, run_id: str, *, which: str = "best", split: str = "test") -> dict:
     """Loss and accuracy of a run's stored model on one split of its data:
     ``{"run_id", "which", "epoch", "split", "n", "loss", "acc"}`` (``acc`` None for regression)."""
-    from .runner import Batches, Loss, evaluate, load_data
+    from .batches import Batches, evaluate
+    from .runner import Loss, load_data
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be 'train', 'val' or 'test', got {split!r}")
     run_id = find_run(out, run_id)

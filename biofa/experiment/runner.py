@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ..feedback import reset_step
 from ..errors import BiofaWarning, ConfigError, SpecError
 from . import checkpoints, devices
+from .batches import evaluate, run_batches, sum_dtype
 from .grid import rule_name
 from .spec import NONE_WORDS
 
@@ -48,8 +49,12 @@ def _none(value):
 _DATA_CACHE: dict = {}
 
 
+#: ``[data]`` keys the runner uses itself (the others are options of ``biofa.data.load``).
+RUNNER_DATA_KEYS = ("augment",)
+
+
 def data_key(data_config: dict) -> str:
-    return json.dumps(data_config, sort_keys=True)
+    return json.dumps({k: v for k, v in data_config.items() if k not in RUNNER_DATA_KEYS}, sort_keys=True)
 
 
 def seed_data_cache(key: str, splits) -> None:
@@ -62,12 +67,26 @@ def load_data(data_config: dict):
     key = data_key(data_config)
     if key not in _DATA_CACHE:
         from .. import data
-        options = dict(data_config)
+        options = {k: v for k, v in data_config.items() if k not in RUNNER_DATA_KEYS}
         name = options.pop("name")
         if len(_DATA_CACHE) >= 4:
             _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
         _DATA_CACHE[key] = data.load(name, **options)
+    augmentation(data_config, _DATA_CACHE[key])  # a bad [data] augment fails here, at preflight
     return _DATA_CACHE[key]
+
+
+def augmentation(data_config: dict, splits):
+    """The training batches' augmentation of ``[data] augment`` (:func:`biofa.data.augment.build`),
+    or None; drawn from the run's own generator, on the run's device."""
+    spec = data_config.get("augment")
+    if spec is None:
+        return None
+    from ..data import augment
+    try:
+        return augment.build(spec, splits)
+    except ConfigError as err:  # the study's preflight names the table itself
+        raise ConfigError(str(err).removeprefix("[data] ")) from None
 
 
 def build_model(model_config: dict, splits, generator: torch.Generator | None = None, seed: int = 0):
@@ -169,75 +188,6 @@ class Loss:
         return loss.mean() if reduction == "mean" else loss.sum()
 
 
-class Batches:
-    """The batches of one split for one run, on the run's device.
-
-    In-memory datasets (tensors) are moved to the device once, in the run's dtype, and each batch
-    is one index into them: no per-step host-to-device copy. The training order is a fresh
-    permutation per pass from the run's own generator, drawn as :class:`~torch.utils.data.RandomSampler`
-    draws it (so runs keep the batches they had when a DataLoader served them); its state is
-    part of a checkpoint, so a resumed run sees the batches an uninterrupted one sees. Other
-    datasets (decoded per example) go through :func:`biofa.data.loaders`, batch by batch.
-    """
-
-    def __init__(self, dataset, batch_size: int, device, dtype, *, seed: int | None = None):
-        from torch.utils.data import TensorDataset
-        self.batch_size, self.device, self.dtype = batch_size, device, dtype
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        self.n = len(dataset)
-        self.loader = None
-        if isinstance(dataset, TensorDataset):
-            x, y = dataset.tensors
-            self.x, self.y = x.to(device=device, dtype=dtype), y.to(device)
-        else:
-            from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
-            sampler = RandomSampler(dataset, generator=self.generator) if seed is not None \
-                else SequentialSampler(dataset)
-            self.loader = DataLoader(dataset, batch_sampler=BatchSampler(sampler, batch_size, False),
-                                     pin_memory=device.type == "cuda")
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        if self.loader is not None:
-            for x, y in self.loader:
-                yield x.to(self.device, self.dtype, non_blocking=True), y.to(self.device, non_blocking=True)
-            return
-        if self.generator is None:
-            for start in range(0, self.n, self.batch_size):
-                yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
-            return
-        order = torch.randperm(self.n, generator=self.generator)
-        torch.randperm(self.n, generator=self.generator)  # RandomSampler's second, unused draw per pass
-        order = order.to(self.device)
-        for start in range(0, self.n, self.batch_size):
-            index = order[start:start + self.batch_size]
-            yield self.x[index], self.y[index]
-
-
-def _sum_dtype(device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-
-
-@torch.no_grad()
-def evaluate(model, batches: Batches, loss_fn: Loss) -> dict:
-    """Mean loss and (classification) accuracy of ``model`` over ``batches``; the sums
-    accumulate on the device and are read once."""
-    model.eval()
-    device = batches.device
-    loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    for x, y in batches:
-        out = model(x)
-        loss_sum += loss_fn(out, y, reduction="sum")
-        if loss_fn.task == "classification":
-            correct += (out.argmax(1) == y).sum()
-    total = max(len(batches), 1)
-    loss, hits = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
-    return {"loss": loss / total, "acc": hits / total if loss_fn.task == "classification" else None}
-
-
 def _layer_columns(model, metrics: dict, probe, loss_fn) -> dict:
     """``{"<metric>:<layer>": value}`` from biofa.analysis for the current weights."""
     from .. import analysis
@@ -312,7 +262,7 @@ class _Epoch:
     """Training sums of one epoch, kept on the device (no host sync per step)."""
 
     def __init__(self, device, classification: bool):
-        self.loss = torch.zeros((), dtype=_sum_dtype(device), device=device)
+        self.loss = torch.zeros((), dtype=sum_dtype(device), device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.seen, self.classification = 0, classification
 
@@ -348,13 +298,12 @@ def _train(config, result, seed, folder, progress):
                         f"{splits.name!r} is a regression task (use 'mse' or 'auto')")
     optimizer = make_optimizer(model.parameters(), train_cfg["optimizer"])
     schedule = make_schedule(optimizer, train_cfg["schedule"], train_cfg["epochs"])
-    eval_bs = train_cfg["eval_batch_size"]
-    train_batches = Batches(splits.train, train_cfg["batch_size"], device, dtype, seed=seed)
-    val_batches = Batches(splits.val, eval_bs, device, dtype)
-    test_batches = Batches(splits.test, eval_bs, device, dtype)
+    train_batches, val_batches, test_batches = run_batches(splits, train_cfg, seed, device, dtype)
     n_probe = min(metrics_cfg["update_batch"], len(splits.val) or len(splits.train))
-    source = splits.val if len(splits.val) else splits.train
-    probe = (source.tensors[0][:n_probe].to(device, dtype), source.tensors[1][:n_probe].to(device)) if n_probe else None
+    x_probe, y_probe = splits.head("val" if len(splits.val) else "train", n_probe)
+    probe = (x_probe.to(device, dtype), y_probe.to(device)) if n_probe else None
+    augment = augmentation(config["data"], splits)
+    augment_order = torch.Generator().manual_seed((seed * 1_000_003 + 1) % (2**63 - 1))
     classification = loss_fn.task == "classification"
     log = None
 
@@ -376,9 +325,12 @@ def _train(config, result, seed, folder, progress):
         checkpoints.clean(folder)
         state = checkpoints.load_last(folder, model=model, optimizer=optimizer, scheduler=schedule)
     if state is not None:  # continue an interrupted run after its last finished epoch
-        result["history"] = state["history"]
+        result["history"] = json.loads(state["history"])
         best, best_state = state["best"], state["best_state"]
+        if best_state is None:  # the best epoch was the last one: its weights are the model's
+            best_state = checkpoints.snapshot(model.state_dict())
         train_batches.generator.set_state(state["data_order"])
+        augment_order.set_state(state["augment_order"])
         start = state["epoch"] + 1
         result["epochs_done"] = state["epoch"]
         result["resumed_from_epoch"] = state["epoch"]
@@ -405,6 +357,8 @@ def _train(config, result, seed, folder, progress):
             sums = _Epoch(device, classification)
             try:
                 for x, y in train_batches:
+                    if augment is not None:
+                        x = augment(x, generator=augment_order)
                     optimizer.zero_grad(set_to_none=True)
                     out = model(x)
                     loss = loss_fn(out, y)
@@ -429,13 +383,16 @@ def _train(config, result, seed, folder, progress):
             improved = not len(splits.val) or _better(val, best)  # no validation split: the last epoch
             if improved:
                 best = dict(val, epoch=epoch)
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = checkpoints.snapshot(model.state_dict())
             if folder is not None:
                 if improved:
                     checkpoints.save_best(folder, best_state, epoch=epoch, val=val, config=config, splits=splits)
                 checkpoints.save_last(folder, model=model, optimizer=optimizer, scheduler=schedule, extra={
-                    "epoch": epoch, "history": result["history"], "best": best, "best_state": best_state,
+                    # the history as one JSON string: torch.save pickles many small objects slowly
+                    "epoch": epoch, "history": json.dumps(result["history"]), "best": best,
+                    "best_state": None if best["epoch"] == epoch else best_state,
                     "data_order": train_batches.generator.get_state(),
+                    "augment_order": augment_order.get_state(),
                     "time_s": result.get("_time_before", 0.0) + time.perf_counter() - t_run})
             if epoch_bar is not None:
                 epoch_bar.update(1)
