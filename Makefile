@@ -13,7 +13,7 @@ TEST_THREADS ?= 2
 STAMP := $(VENV)/.installed
 LATEST := .venv-latest
 
-.PHONY: install test test-latest test-slow demo docs bench lock clean
+.PHONY: install test test-latest test-slow test-slurm demo docs bench lock clean
 
 # Locked install: the lock without resolving (--no-deps), then torch (its dependencies are already
 # satisfied from the lock), then biofa itself built with the locked setuptools; `pip check` fails
@@ -47,6 +47,11 @@ test-latest:
 
 test-slow: $(STAMP)
 	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -m slow
+
+# The SLURM executor against a real one-node cluster (installs and starts it; needs root once).
+test-slurm: $(STAMP)
+	bash tools/slurm-cluster.sh start
+	BIOFA_SLURM_START=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slurm tests/test_slurm.py
 
 demo: $(STAMP)
 	$(VENV)/bin/biofa run experiments/quickstart.toml --jobs 2

@@ -3,6 +3,7 @@
 ::
 
     biofa run SPEC [--quick] [--jobs N] [--out DIR] [--set key=value ...] [--retry-failed]
+                   [--executor local|slurm] [--detach]
     biofa list [rules|constraints|models|datasets|circuits|experiments]
     biofa report RESULTS_DIR
     biofa evaluate RESULTS_DIR RUN_ID [--split test|val|train] [--which best|last]
@@ -10,7 +11,8 @@
 ``SPEC`` is a TOML file or the name of a packaged experiment (``biofa list experiments``).
 
 Exit status: 0 everything ran; 1 some runs failed (every output was still written); 2 bad input
-(a bad spec, key or value, a missing data file, a missing results folder), a results folder that
+(a bad spec, key or value, a missing data file, a missing results folder, no SLURM reachable or
+no such partition with ``--executor slurm``), a results folder that
 another ``biofa run`` is writing, or an operating-system error (disk full, read-only folder,
 permission denied), reported in one line naming the path; 128 + the signal's number when stopped
 by a signal: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP. Finished runs are kept in every case.
@@ -67,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     run.add_argument("--log", choices=["tensorboard"], action="append", default=[],
                      help="also write live logs: tensorboard (event files in OUT/runs/<run_id>/tb)")
+    run.add_argument("--executor", choices=("local", "slurm"), default="local",
+                     help="where runs execute: local processes (default) or SLURM jobs, set up by "
+                          "the spec's [executor] table")
+    run.add_argument("--detach", action="store_true",
+                     help="with --executor slurm: submit and return; the same command again "
+                          "collects the results")
     bars = run.add_mutually_exclusive_group()
     bars.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="always show progress bars")
@@ -157,6 +165,7 @@ def _run(args) -> int:
     for warning in caught:
         print(f"biofa: warning: {warning.message}", file=sys.stderr)
     out = Path(args.out) if args.out else Path("results") / (spec.name + ("_quick" if spec.quick else ""))
+    executor = _executor(args, spec, out)
     log = None
     if not sys.stdout.isatty():  # a log file: a line per finished run instead of progress bars
         from .experiment.study import run_line
@@ -165,14 +174,38 @@ def _run(args) -> int:
             print(run_line(summary, n_done, n_runs), flush=True)
     t0 = time.perf_counter()
     outcome = experiment.run_study(spec, out, jobs=args.jobs, progress=args.progress,
-                                   retry_failed=args.retry_failed, on_result=log)
+                                   retry_failed=args.retry_failed, on_result=log, executor=executor)
     wall = time.perf_counter() - t0
     print(results_table(read_study(out)))
-    done = outcome.n_runs - outcome.n_resumed
-    print(f"\n{spec.name}: {outcome.n_runs} runs ({done} run now, {outcome.n_resumed} kept from before), "
-          f"{outcome.n_ok} ok, {outcome.n_failed} failed, {wall:.1f} s with --jobs {args.jobs}")
+    queued = getattr(executor, "unfinished", 0)
+    done = outcome.n_runs - outcome.n_resumed - queued
+    where = f"--jobs {args.jobs}" if executor is None else f"--executor {executor.name}"
+    print(f"\n{spec.name}: {outcome.n_runs} runs ({done} run now, {outcome.n_resumed} kept from before"
+          f"{f', {queued} queued' if queued else ''}), {outcome.n_ok} ok, {outcome.n_failed} failed, "
+          f"{wall:.1f} s with {where}")
     print(f"wrote {out}/runs.csv, history.csv, report.md and figures")
+    if queued:
+        print(f"{queued} runs are queued or running in SLURM jobs: run the same command again to "
+              "follow them and collect their results")
     return outcome.exit_code
+
+
+def _executor(args, spec, out: Path):
+    """None for the local pool; a :class:`SlurmExecutor` (the cluster checked) for ``slurm``."""
+    if args.executor == "local":
+        if args.detach:
+            raise BiofaError("--detach needs --executor slurm (local runs end with this process)")
+        return None
+    if args.jobs != 1:
+        raise BiofaError("--jobs is for --executor local; with --executor slurm set how many jobs run "
+                         "at once with [executor] array_parallelism")
+    from .experiment.executors.slurm import SlurmExecutor
+    executor = SlurmExecutor(spec.executor, name=spec.name, detach=args.detach,
+                             retry_failed=args.retry_failed)
+    problem = executor.shared_problem(out)
+    if problem:
+        print(f"biofa: warning: {problem}", file=sys.stderr)
+    return executor
 
 
 def _report(args) -> int:

@@ -105,7 +105,7 @@ def _report_slot(queue):
 
 
 def test_worker_slots_count_the_processes_a_study_starts():
-    from biofa.experiment.study import _context
+    from biofa.experiment.executors.local import _context
     assert devices.worker_slot() == 0  # the main process
     ctx = _context()
     queue = ctx.Queue()

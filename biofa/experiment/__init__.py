@@ -76,6 +76,18 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     "data.n_train" = 1000
     "search.train.optimizer.lr" = [0.01]   # a smaller search
 
+    [executor]                     # used by --executor slurm only; never part of a run id
+    partition = "gpu"              # default: the cluster's default partition
+    time_min = 60                  # time limit of each job, minutes
+    cpus_per_task = 1
+    gpus_per_task = 0
+    mem_gb = 16                    # default: the partition's default
+    array_parallelism = 40         # at most this many jobs at once
+    runs_per_job = 1               # runs one job does one after the other
+    setup = ["module load cuda"]   # shell lines before the job starts python
+    # signal_delay_s, max_requeues = 3, account, qos, constraint, sbatch = {option = value}
+    # (see the guide "Running studies on a cluster")
+
 ``--set key=value`` overrides any key (value parsed as TOML, bare words are strings); on a grid
 key (``--set feedback=fa``) it narrows that dimension. A bad key or value raises
 :class:`~biofa.errors.SpecError` naming the file, table and key, e.g.

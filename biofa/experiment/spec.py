@@ -41,7 +41,7 @@ ALIASES = {
     "batch_size": "train.batch_size",
 }
 SECTIONS = ("experiment", "data", "model", "train", "metrics", "log", "grid", "per_rule", "quick",
-            "search", "compare")
+            "search", "compare", "executor")
 #: A spec file must have at least one of these tables (an empty file is a mistake, not a study).
 RUN_TABLES = ("data", "model", "grid")
 #: Keys that say where and how a run executes, not what it computes: left out of its run id, so
@@ -151,6 +151,16 @@ def _gamma(v):
     return None if _is_num(v) and 0 < v <= 1 else "a number in (0, 1]"
 
 
+def _strings(v):
+    return None if isinstance(v, list) and all(isinstance(s, str) for s in v) else "a list of strings"
+
+
+def _options(v):
+    ok = isinstance(v, dict) and all(isinstance(x, (str, int)) and not isinstance(x, bool) or x is True
+                                     for x in v.values())
+    return None if ok else "a table of sbatch option = value (strings, integers or true)"
+
+
 #: Every known key, by table, with its check and default (``None``: no default, optional).
 SCHEMA: dict[str, dict[str, tuple]] = {
     "experiment": {"name": (_folder_name, None), "description": (_string, "")},
@@ -173,6 +183,15 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "metrics": {"alignment": (_bool, True), "update_alignment": (_bool, True),
                 "every": (_positive_int, 1), "update_batch": (_positive_int, 256)},
     "log": {"tensorboard": (_bool, False)},
+    # where runs execute with --executor slurm (biofa.experiment.executors.slurm); not part of a
+    # run's configuration, so it never changes run ids
+    "executor": {"partition": (_name, None), "time_min": (_positive_int, 60),
+                 "cpus_per_task": (_positive_int, 1), "gpus_per_task": (_nonneg_int, 0),
+                 "mem_gb": (_positive_num, None), "array_parallelism": (_positive_int, None),
+                 "runs_per_job": (_positive_int, 1), "setup": (_strings, None),
+                 "signal_delay_s": (_positive_int, None), "max_requeues": (_nonneg_int, 3),
+                 "account": (_name, None), "qos": (_name, None), "constraint": (_name, None),
+                 "sbatch": (_options, None)},
 }
 #: Tables whose unknown keys are passed on as options (to biofa.data.load / biofa.models.build).
 OPEN_TABLES = ("data", "model")
@@ -254,6 +273,8 @@ class Spec:
     search: dict[str, list] = field(default_factory=dict)
     #: ``[compare]``: full dotted grid path -> (a, b) value labels; ``"*"`` is every other value.
     compare: dict[str, tuple] = field(default_factory=dict)
+    #: the ``[executor]`` table with defaults filled in (used by ``--executor slurm``)
+    executor: dict = field(default_factory=dict)
 
 
 def resolve_path(spec: str | Path) -> Path:
@@ -481,7 +502,8 @@ def _validate(tree, source, quick, origins, default_name) -> Spec:
     compare = validate_compare(tree, grid, source, origins)
     name = experiment.get("name", default_name)
     return Spec(source=source, name=name, description=experiment.get("description", ""), base=base,
-                grid=grid, per_rule=per_rule, quick=quick, tree=tree, search=search, compare=compare)
+                grid=grid, per_rule=per_rule, quick=quick, tree=tree, search=search, compare=compare,
+                executor=_fill_table(tree, "executor", source, origins))
 
 
 def without_execution_keys(config: dict) -> dict:

@@ -139,6 +139,8 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
         if executor is None:
             run_bars = bool(progress) if progress is not None else sys.stderr.isatty()
             executor = LocalExecutor(jobs, datasets=datasets, progress=run_bars)
+        else:
+            executor.prepare(datasets)
         done = [n_resumed]
 
         def finished(summary: dict) -> None:

@@ -22,7 +22,9 @@ The contract of :meth:`Executor.run`:
   raised by ``on_result``) the executor stops every run in flight before it re-raises; unfinished
   runs leave no file and are redone on resume.
 - Nothing it starts outlives the calling process: when that process is killed (SIGKILL), the
-  executor's workers end within seconds on their own.
+  executor's workers end within seconds on their own. Except on a batch system: the jobs of
+  :class:`~.slurm.SlurmExecutor` belong to the cluster and keep running after the calling process
+  stops (however it stops); running the study again follows them instead of starting them again.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class Executor(abc.ABC):
 
     #: Short name, as given on the command line (``--executor``).
     name: str = ""
+
+    def prepare(self, datasets: dict) -> None:
+        """Receive ``{data key: Splits}`` the calling process has loaded (the study's preflight),
+        before :meth:`run`; an executor may hand them to its workers instead of loading them again."""
 
     @abc.abstractmethod
     def run(self, tasks: Sequence[dict], out: Path, on_result: OnResult) -> None:
@@ -69,10 +75,12 @@ def execute(task: dict, out: str | Path, *, progress: bool = False) -> dict:
     return summary(result)
 
 
-def record_lost(out: str | Path, task: dict, reason: str) -> dict:
-    """Record ``task`` as failed because the process running it died; return its summary."""
+def record_lost(out: str | Path, task: dict, reason: str, **extra) -> dict:
+    """Record ``task`` as failed because the process running it died; return its summary.
+
+    ``extra``: more keys for the result file (the SLURM executor adds ``job_id`` and ``log``)."""
     result = {"run_id": task["run_id"], "labels": task["labels"], "config": task["config"],
-              "status": "failed", "reason": reason, "notes": "", "history": []}
+              "status": "failed", "reason": reason, "notes": "", "history": [], **extra}
     results.write_result(out, result)
     return summary(result)
 
