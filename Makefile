@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml $(LOCK) Makefile
 install: $(STAMP)
 
 test: $(STAMP)
-	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -m "not slow and not slurm"
 
 # What a user who runs `pip install biofa` gets: the newest versions pyproject's ranges allow.
 test-latest:
@@ -43,7 +43,7 @@ test-latest:
 	    -e ".[test,docs]"
 	$(LATEST)/bin/python -m pip check
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/freeze.txt
-	OMP_NUM_THREADS=$(TEST_THREADS) $(LATEST)/bin/python -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=$(TEST_THREADS) $(LATEST)/bin/python -m pytest -q -m "not slow and not slurm"
 
 test-slow: $(STAMP)
 	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -m slow
