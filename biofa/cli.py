@@ -82,6 +82,9 @@ def _run(args) -> int:
     if args.jobs < 1:
         print(f"biofa: error: --jobs must be a positive integer, got {args.jobs}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from .experiment import conservation
+    if conservation.is_kind(conservation.read_tree(args.spec)[0]):  # not a grid: its own study
+        return conservation.main(args)
     spec = experiment.load(args.spec, quick=args.quick, overrides=args.overrides)
     out = Path(args.out) if args.out else Path("results") / (spec.name + ("_quick" if spec.quick else ""))
     t0 = time.perf_counter()
