@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from ..feedback import reset_step
 from ..errors import BiofaWarning, ConfigError, SpecError
 from .grid import rule_name
+from .metrics import conservation_columns
 from .spec import NONE_WORDS
 
 
@@ -284,6 +285,7 @@ def _train(config, result, seed, dtype, train_cfg, metrics_cfg, progress):
                "time_s": round(seconds, 4)}
         if epoch % metrics_cfg["every"] == 0 or epoch == train_cfg["epochs"]:
             row.update(_layer_columns(model, metrics_cfg, probe, loss_fn))
+            row.update(conservation_columns(model, metrics_cfg, splits))
         result["history"].append(row)
         return val
 

@@ -59,6 +59,7 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
     """
     import torch
 
+    from .metrics import check_metrics
     from .runner import Loss, build_model, data_key, load_data
     seen_data, seen_models = {}, set()
     for run in runs:
@@ -86,9 +87,13 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", BiofaWarning)
-                build_model(config["model"], splits, torch.Generator().manual_seed(0))
+                model = build_model(config["model"], splits, torch.Generator().manual_seed(0))
         except (ConfigError, TypeError, ValueError) as err:
             raise SpecError(f"{spec.source}: [model] {err}") from None
+        try:
+            check_metrics(config["metrics"], model, splits)
+        except ConfigError as err:
+            raise SpecError(f"{spec.source}: {err}") from None
     return seen_data
 
 

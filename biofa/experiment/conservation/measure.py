@@ -193,7 +193,7 @@ def flow_drift_curve(widths, activation: str, rule: str, time: float, seed: int,
 
 def _small_init_with_nonpositive_sums(model) -> None:
     """Flip the sign of column i of W_{l+1} where it makes :math:`c_{l,i}` smaller: from a small
-    W, :math:`c_{l,i} = \|W_l[i,:]\|^2 + b_{l,i}^2 - 2\langle W_{l+1}[:,i], B_{l+1}[:,i]\rangle` is
+    W, :math:`c_{l,i} = \\|W_l[i,:]\\|^2 + b_{l,i}^2 - 2\\langle W_{l+1}[:,i], B_{l+1}[:,i]\\rangle` is
     dominated by the O(scale) inner product, whose sign the flip reverses; the layer above keeps
     its own invariants (they see W_{l+1} only through the squares of its rows). Raises
     :class:`~biofa.errors.ConfigError` if a layer's sum stays positive (init too large)."""
