@@ -61,15 +61,40 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     [per_rule.dfa]                 # applied to runs whose feedback rule is dfa
     "train.lr" = 0.001
 
+    [search]                       # chosen per condition on validation (product of every list)
+    "train.optimizer.lr" = [0.001, 0.003, 0.01, 0.03]
+
+    [compare]                      # paired over seeds: second - first, within each other grid value
+    sign = ["free", "dale"]        # dale - free for every rule
+    feedback = ["bp", "*"]         # "*": every other value (each rule - bp)
+
     [quick]                        # applied by --quick before --set; dotted keys
     "train.epochs" = 2
     "grid.seed" = [0]
     "data.n_train" = 1000
+    "search.train.optimizer.lr" = [0.01]   # a smaller search
 
 ``--set key=value`` overrides any key (value parsed as TOML, bare words are strings); on a grid
 key (``--set feedback=fa``) it narrows that dimension. A bad key or value raises
 :class:`~biofa.errors.SpecError` naming the file, table and key, e.g.
 ``experiments/x.toml: [train] epochs must be a positive integer, got -1`` (the CLI exits with 2).
+
+**[search].** Every condition (a combination of the grid values other than the seed) runs at
+every candidate (the product of the lists) with every seed; each candidate x seed is a run with
+its own id (``<grid values>-<key><value>-s<seed>-<hash>``, e.g. ``fa-dale-lr0.003-s2-1a2b3c4d``),
+so it resumes like any run. Per condition the report shows the candidate with the fewest failed
+runs, then the best mean over seeds of the best validation score (accuracy; loss for
+regression; tied to 10 significant digits), then the first in list order
+(:mod:`biofa.experiment.selection`); it flags a choice at either end of a numeric range and lists
+every candidate's validation score. A search key cannot also be a grid key or a
+``[per_rule.*]`` key, nor ``seed`` or ``feedback``; ``--set`` on a search key (or
+``--set search.KEY=[...]``) replaces its list, and ``[quick]`` may do the same.
+
+**Statistics.** Scores are the mean over seeds with its two-sided 95 % Student t interval (none
+for one seed). Each ``[compare]`` entry gives, per combination of the other condition keys, the
+difference paired by seed (complete pairs only; the seeds left out are listed), its t interval,
+Cohen's d_z = mean / sd of the differences, the paired t-test p-value and Holm's adjustment over
+all comparisons (:mod:`biofa.experiment.stats`).
 
 Model selection uses the validation split only; the report gives test scores at the
 best-validation epoch and at the final epoch, labelled as such.
@@ -84,14 +109,17 @@ from .study import StudyOutcome, run_study
 
 
 def run(spec, out=None, *, quick: bool = False, overrides=None, jobs: int = 1,
-        progress: bool | None = None, retry_failed: bool = False) -> StudyOutcome:
+        progress: bool | None = None, retry_failed: bool = False, executor=None,
+        on_result=None) -> StudyOutcome:
     """Load ``spec`` (path or packaged name), run the study into ``out`` (default
-    ``results/<name>``, ``results/<name>_quick`` with ``quick``) and write every output."""
+    ``results/<name>``, ``results/<name>_quick`` with ``quick``) and write every output.
+    ``executor`` and ``on_result``: see :func:`run_study`."""
     from pathlib import Path
     loaded = spec if isinstance(spec, Spec) else load(spec, quick=quick, overrides=overrides)
     if out is None:
         out = Path("results") / (loaded.name + ("_quick" if loaded.quick else ""))
-    return run_study(loaded, out, jobs=jobs, progress=progress, retry_failed=retry_failed)
+    return run_study(loaded, out, jobs=jobs, progress=progress, retry_failed=retry_failed,
+                     executor=executor, on_result=on_result)
 
 
 __all__ = ["load", "from_dict", "Spec", "SCHEMA", "expand", "run", "run_study", "StudyOutcome",

@@ -1,5 +1,6 @@
 """PNG figures of a study (matplotlib, Agg backend): learning curves, alignment angles per layer,
-norm ratios per layer, each as mean over seeds with a ±sd band.
+norm ratios per layer, each as mean over seeds with a ±sd band; the test score per condition and
+the declared comparisons, each as mean with its 95 % t interval.
 
 Lines are the feedback rules (or, without a feedback grid, the conditions); panels are the
 combinations of the other grid values (e.g. free signs vs Dale's law).
@@ -168,4 +169,87 @@ def write_figures(study: dict) -> list[str]:
     for metric, name, ylabel in LAYER_FIGURES:
         if layer_figure(study, metric, ylabel, out / name, plt):
             written.append(name)
+    return written
+
+
+def intervals_figure(study, summary, path: Path, plt) -> bool:
+    """Test score at the best validation epoch per condition: each seed (dots), the mean and its
+    95 % t interval (bar); lines of the study on the x axis, panels as colours."""
+    from .summary import columns
+    line_key, panel_keys = _split(study)
+    keys = study["conditions"]
+    column = columns(summary.classification)[0]
+    points = []
+    for cond, item in summary.conditions.items():
+        if item.test is None:
+            continue
+        values = dict(zip(keys, cond))
+        line = values[line_key] if line_key else "all"
+        panel = ", ".join(f"{k}={values[k]}" for k in panel_keys) or "all runs"
+        seeds = [r[column] * summary.scale for r in item.runs
+                 if r.get("status") == "ok" and isinstance(r.get(column), float)]
+        points.append((line, panel, item.test, seeds))
+    if not points:
+        return False
+    lines = list(dict.fromkeys(p[0] for p in points))
+    panels = _panel_order(study, {p[1] for p in points})
+    width = 0.8 / len(panels)
+    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(lines) * max(1, len(panels)) ** 0.5 + 2), 3.6))
+    for j, panel in enumerate(panels):
+        color = cmap(j % 10)
+        mine = [p for p in points if p[1] == panel]
+        for k, (line, _, interval, seeds) in enumerate(mine):
+            x = lines.index(line) - 0.4 + width * (j + 0.5)
+            ax.plot([x] * len(seeds), seeds, ".", color=color, alpha=0.35, ms=4)
+            err = None if interval.low is None else [[interval.mean - interval.low],
+                                                     [interval.high - interval.mean]]
+            ax.errorbar([x], [interval.mean], yerr=err, fmt="o", color=color, ms=5, capsize=3,
+                        label=panel if k == 0 else None)
+    ax.set_xticks(range(len(lines)))
+    ax.set_xticklabels(lines, rotation=30 if len(lines) > 6 else 0)
+    ax.set_ylabel("test accuracy @ best val (%)" if summary.classification else "test loss @ best val")
+    if len(panels) > 1 or panels[0] != "all runs":
+        ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{study['meta']['name']}: mean and 95% t interval over seeds (dots: seeds)", fontsize=11)
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def comparisons_figure(summary, name: str, path: Path, plt) -> bool:
+    """Each declared comparison's mean paired difference with its 95 % t interval (a forest plot)."""
+    rows = [c for c in summary.comparisons if c.result is not None]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 0.8 + 0.32 * len(rows)))
+    for i, c in enumerate(rows):
+        d = c.result.diff
+        y = len(rows) - 1 - i
+        if d.low is not None:
+            ax.plot([d.low, d.high], [y, y], color="tab:blue", lw=2)
+        ax.plot([d.mean], [y], "o", color="tab:blue", ms=5)
+    ax.axvline(0.0, color="0.4", lw=1, ls="--")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{c.b} − {c.a}" + (f" ({', '.join(f'{k}={v}' for k, v in c.context.items())})"
+                                            if c.context else "") for c in rows][::-1], fontsize=8)
+    unit = "test accuracy difference (points)" if summary.classification else "test loss difference"
+    ax.set_xlabel(f"{unit}, paired over seeds")
+    ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{name}: paired differences, mean and 95% t interval", fontsize=11)
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def write_interval_figures(study: dict, summary) -> list[str]:
+    """Write the per-condition interval figure and the comparisons figure; returns their names."""
+    plt = _pyplot()
+    out = Path(study["out"])
+    written = []
+    if intervals_figure(study, summary, out / "intervals.png", plt):
+        written.append("intervals.png")
+    if comparisons_figure(summary, study["meta"]["name"], out / "comparisons.png", plt):
+        written.append("comparisons.png")
     return written

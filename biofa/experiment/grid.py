@@ -1,4 +1,4 @@
-"""Expand a spec's ``[grid]`` into runs: the Cartesian product over every grid key.
+"""Expand a spec's ``[grid]`` and ``[search]`` into runs: the Cartesian product over every key.
 
 Each run is a plain dict (picklable, JSON-able) holding its full configuration, the grid values
 that label it and a stable id derived from the configuration, so a study that is run again finds
@@ -41,14 +41,20 @@ def config_hash(config: dict) -> str:
 
 
 def expand(spec: Spec) -> list[dict]:
-    """The runs of ``spec``, in grid order (the first grid key varies slowest).
+    """The runs of ``spec``, in grid order (the first grid key varies slowest, then the
+    ``[search]`` keys, which vary fastest).
 
     A run is ``{"run_id", "labels": {column: value}, "config": {data, model, train, metrics,
     seed}}``; ``[per_rule.<rule>]`` entries are applied to runs whose feedback rule is ``<rule>``.
+    Each ``[search]`` candidate of a condition is a run per seed of its own, labelled by the search
+    keys too, with ``<key><value>`` in its id (``bp-dale-lr0.001-s0-<hash>``); a spec without
+    ``[search]`` gives the ids it always gave.
     """
-    keys = list(spec.grid)
+    search = getattr(spec, "search", {}) or {}
+    keys = list(spec.grid) + list(search)
+    lists = [spec.grid[k] for k in spec.grid] + [search[k] for k in search]
     runs = []
-    for values in itertools.product(*(spec.grid[k] for k in keys)):
+    for values in itertools.product(*lists):
         config = copy.deepcopy(spec.base)
         config["seed"] = 0
         for path, value in zip(keys, values):
@@ -59,7 +65,10 @@ def expand(spec: Spec) -> list[dict]:
         for path, value in spec.per_rule.get(rule_name(config["model"].get("feedback", "")), {}).items():
             set_path(config, path, copy.deepcopy(value))
         labels = {display(k): v for k, v in zip(keys, values)}
-        parts = [label(v) for k, v in zip(keys, values) if k != "seed"]
+        if search:  # columns: the condition, the candidate, then the seed
+            labels = {k: v for k, v in labels.items() if k != "seed"} | {"seed": labels["seed"]}
+        parts = [label(v) for k, v in zip(keys, values) if k != "seed" and k not in search]
+        parts += [f"{k.rpartition('.')[2]}{label(v)}" for k, v in zip(keys, values) if k in search]
         parts.append(f"s{config['seed']}")
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))[:80]
         runs.append({"run_id": f"{stem}-{config_hash(config)}", "labels": labels, "config": config})

@@ -1,7 +1,8 @@
 """``report.md`` from a results folder's CSV files: tables of mean ± sd over seeds.
 
-Everything is read back from ``runs.csv``, ``history.csv`` and ``spec.toml``, so
-``biofa report DIR`` regenerates the report and the figures of any finished (or partial) study.
+Everything is read back from ``runs.csv``, ``history.csv``, ``spec.toml``, ``plan.json`` and
+``environment.json``, so ``biofa report DIR`` regenerates the report and the figures of any
+finished (or partial) study; the report of a partial one says how many runs are missing.
 A *condition* is one combination of the grid values other than the seed.
 """
 
@@ -17,7 +18,13 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ConfigError
-from . import results
+from . import environment, results
+from .results import cell_text as _text
+from .results import condition
+from .selection import value_text
+from .spec import display
+from .stats import t_interval
+from .summary import analyse, reported
 
 SELECTION_NOTE = (
     "Model selection uses the validation split only: *test @ best val* is the test score of the "
@@ -36,23 +43,32 @@ def read_study(out: str | Path) -> dict:
     labels = columns[:columns.index("run_id")] if "run_id" in columns else []
     history = results.read_csv(out / "history.csv")[1] if (out / "history.csv").is_file() else []
     meta = {"name": out.name, "description": ""}
+    tree = {}
     if (out / "spec.toml").is_file():
         with open(out / "spec.toml", "rb") as fh:
-            meta.update(tomllib.load(fh).get("experiment", {}))
+            tree = tomllib.load(fh)
+        meta.update(tree.get("experiment", {}))
+    search, compare = _search_and_compare(tree, labels)
+    plan = results.read_plan(out)
     return {"out": out, "runs": runs, "history": history, "labels": labels, "meta": meta,
-            "conditions": [c for c in labels if c != "seed"]}
+            "conditions": [c for c in labels if c != "seed" and c not in search],
+            "search": search, "compare": compare,
+            "n_planned": len(plan) if plan is not None else None,
+            "environment": environment.read(out)}
 
 
-def condition(row: dict, keys: list[str]) -> tuple:
-    return tuple(_text(row.get(k)) for k in keys)
+def missing_runs(study: dict) -> int | None:
+    """How many planned runs have no result yet (None when the folder has no plan.json)."""
+    planned = study.get("n_planned")
+    return None if planned is None else max(planned - len(study["runs"]), 0)
 
 
-def _text(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+def _search_and_compare(tree: dict, labels: list[str]) -> tuple[dict, dict]:
+    """The resolved spec's ``[search]`` ({column: values}) and ``[compare]`` ({column: (a, b)}),
+    keyed by their ``runs.csv`` columns."""
+    search = {display(k): v for k, v in tree.get("search", {}).items() if display(k) in labels}
+    compare = {display(k): tuple(v) for k, v in tree.get("compare", {}).items()}
+    return search, compare
 
 
 def mean_sd(values, scale: float = 1.0, digits: int = 1) -> str:
@@ -106,36 +122,102 @@ def _full_notes(study: dict) -> dict[str, list[str]]:
     return out
 
 
+def interval_text(interval, digits: int = 1) -> str:
+    """``"68.2 [66.1, 70.3]"`` (mean [95 % CI]); ``"68.2"`` for one value; ``"–"`` for none."""
+    if interval is None:
+        return "–"
+    if interval.low is None:
+        return f"{interval.mean:.{digits}f}"
+    return f"{interval.mean:.{digits}f} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+
+
+def _summary(study: dict):
+    if "summary" not in study:
+        study["summary"] = analyse(study)
+    return study["summary"]
+
+
 def results_table(study: dict) -> str:
-    """The main table: one row per condition, scores as mean ± sd over the seeds that finished."""
+    """The main table: one row per condition, scores as mean [95 % CI] over the seeds that
+    finished; with ``[search]``, those of the candidate chosen on validation, and the choice."""
     keys = study["conditions"]
-    runs = study["runs"]
-    classification = any(r.get("test_acc_final") is not None for r in runs)
-    if classification:
-        header = keys + ["runs ok", "test acc @ best val (%)", "test acc @ final (%)",
-                         "best val acc (%)", "best epoch", "notes"]
+    summary = _summary(study)
+    search = list(study.get("search") or {})
+    if summary.classification:
+        names = ["test acc @ best val (%)", "test acc @ final (%)", "best val acc (%)"]
+        digits = 1
     else:
-        header = keys + ["runs ok", "test loss @ best val", "test loss @ final", "best val loss",
-                         "best epoch", "notes"]
+        names = ["test loss @ best val", "test loss @ final", "best val loss"]
+        digits = 4
+    header = keys + [f"selected {c.rpartition('.')[2]}" for c in search] + ["runs ok"] + names + \
+        ["best epoch (mean)", "notes"]
     rows = []
-    for cond, group in _groups(runs, keys).items():
-        ok = [r for r in group if r.get("status") == "ok"]
-        failed = [r for r in group if r.get("status") != "ok"]
-        notes = _short_notes(group)
+    for cond, item in summary.conditions.items():
+        failed = [r for r in item.runs if r.get("status") != "ok"]
+        notes = _short_notes(item.runs)
         if failed:
             reasons = sorted({str(r.get("reason") or "")[:60] for r in failed})
             notes = "; ".join(filter(None, [f"{len(failed)} failed ({', '.join(reasons)})", notes]))
-        if classification:
-            cells = [mean_sd([r.get("test_acc_at_best_val") for r in ok], 100),
-                     mean_sd([r.get("test_acc_final") for r in ok], 100),
-                     mean_sd([r.get("best_val_acc") for r in ok], 100)]
-        else:
-            cells = [mean_sd([r.get("test_loss_at_best_val") for r in ok], digits=4),
-                     mean_sd([r.get("test_loss_final") for r in ok], digits=4),
-                     mean_sd([r.get("best_val_loss") for r in ok], digits=4)]
-        rows.append(list(cond) + [f"{len(ok)}/{len(group)}"] + cells +
-                    [mean_sd([r.get("best_epoch") for r in ok], digits=1), notes])
-    return _table(header or ["runs"], rows)
+        chosen = []
+        if search:
+            selected = item.choice.selected if item.choice else None
+            chosen = [selected.values[c] if selected else "–" for c in search]
+            edges = ["edge: " + e for e in (item.choice.edges if item.choice else [])]
+            notes = "; ".join(filter(None, [*edges, notes if selected else "no candidate finished"]))
+        cells = [interval_text(item.test, digits), interval_text(item.test_final, digits),
+                 interval_text(item.val, digits),
+                 f"{item.best_epoch.mean:.1f}" if item.best_epoch else "–"]
+        rows.append(list(cond) + chosen + [f"{item.n_ok}/{len(item.runs)}"] + cells + [notes])
+    return _table(header, rows)
+
+
+def search_table(study: dict) -> str | None:
+    """Every candidate's validation score per condition (the choice marked), or None."""
+    summary = _summary(study)
+    if not summary.choices:
+        return None
+    keys, search = study["conditions"], list(study["search"])
+    label = "val acc (%)" if summary.classification else "val loss"
+    digits = 1 if summary.classification else 4
+    factor = summary.scale
+    rows = []
+    for cond, choice in summary.choices.items():
+        for cand in choice.candidates:
+            values = [r[choice.column] * factor for r in cand.runs
+                      if r.get("status") == "ok" and isinstance(r.get(choice.column), float)]
+            mark = "selected" if cand is choice.selected else ""
+            rows.append(list(cond) + [cand.values[c] for c in search] +
+                        [f"{cand.n_ok}/{len(cand.runs)}", interval_text(t_interval(values), digits),
+                         mark])
+    return _table(keys + [c.rpartition(".")[2] for c in search] +
+                  ["runs ok", f"best {label} mean [95% CI]", "choice"], rows)
+
+
+def _p_text(p) -> str:
+    if p is None:
+        return "–"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def comparison_table(study: dict) -> str | None:
+    """The declared comparisons: paired difference b - a over seeds, its interval, d_z, p, or None."""
+    summary = _summary(study)
+    if not summary.comparisons:
+        return None
+    unit = " (points)" if summary.classification else ""
+    digits = 1 if summary.classification else 4
+    rows = []
+    for c in summary.comparisons:
+        res = c.result
+        excluded = ", ".join(f"seed {s}: {why}" for s, why in c.pairing.excluded)
+        rows.append([f"{c.key}: {c.b} − {c.a}",
+                     ", ".join(f"{k}={v}" for k, v in c.context.items()) or "all",
+                     str(len(c.pairing.seeds)),
+                     interval_text(res.diff if res else None, digits),
+                     f"{res.d_z:.2f}" if res and res.d_z is not None else "–",
+                     _p_text(res.p if res else None), _p_text(c.p_holm), excluded])
+    return _table(["comparison", "within", "pairs", f"difference{unit} mean [95% CI]", "d_z",
+                   "p (paired t)", "p (Holm)", "seeds left out"], rows)
 
 
 def final_layer_values(study: dict, metric: str) -> tuple[list[str], dict[str, dict[str, float]]]:
@@ -165,22 +247,73 @@ def layer_table(study: dict, metric: str, digits: int = 1) -> str | None:
     return _table(keys + [f"layer {x}" if x.isdigit() else x for x in layers], rows)
 
 
+COMPARE_NOTE = (
+    "Each row is the paired difference *second − first* of the test score at the best validation "
+    "epoch, over the seeds both conditions finished (pairs), with its 95 % t interval, Cohen's "
+    "d_z = mean / sd of the differences (no small-sample correction), the two-sided paired t-test "
+    "p-value and Holm's step-down adjustment over every comparison of this report."
+)
+
+
+def _seeds_text(study: dict, summary) -> str:
+    """How many seeds, and what the intervals are."""
+    if "seed" not in study["labels"]:
+        return "Scores are single runs."
+    counts = summary.n_per_condition
+    n = (f"n = {counts[0]}" if len(counts) == 1 else f"n = {counts[0]} to {counts[-1]}") if counts \
+        else "n = 0"
+    text = (f"Seeds {', '.join(summary.seeds)}: {n} finished per condition. Scores are the mean over "
+            "seeds [two-sided 95 % Student t confidence interval]")
+    if counts and counts[0] < 2:
+        text += "; a condition with a single finished seed has no interval"
+    return text + "."
+
+
+def _search_note(study: dict) -> str:
+    search = study["search"]
+    space = "; ".join(f"{k} ∈ {{{', '.join(value_text(v) for v in values)}}}"
+                      for k, values in search.items())
+    return (f"Searched per condition: {space}. Each candidate ran with every seed; the reported "
+            "candidate has the best mean over seeds of the best validation score (accuracy; loss for "
+            "regression), fewer failed runs first, exact ties to the candidate listed first. Test "
+            "scores are read only at that choice. *edge* marks a choice at the end of a searched range.")
+
+
+def _reported(study: dict) -> dict:
+    return reported(study, _summary(study))
+
+
 def render(study: dict, figures: list[str]) -> str:
     meta, runs = study["meta"], study["runs"]
     n_ok = sum(1 for r in runs if r.get("status") == "ok")
     parts = [f"# {meta['name']}", ""]
     if meta.get("description"):
         parts += [meta["description"].strip(), ""]
-    seeds = sorted({_text(r.get("seed")) for r in runs}) if "seed" in study["labels"] else []
-    parts += [f"{len(runs)} runs: {n_ok} ok, {len(runs) - n_ok} failed"
-              + (f"; seeds {', '.join(seeds)}" if seeds else "") + ". Scores are mean ± sd over seeds.",
-              "", SELECTION_NOTE, "", "## Results", "", results_table(study), ""]
+    summary = _summary(study)
+    shown = _reported(study)
+    parts += [f"{len(runs)} runs: {n_ok} ok, {len(runs) - n_ok} failed. {_seeds_text(study, summary)}",
+              ""]
+    missing = missing_runs(study)
+    if missing:
+        parts += [f"**Unfinished study: {missing} of {study['n_planned']} runs have no result yet** "
+                  "(run the same `biofa run` command again to finish them).", ""]
+    parts += [SELECTION_NOTE, ""]
+    if study.get("search"):
+        parts += [_search_note(study), "",
+                  "## Results: test at the validation-selected " + ", ".join(study["search"]), "",
+                  results_table(study), "", "## Search: every candidate's validation score", "",
+                  search_table(study), ""]
+    else:
+        parts += ["## Results", "", results_table(study), ""]
+    table = comparison_table(study)
+    if table:
+        parts += ["## Comparisons (paired over seeds)", "", COMPARE_NOTE, "", table, ""]
     for metric, title, digits in (
             ("weight_alignment", "Weight alignment ∠(W, B) at the final epoch (degrees)", 1),
             ("update_alignment", "Update alignment ∠(δ_rule, δ_BP) at the final epoch (degrees)", 1),
             ("norm_ratio", "Norm ratio ‖B‖/‖W‖ at the final epoch", 3),
             ("dale_violations", "Dale violations at the final epoch (must be 0)", 1)):
-        table = layer_table(study, metric, digits)
+        table = layer_table(shown, metric, digits)
         if table:
             parts += [f"## {title}", "", table, ""]
     notes = _full_notes(study)
@@ -192,6 +325,8 @@ def render(study: dict, figures: list[str]) -> str:
                                                                       for r in failed]), ""]
     if figures:
         parts += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
+    if study.get("environment"):
+        parts += ["## Environment", "", environment.markdown(study["environment"]), ""]
     return "\n".join(parts)
 
 
@@ -199,7 +334,8 @@ def write_report(out: str | Path) -> Path:
     """Write ``report.md`` and the figures of the study in ``out``; returns the report's path."""
     from . import figures
     study = read_study(out)
-    pngs = figures.write_figures(study)
+    pngs = figures.write_figures(_reported(study))
+    pngs += figures.write_interval_figures(study, _summary(study))
     path = Path(out) / "report.md"
     results.atomic_write_text(path, render(study, pngs))
     return path
