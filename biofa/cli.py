@@ -158,6 +158,9 @@ def _run(args) -> int:
     if args.jobs < 1:
         print(f"biofa: error: --jobs must be a positive integer, got {args.jobs}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from .experiment import conservation
+    if conservation.is_kind(conservation.read_tree(args.spec)[0]):  # not a grid: its own study
+        return conservation.main(args)
     overrides = args.overrides + [f"log.{name}=true" for name in args.log]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BiofaWarning)

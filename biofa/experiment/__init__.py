@@ -10,6 +10,7 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     [experiment]
     name = "quickstart"            # default: the file name; results go to results/<name>
     description = "..."            # first paragraph of report.md
+    kind = "grid"                  # or "conservation_laws": biofa.experiment.conservation's own study
 
     [data]                         # biofa.data.load(name, validation=, normalize=, seed=, **options)
     name = "mnist1d"               # biofa.data.available()
@@ -24,6 +25,7 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     sign = "free"                  # "free" (no constraint), "dale", "fixed", or {rule = "dale", ...}
     norm = "none"                  # "none" or "const"
     batch_manhattan = false
+    init_scale = 1.0               # factor on every drawn W; feedback_init_scale: on every drawn B
     # any other key is an option of the architecture, e.g. hidden = [100, 100]
 
     [train]
@@ -50,6 +52,8 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     update_alignment = true        # angle between the rule's hidden error and backprop's
     every = 1                      # every n epochs (and always at epoch 0 and the last epoch)
     update_batch = 256             # validation examples used for update alignment
+    invariants = false             # FA's conserved sums and their drift (biofa.experiment.metrics)
+    min_norm = false               # distance to Y X^+ (two-layer linear regression only)
 
     [log]
     tensorboard = false            # TensorBoard event files in runs/<run_id>/tb/ (tensorboardX)

@@ -31,6 +31,7 @@ from ..errors import BiofaWarning, ConfigError, SpecError
 from . import checkpoints, devices
 from .batches import evaluate, run_batches, sum_dtype
 from .grid import rule_name
+from .metrics import conservation_columns
 from .spec import NONE_WORDS
 
 
@@ -314,6 +315,7 @@ def _train(config, result, seed, folder, progress):
                "time_s": round(seconds, 4)}
         if epoch % metrics_cfg["every"] == 0 or epoch == train_cfg["epochs"]:
             row.update(_layer_columns(model, metrics_cfg, probe, loss_fn))
+            row.update(conservation_columns(model, metrics_cfg, splits))
         result["history"].append(row)
         if log is not None:
             log.epoch(row)

@@ -163,11 +163,13 @@ def _options(v):
 
 #: Every known key, by table, with its check and default (``None``: no default, optional).
 SCHEMA: dict[str, dict[str, tuple]] = {
-    "experiment": {"name": (_folder_name, None), "description": (_string, "")},
+    "experiment": {"name": (_folder_name, None), "description": (_string, ""),
+                   "kind": (_one_of("grid", "conservation_laws"), "grid")},
     "data": {"name": (_name, "mnist1d"), "validation": (_validation, 0.1),
              "normalize": (_bool, True), "seed": (_nonneg_int, 0)},
     "model": {"name": (_name, None), "circuit": (_name, None), "feedback": (_feedback, "bp"),
-              "sign": (_sign, "free"), "norm": (_norm, "none"), "batch_manhattan": (_bool, False)},
+              "sign": (_sign, "free"), "norm": (_norm, "none"), "batch_manhattan": (_bool, False),
+              "init_scale": (_positive_num, None), "feedback_init_scale": (_positive_num, None)},
     "train": {"epochs": (_positive_int, 10), "batch_size": (_positive_int, 64),
               "loss": (_one_of("auto", "cross_entropy", "mse"), "auto"),
               "dtype": (_one_of("float32", "float64"), "float32"),
@@ -181,7 +183,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                        "milestones": (_milestones, None), "step_size": (_positive_int, None),
                        "gamma": (_gamma, 0.1)},
     "metrics": {"alignment": (_bool, True), "update_alignment": (_bool, True),
-                "every": (_positive_int, 1), "update_batch": (_positive_int, 256)},
+                "every": (_positive_int, 1), "update_batch": (_positive_int, 256),
+                "invariants": (_bool, False), "min_norm": (_bool, False)},
     "log": {"tensorboard": (_bool, False)},
     # where runs execute with --executor slurm (biofa.experiment.executors.slurm); not part of a
     # run's configuration, so it never changes run ids
@@ -331,6 +334,9 @@ def from_dict(tree: dict, *, source: str = "<spec>", quick: bool = False, overri
               default_name: str = "experiment") -> Spec:
     """Validate a spec given as nested dicts (what ``tomllib`` returns); see :func:`load`."""
     tree = copy.deepcopy(tree)
+    if get_path(tree, "experiment.kind") == "conservation_laws":
+        raise SpecError(f"{source}: [experiment] kind = {tree['experiment']['kind']!r} is not a grid of "
+                        "runs; run it with `biofa run` (biofa.experiment.conservation.load/run)")
     origins: dict[str, str] = {}
     for section in tree:
         if section not in SECTIONS:

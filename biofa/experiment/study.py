@@ -56,6 +56,7 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
     import torch
 
     from .devices import check as check_device
+    from .metrics import check_metrics
     from .runner import Loss, build_model, data_key, load_data
     for device in dict.fromkeys(run["config"]["train"].get("device", "cpu") for run in runs):
         try:
@@ -88,9 +89,13 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", BiofaWarning)
-                build_model(config["model"], splits, torch.Generator().manual_seed(0))
+                model = build_model(config["model"], splits, torch.Generator().manual_seed(0))
         except (ConfigError, TypeError, ValueError) as err:
             raise SpecError(f"{spec.source}: [model] {err}") from None
+        try:
+            check_metrics(config["metrics"], model, splits)
+        except ConfigError as err:
+            raise SpecError(f"{spec.source}: {err}") from None
     return seen_data
 
 

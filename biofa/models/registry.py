@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError, check_choice
 from ..nn import convert
 from .cnn1d import CNN1d
-from .initialization import initialize
+from .initialization import initialize, scale_feedback, scale_weights
 from .lenet import LeNet
 from .mlp import MLP
 from .resnet import cifar_resnet, resnet18
@@ -84,7 +84,7 @@ def build_plain(name: str, *, input_shape: Sequence[int], n_outputs: int, init="
 
 def build(name: str, *, input_shape: Sequence[int], n_outputs: int, feedback="bp", sign=None, norm=None,
           batch_manhattan: bool = False, init="xavier", generator: torch.Generator | None = None,
-          **options) -> nn.Module:
+          init_scale: float = 1.0, feedback_init_scale: float = 1.0, **options) -> nn.Module:
     """Model ``name`` with biofa layers: :func:`build_plain` then :func:`biofa.nn.convert`.
 
     .. math:: \\text{model} = \\mathrm{convert}(\\text{plain}(\\theta_0), \\text{feedback}, \\text{sign}, \\text{norm})
@@ -99,9 +99,15 @@ def build(name: str, *, input_shape: Sequence[int], n_outputs: int, feedback="bp
     init : scheme of W (and of FA-type B): ``"xavier"`` (default), ``"kaiming"`` or a bound a.
         Under a sign constraint W becomes S∘|W|.
     generator : draws W, then B and random sign masks; the same generator state gives the same model.
+    init_scale : factor on every drawn W (before conversion), e.g. ``1e-3`` for a small init.
+    feedback_init_scale : factor on every drawn B (fa, dfa, frsf magnitudes, kp/wm's initial B),
+        independent of ``init_scale``: "small W, Xavier B" is ``init_scale=1e-3``. The draws do
+        not depend on either factor, so a scaled model is exactly the factor times the unscaled one.
     options : the architecture's own options (``MODELS[name].options()``).
     """
     plain = build_plain(name, input_shape=input_shape, n_outputs=n_outputs, init=init,
                         generator=generator, **options)
-    return convert(plain, feedback=feedback, sign=sign, norm=norm, init=init,
-                   batch_manhattan=batch_manhattan, generator=generator, inplace=True)
+    scale_weights(plain, init_scale)
+    model = convert(plain, feedback=feedback, sign=sign, norm=norm, init=init,
+                    batch_manhattan=batch_manhattan, generator=generator, inplace=True)
+    return scale_feedback(model, feedback_init_scale)
