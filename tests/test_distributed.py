@@ -96,7 +96,6 @@ def check(cases, tmp_path):
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     mp.start_processes(_worker, args=(str(tmp_path / "init"), str(tmp_path), cases), nprocs=WORLD,
                        join=True, start_method=method)
-    torch.set_default_dtype(torch.float64)
     x, y = data()
     for case in cases:
         single = build(case, seed=100)  # rank 0's model, trained on the whole batch
@@ -120,12 +119,12 @@ def check(cases, tmp_path):
                    for k in runs[0]["state"] if isinstance(runs[0]["state"][k], torch.Tensor))
 
 
-def test_ddp_equals_one_process_representative(tmp_path):
+def test_ddp_equals_one_process_representative(f64, tmp_path):
     check(REPRESENTATIVE, tmp_path)
 
 
 @pytest.mark.slow
-def test_ddp_equals_one_process_every_rule_and_constraint(tmp_path):
+def test_ddp_equals_one_process_every_rule_and_constraint(f64, tmp_path):
     check(ALL, tmp_path)
 
 
