@@ -5,6 +5,7 @@
     biofa run SPEC [--quick] [--jobs N] [--out DIR] [--set key=value ...] [--retry-failed]
     biofa list [rules|constraints|models|datasets|circuits|experiments]
     biofa report RESULTS_DIR
+    biofa evaluate RESULTS_DIR RUN_ID [--split test|val|train] [--which best|last]
 
 ``SPEC`` is a TOML file or the name of a packaged experiment (``biofa list experiments``).
 Exit status: 0 everything ran, 1 some runs failed (every output was still written), 2 bad input
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a spec key, e.g. --set train.epochs=3 (repeatable)")
     run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    run.add_argument("--log", choices=["tensorboard"], action="append", default=[],
+                     help="also write live logs: tensorboard (event files in OUT/runs/<run_id>/tb)")
     bars = run.add_mutually_exclusive_group()
     bars.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="always show progress bars")
@@ -48,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("topic", nargs="?", choices=LIST_TOPICS, help="show only this registry")
     rep = sub.add_parser("report", help="regenerate report.md and figures from a results folder")
     rep.add_argument("results_dir")
+    ev = sub.add_parser("evaluate", help="loss and accuracy of a run's stored best (or last) model")
+    ev.add_argument("results_dir")
+    ev.add_argument("run_id", help="a run id of runs.csv (a unique prefix is enough)")
+    ev.add_argument("--split", choices=["test", "val", "train"], default="test")
+    ev.add_argument("--which", choices=["best", "last"], default="best",
+                    help="best-validation weights (default) or the last finished epoch's")
     return parser
 
 
@@ -66,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             except BrokenPipeError:  # biofa list | head
                 sys.stderr = open(os.devnull, "w")  # noqa: SIM115
             return EXIT_OK
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _report(args)
     except (BiofaError, FileNotFoundError) as err:
         print(f"biofa: error: {err}", file=sys.stderr)
@@ -82,7 +93,8 @@ def _run(args) -> int:
     if args.jobs < 1:
         print(f"biofa: error: --jobs must be a positive integer, got {args.jobs}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    spec = experiment.load(args.spec, quick=args.quick, overrides=args.overrides)
+    overrides = args.overrides + [f"log.{name}=true" for name in args.log]
+    spec = experiment.load(args.spec, quick=args.quick, overrides=overrides)
     out = Path(args.out) if args.out else Path("results") / (spec.name + ("_quick" if spec.quick else ""))
     t0 = time.perf_counter()
     outcome = experiment.run_study(spec, out, jobs=args.jobs, progress=args.progress,
@@ -104,6 +116,15 @@ def _report(args) -> int:
         return EXIT_BAD_INPUT
     path = write_report(out)
     print(f"wrote {path} and figures")
+    return EXIT_OK
+
+
+def _evaluate(args) -> int:
+    from .experiment import evaluate_run
+    r = evaluate_run(args.results_dir, args.run_id, which=args.which, split=args.split)
+    acc = "" if r["acc"] is None else f"accuracy {r['acc']:.4f}, "
+    print(f"{r['run_id']} ({r['which']} weights, epoch {r['epoch']}) on {r['split']} ({r['n']} examples): "
+          f"{acc}loss {r['loss']:.4f}")
     return EXIT_OK
 
 

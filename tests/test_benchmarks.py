@@ -1,7 +1,8 @@
-"""Smoke test: both benchmark scripts run end to end in --quick mode and write their JSON."""
+"""Smoke test: the benchmark scripts run end to end in --quick mode and write their JSON."""
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,15 @@ def test_bench_dfa_memory_quick(tmp_path):
         assert r["biofa_bytes"] == 4 * 1000 * r["biofa_bytes"] // (4 * 1000)
     assert rows[224]["naive_dense_bytes"] > 40 * rows[32]["naive_dense_bytes"]
     assert rows[224]["biofa_bytes"] == rows[32]["biofa_bytes"]
+
+
+@pytest.mark.timeout(150)
+def test_bench_runner_overhead_quick(tmp_path):
+    stdout, data = run("bench_runner_overhead.py", tmp_path)
+    assert "runner / bare loop" in stdout
+    assert data["meta"]["runs"] == 2 and data["meta"]["epochs"] == 2 and len(data["rows"]) == data["meta"]["rounds"]
+    for row in data["rows"]:
+        assert row["runner_cpu_s"] > 0 and row["bare_cpu_s"] > 0
+        assert row["ratio"] == row["runner_cpu_s"] / row["bare_cpu_s"]
+    assert data["ratio"] == statistics.median(r["ratio"] for r in data["rows"])
+    assert data["target"] == 1.25

@@ -324,4 +324,3 @@ def _write_weight(synapse: FeedforwardSynapses, value: torch.Tensor) -> None:
     layer._set_weight(value)
     if layer.norm is not None:
         layer.norm.bind(value)
-    layer._enforced_version = layer._raw_weight()._version

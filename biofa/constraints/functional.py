@@ -1,9 +1,15 @@
 """Sign and norm constraints as pure functions.
 
 Background: :ref:`sign constraints <background-signs>`, :ref:`norm constraints <background-norms>`.
+
+``project_*``/``rescale_norm`` compute the projection an optimizer hook writes into W;
+``hold_*`` apply it inside a forward pass as differentiable functions that are the identity, bit
+for bit and gradient included, on a weight that already satisfies its constraint.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +24,21 @@ def project_signs(weight: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
     loses nothing), and a clamped synapse can grow back when its gradient turns.
     """
     return (weight * signs).clamp_(min=0).mul_(signs)
+
+
+def hold_signs(weight: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """:func:`project_signs` out of place, for the forward pass: one clamp of W between bounds
+    set by S (``[0, inf]`` where S = +1, ``[-inf, 0]`` where S = -1).
+
+    .. math:: \\tilde W = S \\circ \\max(S \\circ W, 0), \\qquad
+              \\partial L / \\partial W = [S \\circ W \\ge 0] \\circ \\partial L / \\partial \\tilde W
+
+    On a compliant W the value and the gradient are W's own, bit for bit.
+    """
+    zero = torch.zeros_like(signs)
+    inf = torch.full_like(signs, torch.inf)
+    positive = signs > 0
+    return weight.clamp(torch.where(positive, zero, -inf), torch.where(positive, inf, zero))
 
 
 def violations(weight: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
@@ -58,6 +79,38 @@ def rescale_norm(weight: torch.Tensor, target: torch.Tensor, per_unit: bool) -> 
         return weight * factor.reshape(-1, *([1] * (weight.dim() - 1)))
     norm = weight.norm()
     return weight * torch.where(norm > 0, target / norm, torch.ones_like(norm))
+
+
+def norm_tolerance(weight: torch.Tensor, per_unit: bool) -> float:
+    """Relative gap between a computed norm and its target that rounding alone can explain.
+
+    After :func:`rescale_norm` the norm computed again differs from the target by two norm
+    evaluations' rounding (each below :math:`(\\log_2 n + 1)\\,\\varepsilon` for torch's blocked
+    sums over n terms) and the rounding of the rescale itself (:math:`\\varepsilon`):
+    :math:`2(\\log_2 n + 2)\\,\\varepsilon`.
+    """
+    n = weight[0].numel() if per_unit else weight.numel()
+    return 2.0 * (math.log2(max(n, 1)) + 2.0) * torch.finfo(weight.dtype).eps
+
+
+def hold_norm(weight: torch.Tensor, target: torch.Tensor, per_unit: bool) -> torch.Tensor:
+    """:func:`rescale_norm` for the forward pass: W times a constant factor, 1 when the norm is
+    already at its target up to :func:`norm_tolerance`.
+
+    .. math:: \\tilde W = c\\, W, \\quad c = \\begin{cases} 1 & |\\|W\\| - \\nu| \\le \\tau\\nu \\\\
+              \\nu / \\|W\\| & \\text{otherwise} \\end{cases}, \\qquad
+              \\partial L / \\partial W = c\\, \\partial L / \\partial \\tilde W
+
+    c is held constant (no gradient through the norm), as the optimizer hook's rescaling is.
+    Pure tensor operations: no host synchronisation, no graph break under ``torch.compile``.
+    """
+    w = weight.detach()
+    norms = unit_norms(w, per_unit)
+    close = (norms - target).abs() <= norm_tolerance(w, per_unit) * target
+    factor = torch.where(close | (norms == 0), torch.ones_like(norms), target / norms)
+    if per_unit:
+        factor = factor.reshape(-1, *([1] * (weight.dim() - 1)))
+    return weight * factor
 
 
 def unit_norms(weight: torch.Tensor, per_unit: bool) -> torch.Tensor:

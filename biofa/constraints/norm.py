@@ -38,6 +38,10 @@ class ConstNorm(nn.Module):
     def project(self, weight: torch.Tensor) -> torch.Tensor:
         return F.rescale_norm(weight, self.target, self.per_unit)
 
+    def hold(self, weight: torch.Tensor) -> torch.Tensor:
+        """The rescaling inside a forward pass (:func:`~biofa.constraints.functional.hold_norm`)."""
+        return F.hold_norm(weight, self.target, self.per_unit)
+
     def config(self) -> dict:
         return {"per": self.per}
 

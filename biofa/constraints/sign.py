@@ -51,6 +51,10 @@ class SignConstraint(nn.Module, metaclass=abc.ABCMeta):
     def project(self, weight: torch.Tensor) -> torch.Tensor:
         return F.project_signs(weight, self.signs)
 
+    def hold(self, weight: torch.Tensor) -> torch.Tensor:
+        """The projection inside a forward pass (:func:`~biofa.constraints.functional.hold_signs`)."""
+        return F.hold_signs(weight, self.signs)
+
     def comply(self, weight: torch.Tensor) -> torch.Tensor:
         """An initial weight that obeys the signs with W's magnitudes: :math:`S \\circ |W|`."""
         return weight.abs() * self.signs

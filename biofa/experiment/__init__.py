@@ -32,6 +32,9 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     loss = "auto"                  # "cross_entropy" for classification, "mse" for regression
     dtype = "float32"              # or "float64"
     eval_batch_size = 1024
+    device = "cpu"                 # "auto" (CUDA, else MPS, else CPU), "cpu", "cuda", "cuda:N", "mps"
+    threads = 1                    # torch threads per run
+    keep_last = false              # keep runs/<run_id>/last.pt when the run is done (best.pt is kept)
     [train.optimizer]              # or optimizer = "adam"; lr/momentum/weight_decay may sit in [train]
     name = "sgd"                   # sgd adam adamw rmsprop
     lr = 0.01
@@ -47,6 +50,9 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     update_alignment = true        # angle between the rule's hidden error and backprop's
     every = 1                      # every n epochs (and always at epoch 0 and the last epoch)
     update_batch = 256             # validation examples used for update alignment
+
+    [log]
+    tensorboard = false            # TensorBoard event files in runs/<run_id>/tb/ (tensorboardX)
 
     [grid]                         # the Cartesian product of every list is run
     feedback = ["bp", "fa"]        # short names: feedback sign norm batch_manhattan seed lr epochs
@@ -94,10 +100,15 @@ all comparisons (:mod:`biofa.experiment.stats`).
 
 Model selection uses the validation split only; the report gives test scores at the
 best-validation epoch and at the final epoch, labelled as such.
+
+Every run checkpoints into ``runs/<run_id>/`` after each epoch and an interrupted run continues
+from there (:mod:`biofa.experiment.checkpoints`); :func:`load_model` gives a finished run's best
+model and :func:`evaluate_run` its scores on a split.
 """
 
 from __future__ import annotations
 
+from .checkpoints import evaluate_run, load_model
 from .grid import expand
 from .report import write_report
 from .spec import SCHEMA, Spec, from_dict, load
@@ -116,4 +127,4 @@ def run(spec, out=None, *, quick: bool = False, overrides=None, jobs: int = 1,
 
 
 __all__ = ["load", "from_dict", "Spec", "SCHEMA", "expand", "run", "run_study", "StudyOutcome",
-           "write_report"]
+           "write_report", "load_model", "evaluate_run"]

@@ -13,7 +13,7 @@ import itertools
 import json
 import re
 
-from .spec import Spec, display, set_path
+from .spec import Spec, display, set_path, without_execution_keys
 
 
 def label(value) -> str:
@@ -35,8 +35,8 @@ def rule_name(feedback) -> str:
 
 
 def config_hash(config: dict) -> str:
-    """Eight hex digits identifying a run's full configuration."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    """Eight hex digits identifying a run's configuration (less where and how it executes)."""
+    text = json.dumps(without_execution_keys(config), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 

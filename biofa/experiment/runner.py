@@ -13,7 +13,6 @@ always goes on. Warnings biofa issues while the run builds and trains (e.g.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 from ..feedback import reset_step
 from ..errors import BiofaWarning, ConfigError, SpecError
+from . import checkpoints, devices
 from .grid import rule_name
 from .spec import NONE_WORDS
 
@@ -48,8 +48,12 @@ def _none(value):
 _DATA_CACHE: dict = {}
 
 
+#: ``[data]`` keys the runner uses itself (the others are options of ``biofa.data.load``).
+RUNNER_DATA_KEYS = ("augment",)
+
+
 def data_key(data_config: dict) -> str:
-    return json.dumps(data_config, sort_keys=True)
+    return json.dumps({k: v for k, v in data_config.items() if k not in RUNNER_DATA_KEYS}, sort_keys=True)
 
 
 def seed_data_cache(key: str, splits) -> None:
@@ -62,12 +66,39 @@ def load_data(data_config: dict):
     key = data_key(data_config)
     if key not in _DATA_CACHE:
         from .. import data
-        options = dict(data_config)
+        options = {k: v for k, v in data_config.items() if k not in RUNNER_DATA_KEYS}
         name = options.pop("name")
         if len(_DATA_CACHE) >= 4:
             _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
         _DATA_CACHE[key] = data.load(name, **options)
+    augmentation(data_config, _DATA_CACHE[key])  # a bad [data] augment fails here, at preflight
     return _DATA_CACHE[key]
+
+
+def augmentation(data_config: dict, splits):
+    """The training batches' augmentation of ``[data] augment`` (:func:`biofa.data.augment.build`),
+    or None; drawn from the run's own generator, on the run's device."""
+    spec = data_config.get("augment")
+    if spec is None:
+        return None
+    from ..data import augment
+    try:
+        return augment.build(spec, splits)
+    except ConfigError as err:  # the study's preflight names the table itself
+        raise ConfigError(str(err).removeprefix("[data] ")) from None
+
+
+def _batches(splits, train_cfg, seed, device, dtype):
+    """The (train, val, test) :class:`Batches` of a run."""
+    eval_bs = train_cfg["eval_batch_size"]
+    if splits.in_memory:
+        return (Batches(splits.train, train_cfg["batch_size"], device, dtype, seed=seed),
+                Batches(splits.val, eval_bs, device, dtype), Batches(splits.test, eval_bs, device, dtype))
+    from .. import data
+    loaders = data.loaders(splits, train_cfg["batch_size"], seed=seed, eval_batch_size=eval_bs,
+                           pin_memory=device.type == "cuda")
+    return tuple(Batches(part, 0, device, dtype, loader=loader)
+                 for part, loader in zip((splits.train, splits.val, splits.test), loaders))
 
 
 def build_model(model_config: dict, splits, generator: torch.Generator | None = None, seed: int = 0):
@@ -169,20 +200,71 @@ class Loss:
         return loss.mean() if reduction == "mean" else loss.sum()
 
 
+class Batches:
+    """The batches of one split for one run, on the run's device.
+
+    In-memory datasets (tensors) are moved to the device once, in the run's dtype, and each batch
+    is one index into them: no per-step host-to-device copy. The training order is a fresh
+    permutation per pass from the run's own generator, drawn as :class:`~torch.utils.data.RandomSampler`
+    draws it (so runs keep the batches they had when a DataLoader served them); its state is
+    part of a checkpoint, so a resumed run sees the batches an uninterrupted one sees. Other
+    datasets (decoded per example) go through :func:`biofa.data.loaders`, batch by batch.
+    """
+
+    def __init__(self, dataset, batch_size: int, device, dtype, *, seed: int | None = None, loader=None):
+        from torch.utils.data import TensorDataset
+        self.batch_size, self.device, self.dtype = batch_size, device, dtype
+        self.n = len(dataset)
+        self.loader = loader
+        if loader is not None:  # its sampler's generator orders the batches
+            self.generator = getattr(loader.batch_sampler.sampler, "generator", None)
+        elif isinstance(dataset, TensorDataset):
+            self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+            x, y = dataset.tensors
+            self.x, self.y = x.to(device=device, dtype=dtype), y.to(device)
+        else:
+            raise ConfigError(f"Batches: a {type(dataset).__name__} needs its DataLoader (loader=)")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        if self.loader is not None:
+            for x, y in self.loader:
+                yield x.to(self.device, self.dtype, non_blocking=True), y.to(self.device, non_blocking=True)
+            return
+        if self.generator is None:
+            for start in range(0, self.n, self.batch_size):
+                yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+            return
+        order = torch.randperm(self.n, generator=self.generator)
+        torch.randperm(self.n, generator=self.generator)  # RandomSampler's second, unused draw per pass
+        order = order.to(self.device)
+        for start in range(0, self.n, self.batch_size):
+            index = order[start:start + self.batch_size]
+            yield self.x[index], self.y[index]
+
+
+def _sum_dtype(device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
 @torch.no_grad()
-def evaluate(model, loader, loss_fn: Loss, dtype) -> dict:
-    """Mean loss and (classification) accuracy of ``model`` over ``loader``."""
+def evaluate(model, batches: Batches, loss_fn: Loss) -> dict:
+    """Mean loss and (classification) accuracy of ``model`` over ``batches``; the sums
+    accumulate on the device and are read once."""
     model.eval()
-    total, loss_sum, correct = 0, 0.0, 0
-    for x, y in loader:
-        out = model(x.to(dtype))
-        loss_sum += float(loss_fn(out, y, reduction="sum"))
+    device = batches.device
+    loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for x, y in batches:
+        out = model(x)
+        loss_sum += loss_fn(out, y, reduction="sum")
         if loss_fn.task == "classification":
-            correct += int((out.argmax(1) == y).sum())
-        total += len(y)
-    result = {"loss": loss_sum / max(total, 1)}
-    result["acc"] = correct / max(total, 1) if loss_fn.task == "classification" else None
-    return result
+            correct += (out.argmax(1) == y).sum()
+    total = max(len(batches), 1)
+    loss, hits = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+    return {"loss": loss / total, "acc": hits / total if loss_fn.task == "classification" else None}
 
 
 def _layer_columns(model, metrics: dict, probe, loss_fn) -> dict:
@@ -207,25 +289,23 @@ def _better(val: dict, best: dict | None) -> bool:
     return val["loss"] < best["loss"]
 
 
-def _finite_weights(model) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
 def _note(w: warnings.WarningMessage) -> str:
     """One line for a warning: its category and message (notes are joined by "; ")."""
     text = " ".join(str(w.message).split()).replace("; ", ", ")
     return f"{w.category.__name__}: {text}"
 
 
-def run(task: dict, *, progress: bool = False) -> dict:
+def run(task: dict, *, progress: bool = False, out=None) -> dict:
     """Train one run (``{"run_id", "labels", "config"}`` from :func:`biofa.experiment.grid.expand`).
 
-    Returns the result dict; never raises for a failure inside the run (it is recorded).
+    ``out``: the study's results folder; the run then checkpoints into ``out/runs/<run_id>/``
+    every epoch and continues from there when it was interrupted (see
+    :mod:`biofa.experiment.checkpoints`). Returns the result dict; never raises for a failure
+    inside the run (it is recorded).
     """
     config = task["config"]
     seed = int(config["seed"])
-    train_cfg, metrics_cfg = config["train"], config["metrics"]
-    dtype = getattr(torch, train_cfg["dtype"])
+    train_cfg = config["train"]
     result = {"run_id": task["run_id"], "labels": task["labels"], "config": config,
               "status": "ok", "reason": "", "notes": "",
               "model": config["model"].get("name", config["model"].get("circuit")),
@@ -233,13 +313,14 @@ def run(task: dict, *, progress: bool = False) -> dict:
               "started_at": _now(), "pid": os.getpid(), "history": []}
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(train_cfg.get("threads", 1))
     notes: dict[str, None] = {}
+    folder = checkpoints.run_folder(out, task["run_id"]) if out is not None else None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", BiofaWarning)
             try:
-                _train(config, result, seed, dtype, train_cfg, metrics_cfg, progress)
+                _train(config, result, seed, folder, progress)
             except Diverged as err:
                 result["status"], result["reason"] = "failed", f"diverged: {err}"
             except Exception as err:  # a crash inside one run must not stop the study
@@ -251,81 +332,146 @@ def run(task: dict, *, progress: bool = False) -> dict:
     finally:
         torch.set_num_threads(threads)
     result["notes"] = "; ".join(notes)
-    result["time_s"] = round(time.perf_counter() - t0, 3)
+    result["time_s"] = round(result.pop("_time_before", 0.0) + time.perf_counter() - t0, 3)
     result["finished_at"] = _now()
     return result
 
 
-def _train(config, result, seed, dtype, train_cfg, metrics_cfg, progress):
-    from .. import data
+class _Epoch:
+    """Training sums of one epoch, kept on the device (no host sync per step)."""
+
+    def __init__(self, device, classification: bool):
+        self.loss = torch.zeros((), dtype=_sum_dtype(device), device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.seen, self.classification = 0, classification
+
+    def add(self, loss, out, y) -> None:
+        self.loss.add_(loss.detach(), alpha=len(y))  # the sum of per-example losses, in float64
+        if self.classification:
+            self.correct.add_((out.detach().argmax(1) == y).sum())
+        self.seen += len(y)
+
+    def read(self, model) -> tuple[dict, bool]:
+        """(mean loss and accuracy, whether every weight is finite): one read from the device."""
+        finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+        loss, correct, ok = torch.stack([self.loss, self.correct.to(self.loss.dtype),
+                                         finite.to(self.loss.dtype)]).tolist()
+        n = max(self.seen, 1)
+        return {"loss": loss / n, "acc": correct / n if self.classification else None}, bool(ok)
+
+
+def _train(config, result, seed, folder, progress):
+    train_cfg, metrics_cfg = config["train"], config["metrics"]
+    dtype = getattr(torch, train_cfg["dtype"])
+    device = devices.resolve(train_cfg.get("device", "cpu"))
     reset_step(0)  # brSF redraws are a function of (seed, training step): start every run at 0
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
     splits = load_data(config["data"])
     generator = torch.Generator().manual_seed(seed)
-    model = build_model(config["model"], splits, generator, seed).to(dtype)
+    model = build_model(config["model"], splits, generator, seed).to(device=device, dtype=dtype)
     loss_fn = Loss(train_cfg["loss"], splits.task, splits.n_outputs)
     if loss_fn.kind == "cross_entropy" and splits.task != "classification":
         raise SpecError(f"[train] loss = 'cross_entropy' needs a classification dataset; "
                         f"{splits.name!r} is a regression task (use 'mse' or 'auto')")
     optimizer = make_optimizer(model.parameters(), train_cfg["optimizer"])
     schedule = make_schedule(optimizer, train_cfg["schedule"], train_cfg["epochs"])
-    train_loader, val_loader, test_loader = data.loaders(
-        splits, train_cfg["batch_size"], seed=seed, eval_batch_size=train_cfg["eval_batch_size"])
+    train_batches, val_batches, test_batches = _batches(splits, train_cfg, seed, device, dtype)
     n_probe = min(metrics_cfg["update_batch"], len(splits.val) or len(splits.train))
-    source = splits.val if len(splits.val) else splits.train
-    probe = (source.tensors[0][:n_probe].to(dtype), source.tensors[1][:n_probe]) if n_probe else None
+    x_probe, y_probe = splits.head("val" if len(splits.val) else "train", n_probe)
+    probe = (x_probe.to(device, dtype), y_probe.to(device)) if n_probe else None
+    augment = augmentation(config["data"], splits)
+    augment_order = torch.Generator().manual_seed((seed * 1_000_003 + 1) % (2**63 - 1))
+    classification = loss_fn.task == "classification"
+    log = None
 
     def record(epoch, train_stats, seconds):
-        val = evaluate(model, val_loader, loss_fn, dtype) if len(splits.val) else {"loss": math.nan, "acc": None}
+        val = evaluate(model, val_batches, loss_fn) if len(splits.val) else {"loss": math.nan, "acc": None}
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_stats.get("loss"),
                "train_acc": train_stats.get("acc"), "val_loss": val["loss"], "val_acc": val["acc"],
                "time_s": round(seconds, 4)}
         if epoch % metrics_cfg["every"] == 0 or epoch == train_cfg["epochs"]:
             row.update(_layer_columns(model, metrics_cfg, probe, loss_fn))
         result["history"].append(row)
+        if log is not None:
+            log.epoch(row)
         return val
 
-    record(0, {}, 0.0)
+    best, best_state, start = None, None, 1
+    state = None
+    if folder is not None:
+        checkpoints.clean(folder)
+        state = checkpoints.load_last(folder, model=model, optimizer=optimizer, scheduler=schedule)
+    if state is not None:  # continue an interrupted run after its last finished epoch
+        result["history"] = state["history"]
+        best, best_state = state["best"], state["best_state"]
+        if best_state is None:  # the best epoch was the last one: its weights are the model's
+            best_state = checkpoints.snapshot(model.state_dict())
+        train_batches.generator.set_state(state["data_order"])
+        augment_order.set_state(state["augment_order"])
+        start = state["epoch"] + 1
+        result["epochs_done"] = state["epoch"]
+        result["resumed_from_epoch"] = state["epoch"]
+        result["_time_before"] = state["time_s"]
+    if folder is not None and config.get("log", {}).get("tensorboard"):
+        from .tblog import TensorBoardLog
+        # a resumed run's log drops what the killed process logged after its last checkpoint
+        log = TensorBoardLog(folder / "tb", config, purge_step=start if state is not None else None)
+    t_run = time.perf_counter()
+    if state is None:
+        record(0, {}, 0.0)
     if not len(splits.val):
         warnings.warn("no validation split (data.validation = 0): nothing selects an epoch, so "
                       "'test @ best val' is the final epoch", BiofaWarning, stacklevel=2)
-    best, best_state, epoch_bar = None, None, None
+    epoch_bar = None
     if progress:
         from tqdm.auto import tqdm
-        epoch_bar = tqdm(total=train_cfg["epochs"], desc=result["run_id"][:40], leave=False, unit="ep")
+        epoch_bar = tqdm(total=train_cfg["epochs"], initial=start - 1, desc=result["run_id"][:40],
+                         leave=False, unit="ep")
     try:
-        for epoch in range(1, train_cfg["epochs"] + 1):
+        for epoch in range(start, train_cfg["epochs"] + 1):
             t_epoch = time.perf_counter()
             model.train()
-            seen, loss_sum, correct = 0, 0.0, 0
-            for step, (x, y) in enumerate(train_loader, 1):
-                optimizer.zero_grad(set_to_none=True)
-                out = model(x.to(dtype))
-                loss = loss_fn(out, y)
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise Diverged(f"non-finite training loss ({value}) at epoch {epoch}, batch {step}")
-                loss.backward()
-                optimizer.step()
-                seen += len(y)
-                loss_sum += value * len(y)
-                if loss_fn.task == "classification":
-                    correct += int((out.detach().argmax(1) == y).sum())
+            sums = _Epoch(device, classification)
+            try:
+                for x, y in train_batches:
+                    if augment is not None:
+                        x = augment(x, generator=augment_order)
+                    optimizer.zero_grad(set_to_none=True)
+                    out = model(x)
+                    loss = loss_fn(out, y)
+                    loss.backward()
+                    optimizer.step()
+                    sums.add(loss, out, y)
+            except Exception as err:  # a non-finite loss can make a rule's arithmetic raise
+                if not math.isfinite(float(sums.loss)):
+                    raise Diverged(f"non-finite training loss in epoch {epoch} ({type(err).__name__}: {err})") from err
+                raise
             if schedule is not None:
                 schedule.step()
-            if not _finite_weights(model):
+            train_stats, finite = sums.read(model)
+            if not math.isfinite(train_stats["loss"]):
+                raise Diverged(f"non-finite training loss ({train_stats['loss']}) in epoch {epoch}")
+            if not finite:
                 raise Diverged(f"non-finite weights after epoch {epoch}")
-            train_stats = {"loss": loss_sum / max(seen, 1),
-                           "acc": correct / max(seen, 1) if loss_fn.task == "classification" else None}
             val = record(epoch, train_stats, time.perf_counter() - t_epoch)
             if not math.isfinite(val["loss"]) and len(splits.val):
                 raise Diverged(f"non-finite validation loss ({val['loss']}) at epoch {epoch}")
             result["epochs_done"] = epoch
-            if not len(splits.val) or _better(val, best):  # no validation split: the last epoch
+            improved = not len(splits.val) or _better(val, best)  # no validation split: the last epoch
+            if improved:
                 best = dict(val, epoch=epoch)
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = checkpoints.snapshot(model.state_dict())
+            if folder is not None:
+                if improved:
+                    checkpoints.save_best(folder, best_state, epoch=epoch, val=val, config=config, splits=splits)
+                checkpoints.save_last(folder, model=model, optimizer=optimizer, scheduler=schedule, extra={
+                    "epoch": epoch, "history": result["history"], "best": best,
+                    "best_state": None if best["epoch"] == epoch else best_state,
+                    "data_order": train_batches.generator.get_state(),
+                    "augment_order": augment_order.get_state(),
+                    "time_s": result.get("_time_before", 0.0) + time.perf_counter() - t_run})
             if epoch_bar is not None:
                 epoch_bar.update(1)
     finally:
@@ -336,8 +482,12 @@ def _train(config, result, seed, dtype, train_cfg, metrics_cfg, progress):
     last = result["history"][-1]
     result.update(final_train_loss=last["train_loss"], final_train_acc=last["train_acc"],
                   final_val_loss=last["val_loss"], final_val_acc=last["val_acc"])
-    final = evaluate(model, test_loader, loss_fn, dtype)
+    final = evaluate(model, test_batches, loss_fn)
     result.update(test_loss_final=final["loss"], test_acc_final=final["acc"])
     model.load_state_dict(best_state)
-    at_best = evaluate(model, test_loader, loss_fn, dtype)
+    at_best = evaluate(model, test_batches, loss_fn)
     result.update(test_loss_at_best_val=at_best["loss"], test_acc_at_best_val=at_best["acc"])
+    if log is not None:
+        log.close(result)
+    if folder is not None and not train_cfg.get("keep_last", False):
+        (folder / checkpoints.LAST).unlink(missing_ok=True)

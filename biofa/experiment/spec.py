@@ -39,8 +39,11 @@ ALIASES = {
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
 }
-SECTIONS = ("experiment", "data", "model", "train", "metrics", "grid", "per_rule", "quick", "search",
-            "compare")
+SECTIONS = ("experiment", "data", "model", "train", "metrics", "log", "grid", "per_rule", "quick",
+            "search", "compare")
+#: Keys that say where and how a run executes, not what it computes: left out of its run id, so
+#: a study resumed on another device, with other threads or logs, keeps the runs it finished.
+EXECUTION_KEYS = ("train.device", "train.threads", "train.keep_last", "log")
 #: Values of ``sign`` / ``norm`` that mean "no constraint" (TOML has no null).
 NONE_WORDS = ("free", "none")
 
@@ -131,6 +134,11 @@ def _betas(v):
     return None if ok else "a list of two numbers in [0, 1)"
 
 
+def _device(v):
+    from .devices import valid_name
+    return None if valid_name(v) else "one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"
+
+
 def _gamma(v):
     return None if _is_num(v) and 0 < v <= 1 else "a number in (0, 1]"
 
@@ -145,7 +153,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "train": {"epochs": (_positive_int, 10), "batch_size": (_positive_int, 64),
               "loss": (_one_of("auto", "cross_entropy", "mse"), "auto"),
               "dtype": (_one_of("float32", "float64"), "float32"),
-              "eval_batch_size": (_positive_int, 1024)},
+              "eval_batch_size": (_positive_int, 1024), "device": (_device, "cpu"),
+              "threads": (_positive_int, 1), "keep_last": (_bool, False)},
     "train.optimizer": {"name": (_one_of("sgd", "adam", "adamw", "rmsprop"), "sgd"),
                         "lr": (_positive_num, 0.01), "momentum": (_unit_interval_open, 0.0),
                         "weight_decay": (_nonneg_num, 0.0), "nesterov": (_bool, False),
@@ -155,6 +164,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                        "gamma": (_gamma, 0.1)},
     "metrics": {"alignment": (_bool, True), "update_alignment": (_bool, True),
                 "every": (_positive_int, 1), "update_batch": (_positive_int, 256)},
+    "log": {"tensorboard": (_bool, False)},
 }
 #: Tables whose unknown keys are passed on as options (to biofa.data.load / biofa.models.build).
 OPEN_TABLES = ("data", "model")
@@ -390,6 +400,7 @@ def _validate(tree, source, quick, origins, default_name) -> Spec:
         "model": _fill_table(tree, "model", source, origins),
         "train": _fill_table(tree, "train", source, origins),
         "metrics": _fill_table(tree, "metrics", source, origins),
+        "log": _fill_table(tree, "log", source, origins),
     }
     for sub in ("optimizer", "schedule"):
         base["train"][sub] = _fill_table(tree, f"train.{sub}", source, origins)
@@ -444,6 +455,15 @@ def _validate(tree, source, quick, origins, default_name) -> Spec:
     name = experiment.get("name", default_name)
     return Spec(source=source, name=name, description=experiment.get("description", ""), base=base,
                 grid=grid, per_rule=per_rule, quick=quick, tree=tree, search=search, compare=compare)
+
+
+def without_execution_keys(config: dict) -> dict:
+    """A run's configuration less :data:`EXECUTION_KEYS` (what identifies the run)."""
+    config = copy.deepcopy(config)
+    for path in EXECUTION_KEYS:
+        table, _, key = path.rpartition(".")
+        (get_path(config, table, {}) if table else config).pop(key, None)
+    return config
 
 
 def _check_run_value(path, value, source, origins, label):

@@ -59,7 +59,13 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
     """
     import torch
 
+    from .devices import check as check_device
     from .runner import Loss, build_model, data_key, load_data
+    for device in dict.fromkeys(run["config"]["train"].get("device", "cpu") for run in runs):
+        try:
+            check_device(device)
+        except ConfigError as err:
+            raise SpecError(f"{spec.source}: {err}") from None
     seen_data, seen_models = {}, set()
     for run in runs:
         config = run["config"]
@@ -95,7 +101,7 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
 def _work(task: dict, out: str, progress: bool = False) -> dict:
     """Run one task and store its result; returns the result without its history."""
     from .runner import run
-    result = run(task, progress=progress)
+    result = run(task, progress=progress, out=out)
     results.write_result(out, result)
     return {k: v for k, v in result.items() if k not in ("history", "config", "traceback")}
 

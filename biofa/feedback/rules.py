@@ -225,6 +225,12 @@ class WeightMirror(_Learned):
         super().reset_parameters(weight, generator)
         self.seed = torch.randint(0, 2**62, (), generator=generator, dtype=torch.int64)
 
+    def get_extra_state(self):  # in state_dict: a reloaded rule continues the noise stream
+        return {"draws": self._draws}
+
+    def set_extra_state(self, state):
+        self._draws = int(state["draws"])
+
     def feedback_grad(self, weight, grad_weight):
         gen = torch.Generator(device=weight.device)
         gen.manual_seed((int(self.seed) * 1_000_003 + self._draws) % (2**63 - 1))

@@ -18,6 +18,7 @@ from torch.nn.utils import parametrize
 
 from .. import _hooks
 from ..constraints.norm import make_norm
+from ..constraints.pickling import reduce_module, restore_parametrizations
 from ..constraints.sign import Dale, SignReparametrization, make_sign
 from ..errors import ConfigError, DegenerateFeedbackWarning, ShapeError
 from ..feedback.base import make_feedback
@@ -66,7 +67,7 @@ class FeedbackLayer(nn.Module):
             parametrize.register_parametrization(self, "weight", SignReparametrization(self.sign))
         if self.sign is not None or self.norm is not None:
             _hooks.register_constrained(self)
-        self._enforced_version = self._raw_weight()._version
+            self.register_load_state_dict_post_hook(_project_after_load)
         if isinstance(self.sign, Dale) and self.feedback.name == "usf":
             warnings.warn(degenerate_usf_message(owner), DegenerateFeedbackWarning, stacklevel=3)
 
@@ -127,10 +128,13 @@ class FeedbackLayer(nn.Module):
         if self.norm is not None:
             w = self.norm.project(w)
         self._set_weight(w)
-        self._enforced_version = self._raw_weight()._version
+
+    def __reduce_ex__(self, protocol):
+        return reduce_module(self)  # torch.save(model) also under a reparameterised sign
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        restore_parametrizations(self)
         if self.sign is not None or self.norm is not None:  # submodules live in state["_modules"]
             _hooks.register_constrained(self)
 
@@ -144,11 +148,15 @@ class FeedbackLayer(nn.Module):
         return replica
 
     def _weight_for_forward(self) -> torch.Tensor:
-        # Weights changed outside an optimizer step (by hand, load_state_dict) are projected
-        # before use; after an optimizer step the hook has already done it (versions match).
-        if self._needs_projection and self._raw_weight()._version != self._enforced_version:
-            self.enforce_constraints()
-        return self.weight
+        # Projected out of place on every forward, whatever wrote W (`.data`, vector_to_parameters
+        # bypass the optimizer hook and the version counter): W itself, bit for bit, when it
+        # complies, which the optimizer hook ensures after every step.
+        w = self.weight
+        if self.sign is not None and not self.sign.reparameterised:
+            w = self.sign.hold(w)
+        if self.norm is not None:
+            w = self.norm.hold(w)
+        return w
 
     def _feedback_input(self):
         return self.feedback.feedback_parameter() if self.feedback.learned else None
@@ -160,6 +168,10 @@ class FeedbackLayer(nn.Module):
         if self.batch_manhattan:
             parts.append("batch_manhattan=True")
         return ", ".join(parts)
+
+
+def _project_after_load(layer, incompatible_keys) -> None:
+    layer.enforce_constraints()  # the stored weights comply right after load_state_dict
 
 
 class Linear(FeedbackLayer):
