@@ -40,7 +40,7 @@ ALIASES = {
     "batch_size": "train.batch_size",
 }
 SECTIONS = ("experiment", "data", "model", "train", "metrics", "log", "grid", "per_rule", "quick",
-            "search", "compare")
+            "search", "compare", "published")
 #: Keys that say where and how a run executes, not what it computes: left out of its run id, so
 #: a study resumed on another device, with other threads or logs, keeps the runs it finished.
 EXECUTION_KEYS = ("train.device", "train.threads", "train.keep_last", "log")
@@ -333,8 +333,8 @@ def _apply_override(tree, path, value, source, origin):
             grid[path] = value if isinstance(value, list) else [value]
             return
     section = path.split(".")[0]
-    if section not in SECTIONS or section in ("grid", "per_rule", "quick", "search", "compare") \
-            or "." not in path:
+    fixed = ("grid", "per_rule", "quick", "search", "compare", "published")
+    if section not in SECTIONS or section in fixed or "." not in path:
         raise SpecError(f"{source} ({origin}): unknown key {path!r}; expected a dotted path such as "
                         "'train.epochs', 'data.name' or a grid key such as 'feedback'")
     set_path(tree, path, value)
@@ -452,6 +452,8 @@ def _validate(tree, source, quick, origins, default_name) -> Spec:
     from .search_spec import validate_compare, validate_search
     search = validate_search(tree, base, grid, per_rule, source, origins)
     compare = validate_compare(tree, grid, source, origins)
+    from .published import validate_published
+    validate_published(tree, grid, search, source, origins)
     name = experiment.get("name", default_name)
     return Spec(source=source, name=name, description=experiment.get("description", ""), base=base,
                 grid=grid, per_rule=per_rule, quick=quick, tree=tree, search=search, compare=compare)
