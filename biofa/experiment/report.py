@@ -159,7 +159,7 @@ def results_table(study: dict) -> str:
             edges = ["edge: " + e for e in (item.choice.edges if item.choice else [])]
             notes = "; ".join(filter(None, [*edges, notes if selected else "no candidate finished"]))
         cells = [interval_text(item.test, digits), interval_text(item.test_final, digits),
-                 interval_text(item.val, digits), *_published_cells(reference, item, cond, extra),
+                 interval_text(item.val, digits), *_published_cells(reference, item, keys, cond, extra),
                  f"{item.best_epoch.mean:.1f}" if item.best_epoch else "–"]
         rows.append(list(cond) + chosen + [f"{item.n_ok}/{len(item.runs)}"] + cells + [notes])
     return _table(header, rows)
@@ -174,7 +174,7 @@ def _published_header(reference, classification: bool) -> list[str]:
     return ours + [f"published {reference.title}"]
 
 
-def _published_cells(reference, item, cond, header) -> list[str]:
+def _published_cells(reference, item, keys, cond, header) -> list[str]:
     if reference is None:
         return []
     cells = []
@@ -185,7 +185,7 @@ def _published_cells(reference, item, cond, header) -> list[str]:
                                                        low=None if test.low is None else 100 - test.high,
                                                        high=None if test.high is None else 100 - test.low),
                                    1))
-    value = reference.values.get(tuple(cond))
+    value = reference.value(keys, cond)
     return cells + ["–" if value is None else f"{value:g}"]
 
 
