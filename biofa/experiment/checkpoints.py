@@ -180,7 +180,8 @@ def find_run(out: str | os.PathLike, run_id: str) -> str:
 def evaluate_run(out: str | os.PathLike, run_id: str, *, which: str = "best", split: str = "test") -> dict:
     """Loss and accuracy of a run's stored model on one split of its data:
     ``{"run_id", "which", "epoch", "split", "n", "loss", "acc"}`` (``acc`` None for regression)."""
-    from .runner import Batches, Loss, evaluate, load_data
+    from .batches import Batches, evaluate
+    from .runner import Loss, load_data
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be 'train', 'val' or 'test', got {split!r}")
     run_id = find_run(out, run_id)

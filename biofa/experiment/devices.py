@@ -69,10 +69,3 @@ def resolve(name: str, slot: int | None = None) -> torch.device:
         return torch.device("cuda", slot % torch.cuda.device_count())
     return torch.device(name)
 
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (for honest timings); nothing on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()

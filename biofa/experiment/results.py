@@ -4,6 +4,7 @@
 Layout of a results folder::
 
     runs/<run_id>.json   one per finished run (ok or failed): config, summary, per-epoch history
+    runs/<run_id>/       its checkpoints best.pt, last.pt and TensorBoard logs (biofa.experiment.checkpoints)
     runs.csv             a row per run of the grid that has finished
     history.csv          a row per run and epoch (epoch 0 = before training), per-layer metrics
     report.md, *.png     written by biofa.experiment.report / figures

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ..feedback import reset_step
 from ..errors import BiofaWarning, ConfigError, SpecError
 from . import checkpoints, devices
+from .batches import evaluate, run_batches, sum_dtype
 from .grid import rule_name
 from .spec import NONE_WORDS
 
@@ -86,19 +87,6 @@ def augmentation(data_config: dict, splits):
         return augment.build(spec, splits)
     except ConfigError as err:  # the study's preflight names the table itself
         raise ConfigError(str(err).removeprefix("[data] ")) from None
-
-
-def _batches(splits, train_cfg, seed, device, dtype):
-    """The (train, val, test) :class:`Batches` of a run."""
-    eval_bs = train_cfg["eval_batch_size"]
-    if splits.in_memory:
-        return (Batches(splits.train, train_cfg["batch_size"], device, dtype, seed=seed),
-                Batches(splits.val, eval_bs, device, dtype), Batches(splits.test, eval_bs, device, dtype))
-    from .. import data
-    loaders = data.loaders(splits, train_cfg["batch_size"], seed=seed, eval_batch_size=eval_bs,
-                           pin_memory=device.type == "cuda")
-    return tuple(Batches(part, 0, device, dtype, loader=loader)
-                 for part, loader in zip((splits.train, splits.val, splits.test), loaders))
 
 
 def build_model(model_config: dict, splits, generator: torch.Generator | None = None, seed: int = 0):
@@ -200,73 +188,6 @@ class Loss:
         return loss.mean() if reduction == "mean" else loss.sum()
 
 
-class Batches:
-    """The batches of one split for one run, on the run's device.
-
-    In-memory datasets (tensors) are moved to the device once, in the run's dtype, and each batch
-    is one index into them: no per-step host-to-device copy. The training order is a fresh
-    permutation per pass from the run's own generator, drawn as :class:`~torch.utils.data.RandomSampler`
-    draws it (so runs keep the batches they had when a DataLoader served them); its state is
-    part of a checkpoint, so a resumed run sees the batches an uninterrupted one sees. Other
-    datasets (decoded per example) go through :func:`biofa.data.loaders`, batch by batch.
-    """
-
-    def __init__(self, dataset, batch_size: int, device, dtype, *, seed: int | None = None, loader=None):
-        from torch.utils.data import TensorDataset
-        self.batch_size, self.device, self.dtype = batch_size, device, dtype
-        self.n = len(dataset)
-        self.loader = loader
-        if loader is not None:  # its sampler's generator orders the batches
-            self.generator = getattr(loader.batch_sampler.sampler, "generator", None)
-        elif isinstance(dataset, TensorDataset):
-            self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
-            x, y = dataset.tensors
-            self.x, self.y = x.to(device=device, dtype=dtype), y.to(device)
-        else:
-            raise ConfigError(f"Batches: a {type(dataset).__name__} needs its DataLoader (loader=)")
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        if self.loader is not None:
-            for x, y in self.loader:
-                yield x.to(self.device, self.dtype, non_blocking=True), y.to(self.device, non_blocking=True)
-            return
-        if self.generator is None:
-            for start in range(0, self.n, self.batch_size):
-                yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
-            return
-        order = torch.randperm(self.n, generator=self.generator)
-        torch.randperm(self.n, generator=self.generator)  # RandomSampler's second, unused draw per pass
-        order = order.to(self.device)
-        for start in range(0, self.n, self.batch_size):
-            index = order[start:start + self.batch_size]
-            yield self.x[index], self.y[index]
-
-
-def _sum_dtype(device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-
-
-@torch.no_grad()
-def evaluate(model, batches: Batches, loss_fn: Loss) -> dict:
-    """Mean loss and (classification) accuracy of ``model`` over ``batches``; the sums
-    accumulate on the device and are read once."""
-    model.eval()
-    device = batches.device
-    loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    for x, y in batches:
-        out = model(x)
-        loss_sum += loss_fn(out, y, reduction="sum")
-        if loss_fn.task == "classification":
-            correct += (out.argmax(1) == y).sum()
-    total = max(len(batches), 1)
-    loss, hits = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
-    return {"loss": loss / total, "acc": hits / total if loss_fn.task == "classification" else None}
-
-
 def _layer_columns(model, metrics: dict, probe, loss_fn) -> dict:
     """``{"<metric>:<layer>": value}`` from biofa.analysis for the current weights."""
     from .. import analysis
@@ -341,7 +262,7 @@ class _Epoch:
     """Training sums of one epoch, kept on the device (no host sync per step)."""
 
     def __init__(self, device, classification: bool):
-        self.loss = torch.zeros((), dtype=_sum_dtype(device), device=device)
+        self.loss = torch.zeros((), dtype=sum_dtype(device), device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.seen, self.classification = 0, classification
 
@@ -377,7 +298,7 @@ def _train(config, result, seed, folder, progress):
                         f"{splits.name!r} is a regression task (use 'mse' or 'auto')")
     optimizer = make_optimizer(model.parameters(), train_cfg["optimizer"])
     schedule = make_schedule(optimizer, train_cfg["schedule"], train_cfg["epochs"])
-    train_batches, val_batches, test_batches = _batches(splits, train_cfg, seed, device, dtype)
+    train_batches, val_batches, test_batches = run_batches(splits, train_cfg, seed, device, dtype)
     n_probe = min(metrics_cfg["update_batch"], len(splits.val) or len(splits.train))
     x_probe, y_probe = splits.head("val" if len(splits.val) else "train", n_probe)
     probe = (x_probe.to(device, dtype), y_probe.to(device)) if n_probe else None
@@ -404,7 +325,7 @@ def _train(config, result, seed, folder, progress):
         checkpoints.clean(folder)
         state = checkpoints.load_last(folder, model=model, optimizer=optimizer, scheduler=schedule)
     if state is not None:  # continue an interrupted run after its last finished epoch
-        result["history"] = state["history"]
+        result["history"] = json.loads(state["history"])
         best, best_state = state["best"], state["best_state"]
         if best_state is None:  # the best epoch was the last one: its weights are the model's
             best_state = checkpoints.snapshot(model.state_dict())
@@ -467,7 +388,8 @@ def _train(config, result, seed, folder, progress):
                 if improved:
                     checkpoints.save_best(folder, best_state, epoch=epoch, val=val, config=config, splits=splits)
                 checkpoints.save_last(folder, model=model, optimizer=optimizer, scheduler=schedule, extra={
-                    "epoch": epoch, "history": result["history"], "best": best,
+                    # the history as one JSON string: torch.save pickles many small objects slowly
+                    "epoch": epoch, "history": json.dumps(result["history"]), "best": best,
                     "best_state": None if best["epoch"] == epoch else best_state,
                     "data_order": train_batches.generator.get_state(),
                     "augment_order": augment_order.get_state(),
