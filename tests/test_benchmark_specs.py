@@ -170,3 +170,18 @@ def test_quick_runs_through_the_cli(name, data_root, tmp_path, capsys):
     else:
         bp = next(r for r in runs if r["feedback"] == "bp")
         assert f"| {100 - 100 * bp['test_acc_at_best_val']:.1f} | {bp_published:g} |" in bp_row
+
+
+@pytest.mark.slow
+def test_mnist1d_analogue_quick_has_per_layer_figures_and_both_optimizers(tmp_path, capsys):
+    spec = load(EXPERIMENTS / "biotorch_mnist1d_cnn.toml")
+    assert spec.grid["train.optimizer.name"] == ["sgd", "adam"] and spec.grid["model.feedback"] == RULES
+    assert len(spec.grid["seed"]) >= 5 and len(spec.search["train.optimizer.lr"]) >= 3
+    out = tmp_path / "out"
+    assert main(["run", str(EXPERIMENTS / "biotorch_mnist1d_cnn.toml"), "--quick", "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    _, runs = read_csv(out / "runs.csv")
+    assert sorted((r["train.optimizer.name"], r["feedback"]) for r in runs) == \
+        sorted((o, f) for o in ("sgd", "adam") for f in RULES)
+    assert all(r["status"] == "ok" for r in runs)
+    assert (out / "alignment.png").is_file() and (out / "norm_ratio.png").is_file()
