@@ -8,8 +8,12 @@
     biofa evaluate RESULTS_DIR RUN_ID [--split test|val|train] [--which best|last]
 
 ``SPEC`` is a TOML file or the name of a packaged experiment (``biofa list experiments``).
-Exit status: 0 everything ran, 1 some runs failed (every output was still written), 2 bad input
-(a bad spec, key or value, a missing data file, a missing results folder), 130 interrupted.
+
+Exit status: 0 everything ran; 1 some runs failed (every output was still written); 2 bad input
+(a bad spec, key or value, a missing data file, a missing results folder), a results folder that
+another ``biofa run`` is writing, or an operating-system error (disk full, read-only folder,
+permission denied), reported in one line naming the path; 128 + the signal's number when stopped
+by a signal: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP. Finished runs are kept in every case.
 """
 
 from __future__ import annotations
@@ -18,19 +22,40 @@ import argparse
 import functools
 import os
 import re
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from .errors import BiofaError
+from . import __version__
+from .errors import BiofaError, BiofaWarning
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Signals that stop a study like Ctrl-C does; the exit status is 128 + the signal's number.
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+class Stopped(BaseException):
+    """A stop signal (SIGTERM, SIGHUP) arrived; raised in the main thread like KeyboardInterrupt.
+
+    A BaseException, so no ``except Exception`` inside a run records it as the run's failure.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
 LIST_TOPICS = ("rules", "constraints", "models", "datasets", "circuits", "experiments")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="biofa", description="Biologically constrained learning: "
                                      "run studies from TOML specs.")
+    parser.add_argument("--version", action="version", version=f"biofa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a study from an experiment spec")
     run.add_argument("spec", help="TOML file, or the name of a packaged experiment")
@@ -66,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as stop:  # argparse: --help (0) or a usage error (2)
         return int(stop.code or 0)
+    previous = {}
     try:
         if args.command == "run":
+            previous = _catch_stop_signals()
             return _run(args)
         if args.command == "list":
             try:
@@ -78,13 +105,43 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             return _evaluate(args)
         return _report(args)
-    except (BiofaError, FileNotFoundError) as err:
+    except BiofaError as err:
         print(f"biofa: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:  # disk full, read-only folder, permission denied, --out is a file
+        print(f"biofa: error: {_os_error_text(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("biofa: interrupted; finished runs are kept (run the same command again to resume)",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Stopped as stop:
+        name = signal.Signals(stop.signum).name
+        print(f"biofa: stopped by {name}; finished runs are kept (run the same command again to resume)",
+              file=sys.stderr)
+        return 128 + stop.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _catch_stop_signals() -> dict:
+    """Turn SIGTERM and SIGHUP into :class:`Stopped` (main thread only); returns the old handlers."""
+    import threading
+    previous = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for name in STOP_SIGNALS:
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            previous[signum] = signal.signal(signum, _raise_stopped)
+    return previous
+
+
+def _os_error_text(err: OSError) -> str:
+    """``"PATH: cause"`` in one line (``"cause"`` alone when the error names no file)."""
+    cause = err.strerror or str(err) or type(err).__name__
+    return f"{err.filename}: {cause}" if err.filename else cause
 
 
 def _run(args) -> int:
@@ -94,11 +151,21 @@ def _run(args) -> int:
         print(f"biofa: error: --jobs must be a positive integer, got {args.jobs}", file=sys.stderr)
         return EXIT_BAD_INPUT
     overrides = args.overrides + [f"log.{name}=true" for name in args.log]
-    spec = experiment.load(args.spec, quick=args.quick, overrides=overrides)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BiofaWarning)
+        spec = experiment.load(args.spec, quick=args.quick, overrides=overrides)
+    for warning in caught:
+        print(f"biofa: warning: {warning.message}", file=sys.stderr)
     out = Path(args.out) if args.out else Path("results") / (spec.name + ("_quick" if spec.quick else ""))
+    log = None
+    if not sys.stdout.isatty():  # a log file: a line per finished run instead of progress bars
+        from .experiment.study import run_line
+
+        def log(summary, n_done, n_runs):
+            print(run_line(summary, n_done, n_runs), flush=True)
     t0 = time.perf_counter()
     outcome = experiment.run_study(spec, out, jobs=args.jobs, progress=args.progress,
-                                   retry_failed=args.retry_failed)
+                                   retry_failed=args.retry_failed, on_result=log)
     wall = time.perf_counter() - t0
     print(results_table(read_study(out)))
     done = outcome.n_runs - outcome.n_resumed
@@ -109,13 +176,27 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
-    from .experiment.report import write_report
+    from .errors import FolderBusyError
+    from .experiment import results
+    from .experiment.report import missing_runs, read_study, write_report
+    from .experiment.study import rebuild_tables
     out = Path(args.results_dir)
     if not out.is_dir():
         print(f"biofa: error: {out}: no such results folder", file=sys.stderr)
         return EXIT_BAD_INPUT
-    path = write_report(out)
+    try:
+        with results.FolderLock(out):
+            rebuild_tables(out)  # from the run files: the tables may lag them after a crash
+            path = write_report(out)
+    except FolderBusyError:  # a study is running here and keeps its tables current
+        print(f"biofa: a study is running in {out} ({results.holder_text(out)})")
+        path = write_report(out)
     print(f"wrote {path} and figures")
+    study = read_study(out)
+    missing = missing_runs(study)
+    if missing:
+        print(f"unfinished study: {missing} of {study['n_planned']} runs have no result yet "
+              "(run the same biofa run command again to finish them)")
     return EXIT_OK
 
 

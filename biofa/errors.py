@@ -30,6 +30,10 @@ class DataFileError(BiofaError, FileNotFoundError):
     """A data file the user must provide is missing or unreadable."""
 
 
+class FolderBusyError(BiofaError, RuntimeError):
+    """Another process is writing the study folder (one writer per folder)."""
+
+
 class CheckpointError(BiofaError, FileNotFoundError):
     """A checkpoint file is missing, truncated, corrupt or not a biofa checkpoint."""
 

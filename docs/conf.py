@@ -30,6 +30,9 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax 3 from the sphinx-mathjax-offline wheel, copied into _static/mathjax: the pages render
+    # their math without the network (sphinx.ext.mathjax alone loads it from a CDN)
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
     "biofa_docstrings",  # sphinxext/: compact "name : description" parameter lines

@@ -19,16 +19,23 @@ def mse(out, y):
     return 0.5 * ((out - y) ** 2).sum(1).mean()
 
 
-def test_lillicrap_linear_task_angle_falls_below_45(f64):
-    """30-20-10 linear network learning T ~ U[-1, 1]; W ~ U[±0.01], B ~ U[±0.5] (Lillicrap 2016)."""
-    g = torch.Generator().manual_seed(1)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_lillicrap_linear_task_angle_falls_below_45(f64, seed):
+    """30-20-10 linear network learning T ~ U[-1, 1]; W ~ U[±0.01], B ~ U[±0.5] (Lillicrap 2016).
+
+    At the start B_2 and W_2 are independent and zero-mean, so the cosine between the hidden errors
+    e B_2 and e W_2 has mean 0 and std about 1/sqrt(10 * 20) (10 output directions of e times 20
+    hidden units): |cos| < 6 / sqrt(200) = 0.42 holds but for a 1e-9 tail. Learning then aligns
+    W_2 with B_2^T (Lillicrap et al. 2016 prove it for linear networks; they report the angle
+    below 45 degrees), on every seed."""
+    g = torch.Generator().manual_seed(seed)
     T = torch.empty(10, 30).uniform_(-1, 1, generator=g)
     model = nn.Sequential(bnn.Linear(30, 20, bias=False, init=0.01, generator=g),
                           bnn.Linear(20, 10, bias=False, init=0.01, feedback=FA(init=0.5), generator=g))
     x_test = torch.randn(100, 30, generator=g)
     start = update_alignment(model, x_test, x_test @ T.T, mse)
     assert set(start) == {"0"}  # the output layer's error is the same under every rule
-    assert start["0"] > 80.0
+    assert abs(math.cos(math.radians(start["0"]))) < 6 / math.sqrt(200)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     for _ in range(300):
         x = torch.randn(20, 30, generator=g)
@@ -36,7 +43,7 @@ def test_lillicrap_linear_task_angle_falls_below_45(f64):
         mse(model(x), x @ T.T).backward()
         opt.step()
     end = update_alignment(model, x_test, x_test @ T.T, mse)
-    assert end["0"] < 40.0
+    assert end["0"] < 45.0
 
 
 def _relu_net(feedback, g):
@@ -133,7 +140,7 @@ def test_training_is_not_disturbed(f64, build):
             if isinstance(m, bnn.FeedbackLayer) and m.feedback.direct and m.feedback.hub is not None]
     for hub, twin_hub in hubs:  # DFA pass bookkeeping as if no analysis pass had run
         book, twin_book = _bookkeeping(hub), _bookkeeping(twin_hub)
-        assert book.keys() == twin_book.keys() and hub.pass_id == twin_hub.pass_id
+        assert book.keys() == twin_book.keys() and book["_pending"] == twin_book["_pending"] == []
         for key, value in book.items():
             if isinstance(value, dict):
                 assert value.keys() == twin_book[key].keys(), key
@@ -147,7 +154,7 @@ def test_leaves_no_trace(f64):
     model[4].weight.requires_grad_(False)  # a frozen layer stays frozen
     x, y = torch.randn(12, 6, generator=g), torch.randn(12, 4, generator=g)
     state = copy.deepcopy(model.state_dict())
-    draws = model[4].feedback._draws
+    draws = int(model[4].feedback.draws)
     flags = [(m, m.training) for m in model.modules()]
     grads = [(p, p.requires_grad) for p in model.parameters()]
     for mode in ("train", "eval", "current"):
@@ -155,7 +162,7 @@ def test_leaves_no_trace(f64):
     assert all(m.training == t for m, t in flags)
     assert all(p.requires_grad == r for p, r in grads)
     assert all(p.grad is None for p in model.parameters())
-    assert model[4].feedback._draws == draws  # the weight-mirror noise stream did not advance
+    assert int(model[4].feedback.draws) == draws  # the weight-mirror noise stream did not advance
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
 

@@ -114,7 +114,8 @@ def test_published_keys_may_name_values_a_narrowed_grid_left_out():
     spec = from_dict(base_tree(published=table), overrides=["feedback=fa"])
     assert spec.grid["model.feedback"] == ["fa"]
     with pytest.raises(SpecError, match="only seeds"):
-        from_dict({"published": {"source": "P", "metric": "test_error", "values": {"bp": 1}}})
+        from_dict({"model": {"name": "mlp"}, "published": {"source": "P", "metric": "test_error",
+                                                           "values": {"bp": 1}}})
 
 
 def test_report_puts_the_published_value_beside_our_test_error(tmp_path):

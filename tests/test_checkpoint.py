@@ -32,10 +32,13 @@ def sign_for(rule):
     return "fixed" if rule == "usf" else "dale"
 
 
-@pytest.mark.parametrize("enforce", ["project", "abs", "relu", "softplus"])
-def test_torch_save_whole_model_every_constraint_mode(f64, enforce):
-    sign = {"rule": "dale", "enforce": enforce}
-    model = net("brsf", sign, seed=1, norm="const")
+SAVE_CASES = [("brsf", e) for e in ("project", "abs", "relu")] + [(r, "softplus") for r in RULE_NAMES]
+
+
+@pytest.mark.parametrize("rule, enforce", SAVE_CASES)
+def test_torch_save_whole_model_every_constraint_mode(f64, rule, enforce):
+    sign = {"rule": "fixed" if rule == "usf" else "dale", "enforce": enforce}
+    model = net(rule, sign, seed=1, norm="const")
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = torch.randn(4, 2, 5, 5), torch.randint(0, 3, (4,))
     model.eval()

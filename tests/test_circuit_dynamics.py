@@ -204,13 +204,17 @@ def test_learn_online_trace_and_consistency(f64):
         torch.testing.assert_close(tr.rates[name][-1], rates[name], rtol=0, atol=0)
 
 
-def test_online_learning_learns_the_lillicrap_task(f64):
-    c = bc.load("lillicrap_linear", dtype=torch.float64)
-    g = torch.Generator().manual_seed(0)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_online_learning_learns_the_lillicrap_task(f64, seed):
+    """The target T is a linear map the 30-20-10 linear circuit can represent, and FA drives a
+    linear network to zero loss on such a task (Lillicrap et al. 2016); "learns" is asserted as a
+    hundredfold decrease, on more than one draw of circuit and task (both fell by > 1e4)."""
+    c = bc.load("lillicrap_linear", seed=seed, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
     T = torch.rand(10, 30, generator=g) * 2 - 1
     x = torch.randn(64, 30, generator=g)
     tr = c.learn_online(x, x @ T.T, duration=4.0, dt=2e-3, lr=5.0, record_every=500)
-    assert tr.loss[-1] < 1e-2 * tr.loss[0]  # measured: 49.3 -> 8.5e-4
+    assert tr.loss[-1] < 1e-2 * tr.loss[0]
 
 
 def test_online_learning_keeps_dale_and_feedback_signs(f64):

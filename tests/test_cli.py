@@ -100,8 +100,9 @@ def test_report_of_a_missing_folder_exits_2(tmp_path, capsys):
     assert "no runs.csv here" in capsys.readouterr().err
 
 
-def _finished(out):
-    return sorted((out / "runs").glob("*.json")) if (out / "runs").is_dir() else []
+def _finished(out):  # the run files, not the temporary files they are written through
+    runs = out / "runs"
+    return sorted(p for p in runs.glob("*.json") if not p.name.startswith(".")) if runs.is_dir() else []
 
 
 def test_sigkill_then_resume_redoes_only_unfinished_runs(tmp_path, capsys):

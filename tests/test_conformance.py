@@ -145,8 +145,7 @@ def test_deepcopy(f64, name, i):
             assert b.feedback._owner is b
             assert torch.equal(a.feedback.matrix(), b.feedback.matrix())
             for ta, tb in zip(a.feedback.state_dict().values(), b.feedback.state_dict().values()):
-                if isinstance(ta, torch.Tensor):  # not WM's extra state (its draw counter)
-                    assert ta.data_ptr() != tb.data_ptr()
+                assert ta.data_ptr() != tb.data_ptr()
     e = torch.randn(x.shape[0], 3)
     assert torch.equal(backward_signal(model, x, e, probe)[0], backward_signal(clone, x, e, probe)[0])
 

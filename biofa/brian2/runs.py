@@ -20,6 +20,21 @@ from .targets import brian2_target
 __all__ = ["Brian2Learning", "learn_online", "simulate"]
 
 
+def _seconds(value, name: str, owner: str):
+    """A time in seconds from a brian2 Quantity with dimensions of time (``20*ms``) or a plain
+    number (already seconds); any other dimensions are a ConfigError naming ``name``."""
+    import brian2 as b2
+
+    if isinstance(value, b2.Quantity) and not isinstance(value, (int, float)):
+        if value.ndim != 0:
+            raise ConfigError(f"{owner}: {name} must be one time, e.g. 20*ms, got {value!r}")
+        if not b2.have_same_dimensions(value, b2.second):
+            raise ConfigError(f"{owner}: {name} must be a time, e.g. 20*ms (or a number of seconds), "
+                              f"got {value!r} with dimensions {b2.get_unit(value.dim)!s}")
+        return float(value / b2.second)
+    return value
+
+
 def _trajectory(model: Brian2Circuit, x, n_steps: int, dt: float, dtype):
     from ..circuit.dynamics import Trajectory
 
@@ -44,7 +59,8 @@ def simulate(circuit, x, duration: float, dt: float, r0=None, *, backend: str = 
     ----------
     x : (batch, n_in) or (n_in,): the batch runs as ``batch`` copies of every population in one
         network (block-diagonal synapses).
-    duration, dt : seconds; n_steps = round(duration / dt).
+    duration, dt : times: brian2 quantities (``20*ms``, ``0.1*ms``) or numbers of seconds;
+        n_steps = round(duration / dt).
     r0 : optional initial rates, name → array broadcastable to (batch, size); default 0.
     backend : brian2 code-generation target, ``"numpy"``, ``"cython"`` or ``"cpp_standalone"``.
 
@@ -56,6 +72,8 @@ def simulate(circuit, x, duration: float, dt: float, r0=None, *, backend: str = 
     """
     from ..circuit.dynamics import n_steps as _n_steps
 
+    duration = _seconds(duration, "duration", "biofa.brian2.simulate")
+    dt = _seconds(dt, "dt", "biofa.brian2.simulate")
     steps = _n_steps(duration, dt)
     with brian2_target(backend, directory):
         model = build_network(circuit, x, dt=dt, r0=r0)
@@ -97,12 +115,15 @@ def learn_online(circuit, x, target, duration: float, dt: float, lr: float, *, r
 
     .. math:: W \\leftarrow W - \\Delta t\\,\\eta\\,\\delta_\\mathrm{post}^\\top r_\\mathrm{pre} / N
 
-    at every step, in the order of :func:`biofa.circuit.learn_online` (same arguments); the
+    at every step, in the order of :func:`biofa.circuit.learn_online` (same arguments; ``duration``
+    and ``dt`` may also be brian2 times such as ``20*ms``); the
     circuit is not modified (:meth:`Brian2Learning.load_into` writes the result back).
     ``record=True`` also returns the rate trajectory.
     """
     from ..circuit.dynamics import n_steps as _n_steps
 
+    duration = _seconds(duration, "duration", "biofa.brian2.learn_online")
+    dt = _seconds(dt, "dt", "biofa.brian2.learn_online")
     steps = _n_steps(duration, dt)
     if not lr > 0:
         raise ConfigError(f"biofa.brian2.learn_online: lr must be > 0, got {lr!r}")

@@ -1,10 +1,10 @@
 """Sign and norm constraints as pure functions.
 
-Background: :ref:`sign constraints <background-signs>`, :ref:`norm constraints <background-norms>`.
-
 ``project_*``/``rescale_norm`` compute the projection an optimizer hook writes into W;
 ``hold_*`` apply it inside a forward pass as differentiable functions that are the identity, bit
 for bit and gradient included, on a weight that already satisfies its constraint.
+
+Background: :ref:`sign constraints <background-signs>`, :ref:`norm constraints <background-norms>`.
 """
 
 from __future__ import annotations

@@ -121,14 +121,17 @@ from .study import StudyOutcome, run_study
 
 
 def run(spec, out=None, *, quick: bool = False, overrides=None, jobs: int = 1,
-        progress: bool | None = None, retry_failed: bool = False) -> StudyOutcome:
+        progress: bool | None = None, retry_failed: bool = False, executor=None,
+        on_result=None) -> StudyOutcome:
     """Load ``spec`` (path or packaged name), run the study into ``out`` (default
-    ``results/<name>``, ``results/<name>_quick`` with ``quick``) and write every output."""
+    ``results/<name>``, ``results/<name>_quick`` with ``quick``) and write every output.
+    ``executor`` and ``on_result``: see :func:`run_study`."""
     from pathlib import Path
     loaded = spec if isinstance(spec, Spec) else load(spec, quick=quick, overrides=overrides)
     if out is None:
         out = Path("results") / (loaded.name + ("_quick" if loaded.quick else ""))
-    return run_study(loaded, out, jobs=jobs, progress=progress, retry_failed=retry_failed)
+    return run_study(loaded, out, jobs=jobs, progress=progress, retry_failed=retry_failed,
+                     executor=executor, on_result=on_result)
 
 
 __all__ = ["load", "from_dict", "Spec", "SCHEMA", "expand", "run", "run_study", "StudyOutcome",

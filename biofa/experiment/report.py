@@ -1,7 +1,8 @@
 """``report.md`` from a results folder's CSV files: tables of mean ± sd over seeds.
 
-Everything is read back from ``runs.csv``, ``history.csv`` and ``spec.toml``, so
-``biofa report DIR`` regenerates the report and the figures of any finished (or partial) study.
+Everything is read back from ``runs.csv``, ``history.csv``, ``spec.toml``, ``plan.json`` and
+``environment.json``, so ``biofa report DIR`` regenerates the report and the figures of any
+finished (or partial) study; the report of a partial one says how many runs are missing.
 A *condition* is one combination of the grid values other than the seed.
 """
 
@@ -18,7 +19,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ConfigError
-from . import published, results
+from . import environment, published, results
 from .results import cell_text as _text
 from .results import condition
 from .selection import value_text
@@ -50,9 +51,18 @@ def read_study(out: str | Path) -> dict:
         meta.update(tree.get("experiment", {}))
     search, compare = _search_and_compare(tree, labels)
     conditions = [c for c in labels if c != "seed" and c not in search]
+    plan = results.read_plan(out)
     return {"out": out, "runs": runs, "history": history, "labels": labels, "meta": meta,
             "conditions": conditions, "search": search, "compare": compare,
+            "n_planned": len(plan) if plan is not None else None,
+            "environment": environment.read(out),
             "published": published.from_tree(tree, conditions)}
+
+
+def missing_runs(study: dict) -> int | None:
+    """How many planned runs have no result yet (None when the folder has no plan.json)."""
+    planned = study.get("n_planned")
+    return None if planned is None else max(planned - len(study["runs"]), 0)
 
 
 def _search_and_compare(tree: dict, labels: list[str]) -> tuple[dict, dict]:
@@ -194,9 +204,9 @@ def published_note(study: dict) -> str | None:
     reference = study.get("published")
     if reference is None:
         return None
-    return (f"*published*: {reference.source}. The study's own number beside it is the test score at "
-            "the best validation epoch (test error = 100 − test accuracy); the source's own model selection "
-            "may differ.")
+    return (f"*published*: {reference.source}. The study's own number beside it is the test score "
+            "at the best validation epoch (test error = 100 − test accuracy); the source's own model "
+            "selection may differ.")
 
 
 def search_table(study: dict) -> str | None:
@@ -320,7 +330,12 @@ def render(study: dict, figures: list[str]) -> str:
     summary = _summary(study)
     shown = _reported(study)
     parts += [f"{len(runs)} runs: {n_ok} ok, {len(runs) - n_ok} failed. {_seeds_text(study, summary)}",
-              "", SELECTION_NOTE, ""]
+              ""]
+    missing = missing_runs(study)
+    if missing:
+        parts += [f"**Unfinished study: {missing} of {study['n_planned']} runs have no result yet** "
+                  "(run the same `biofa run` command again to finish them).", ""]
+    parts += [SELECTION_NOTE, ""]
     note = published_note(study)
     note = [note, ""] if note else []
     if study.get("search"):
@@ -350,6 +365,8 @@ def render(study: dict, figures: list[str]) -> str:
                                                                       for r in failed]), ""]
     if figures:
         parts += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures] + [""]
+    if study.get("environment"):
+        parts += ["## Environment", "", environment.markdown(study["environment"]), ""]
     return "\n".join(parts)
 
 

@@ -9,6 +9,12 @@ Layout of a results folder::
     history.csv          a row per run and epoch (epoch 0 = before training), per-layer metrics
     report.md, *.png     written by biofa.experiment.report / figures
     spec.toml            the resolved spec the study ran with
+    plan.json            every run of the grid (id and labels), so a report can tell what is missing
+    environment.json     versions, platform and threads of each session that ran the study
+    .biofa.lock          held by the one process writing the folder (its details: .biofa.lock.json)
+
+Files follow the user's umask (``0o666 & ~umask``), like files any other program writes. An
+:class:`OSError` raised while writing names the file it was writing.
 """
 
 from __future__ import annotations
@@ -18,10 +24,18 @@ import io
 import json
 import math
 import os
+import socket
+import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
+from ..errors import FolderBusyError
+
 _TMP_PREFIX = ".tmp-biofa-"
+LOCK_NAME = ".biofa.lock"
+HOLDER_NAME = ".biofa.lock.json"
+PLAN_NAME = "plan.json"
 
 #: runs.csv columns after the grid labels, in order.
 RUN_COLUMNS = [
@@ -38,20 +52,48 @@ HISTORY_COLUMNS = ["run_id", "epoch", "lr", "train_loss", "train_acc", "val_loss
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (tempfile in the same folder + ``os.replace``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    except OSError as err:
+        raise _naming(err, path.parent) from None
     try:
         with os.fdopen(fd, "wb") as fh:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(err, OSError):
+            raise _naming(err, path) from None
         raise
+
+
+def _naming(err: OSError, path) -> OSError:
+    """``err`` with ``path`` as its file name (``fh.write`` raises ENOSPC without one)."""
+    if err.errno is None or err.filename is not None:
+        return err
+    return OSError(err.errno, err.strerror, str(path))  # the matching subclass, e.g. PermissionError
+
+
+def _umask() -> int:
+    """The process's umask: from /proc on Linux, else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -99,6 +141,22 @@ def read_result(out, run_id: str) -> dict | None:
         return json.loads(fh.read())
 
 
+def write_plan(out, runs: list[dict]) -> None:
+    """Record the planned runs of a study (ids and labels, grid order) in ``out/plan.json``."""
+    plan = [{"run_id": r["run_id"], "labels": r["labels"]} for r in runs]
+    atomic_write_text(Path(out) / PLAN_NAME, json.dumps({"runs": plan}, indent=1))
+
+
+def read_plan(out) -> list[dict] | None:
+    """The planned runs recorded in ``out/plan.json``; None when there is no (readable) plan."""
+    try:
+        with open(Path(out) / PLAN_NAME, encoding="utf-8") as fh:
+            runs = json.load(fh)["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return runs if isinstance(runs, list) else None
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
@@ -109,14 +167,20 @@ def _cell(value) -> str:
     return str(value)
 
 
-def write_csv(path, columns: list[str], rows: list[dict]) -> None:
-    """Write ``rows`` (dicts) under ``columns`` atomically; missing cells are empty."""
+def csv_text(columns: list[str], rows: list[dict], *, header: bool = True) -> str:
+    """``rows`` (dicts) under ``columns`` as CSV text; missing cells are empty."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
+    if header:
+        writer.writerow(columns)
     for row in rows:
         writer.writerow([_cell(row.get(c)) for c in columns])
-    atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_csv(path, columns: list[str], rows: list[dict]) -> None:
+    """Write ``rows`` (dicts) under ``columns`` atomically; missing cells are empty."""
+    atomic_write_text(path, csv_text(columns, rows))
 
 
 def read_csv(path) -> tuple[list[str], list[dict]]:
@@ -149,3 +213,63 @@ def _parse(text: str):
         return float(text)
     except ValueError:
         return text
+
+
+class FolderLock:
+    """One writer per study folder: an exclusive :mod:`filelock` lock on ``out/.biofa.lock``.
+
+    The holder writes its pid, host, start time and command to ``out/.biofa.lock.json`` so that a
+    second process can name it. The operating system releases the lock when the holder exits,
+    however it exits (a stale ``.biofa.lock.json`` is simply overwritten).
+    """
+
+    def __init__(self, out: str | os.PathLike):
+        import filelock
+        self.out = Path(out)
+        self._lock = filelock.FileLock(str(self.out / LOCK_NAME), timeout=0)
+
+    def acquire(self) -> "FolderLock":
+        """Take the lock now or raise :class:`~biofa.errors.FolderBusyError` naming the holder."""
+        import filelock
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise FolderBusyError(f"{self.out}: another biofa process is writing this study folder "
+                                  f"({holder_text(self.out)}); wait for it to finish, or stop it and "
+                                  "run again to resume") from None
+        except OSError as err:
+            raise _naming(err, self.out / LOCK_NAME) from None
+        try:
+            atomic_write_text(self.out / HOLDER_NAME, json.dumps({
+                "pid": os.getpid(), "host": socket.gethostname(),
+                "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "command": " ".join(sys.argv)}, indent=1))
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            try:
+                os.unlink(self.out / HOLDER_NAME)
+            except OSError:
+                pass
+            self._lock.release()
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def holder_text(out: str | os.PathLike) -> str:
+    """Who holds the lock of ``out``, from its ``.biofa.lock.json``: ``"pid 12 on host, since ..."``."""
+    try:
+        with open(Path(out) / HOLDER_NAME, encoding="utf-8") as fh:
+            info = json.load(fh)
+        text = f"pid {info['pid']} on {info['host']} since {info['since']}"
+        return text + (f": {info['command']}" if info.get("command") else "")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its details are not written yet"

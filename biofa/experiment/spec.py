@@ -12,6 +12,7 @@ import copy
 import difflib
 import math
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from .._resources import packaged_dir
-from ..errors import SpecError
+from ..errors import BiofaWarning, SpecError
 
 #: Short names accepted in ``[grid]``, ``[quick]``, ``[per_rule.*]`` and ``--set``.
 ALIASES = {
@@ -41,6 +42,8 @@ ALIASES = {
 }
 SECTIONS = ("experiment", "data", "model", "train", "metrics", "log", "grid", "per_rule", "quick",
             "search", "compare", "published")
+#: A spec file must have at least one of these tables (an empty file is a mistake, not a study).
+RUN_TABLES = ("data", "model", "grid")
 #: Keys that say where and how a run executes, not what it computes: left out of its run id, so
 #: a study resumed on another device, with other threads or logs, keeps the runs it finished.
 EXECUTION_KEYS = ("train.device", "train.threads", "train.keep_last", "log")
@@ -94,6 +97,11 @@ def _name(v):
     return None if isinstance(v, str) and v else "a non-empty string"
 
 
+def _folder_name(v):
+    plain = isinstance(v, str) and v not in ("", ".", "..") and not any(c in v for c in "/\\\0")
+    return None if plain else "a plain folder name (no '/' or '\\', not '.' or '..')"
+
+
 def _one_of(*choices):
     def check(v):
         return None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
@@ -145,7 +153,7 @@ def _gamma(v):
 
 #: Every known key, by table, with its check and default (``None``: no default, optional).
 SCHEMA: dict[str, dict[str, tuple]] = {
-    "experiment": {"name": (_name, None), "description": (_string, "")},
+    "experiment": {"name": (_folder_name, None), "description": (_string, "")},
     "data": {"name": (_name, "mnist1d"), "validation": (_validation, 0.1),
              "normalize": (_bool, True), "seed": (_nonneg_int, 0)},
     "model": {"name": (_name, None), "circuit": (_name, None), "feedback": (_feedback, "bp"),
@@ -257,9 +265,20 @@ def resolve_path(spec: str | Path) -> Path:
     for candidate in (packaged / f"{spec}.toml", packaged / str(spec)):
         if candidate.is_file():
             return candidate
+    if (packaged_dir("circuits") / f"{spec}.toml").is_file():
+        raise SpecError(_circuit_message(str(spec)))
     names = sorted(p.stem for p in packaged.glob("*.toml"))
     raise SpecError(f"{spec}: no such experiment spec file, and no packaged experiment of that name "
                     f"(packaged: {', '.join(names) or 'none'})")
+
+
+def _circuit_message(circuit: str, source: str | None = None) -> str:
+    """What to do with a circuit spec given where an experiment spec is expected."""
+    what = f"{source}: a circuit spec ([populations], [synapses])" if source else \
+        f"{circuit}: a packaged circuit"
+    return (f"{what}, not an experiment spec. To train it, name it in an experiment spec's [model] "
+            f"table, circuit = {circuit!r} (see the packaged experiment dale_circuits), then "
+            f"`biofa run` that spec; in Python, biofa.circuit.load({circuit!r}) builds it")
 
 
 def load(spec: str | Path, *, quick: bool = False, overrides: list[str] | dict | None = None) -> Spec:
@@ -279,6 +298,11 @@ def load(spec: str | Path, *, quick: bool = False, overrides: list[str] | dict |
             tree = tomllib.load(fh)
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{source}: not valid TOML: {err}") from None
+    if "populations" in tree:  # an experiment spec has no such table
+        raise SpecError(_circuit_message(source, source))
+    if not any(table in tree for table in RUN_TABLES):
+        raise SpecError(f"{source}: the spec says nothing to run: give at least one of "
+                        f"{', '.join(f'[{t}]' for t in RUN_TABLES)} (`biofa run example` shows every table)")
     return from_dict(tree, source=source, quick=quick, overrides=overrides, default_name=path.stem)
 
 
@@ -293,6 +317,9 @@ def from_dict(tree: dict, *, source: str = "<spec>", quick: bool = False, overri
                             f"expected some of {', '.join(f'[{s}]' for s in SECTIONS)}")
         if not isinstance(tree[section], dict):
             raise SpecError(f"{source}: {section} must be a table [{section}], got {tree[section]!r}")
+    if quick and not tree.get("quick"):
+        warnings.warn(f"{source}: --quick, but the spec has no [quick] table: running the full study",
+                      BiofaWarning, stacklevel=2)
     if quick:
         for path, value in flatten(tree.get("quick", {})).items():
             _apply_override(tree, path, value, source, "[quick]")

@@ -1,32 +1,33 @@
-"""Run a whole study: check the spec's data and models once, run the grid (in this process or
-over a pool of local worker processes), keep what finished, and write the tables, report and
-figures.
+"""Run a whole study: check the spec's data and models once, skip the runs already finished,
+hand the rest to an executor (:mod:`biofa.experiment.executors`: where runs execute), keep the
+tables current as runs finish, and write the report and figures.
 
 Resuming: every finished run is stored as ``runs/<run_id>.json`` (atomically, by the process that
 ran it); running the study again skips those runs and redoes only the rest. Run ids include a
 hash of the run's whole configuration, so changing the spec never reuses a stale result.
+One process at a time writes a study folder (:class:`~biofa.experiment.results.FolderLock`).
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
+import errno
 import os
 import sys
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomli_w
 
 from ..errors import BiofaWarning, ConfigError, DataFileError, SpecError
-from . import results
+from . import environment, results
+from .executors import Executor
+from .executors.local import LocalExecutor
 from .grid import expand, label
-from .results import HISTORY_COLUMNS, RUN_COLUMNS
 from .spec import Spec
-
-#: Order of per-layer metric groups in history.csv.
-METRIC_ORDER = ("weight_alignment", "update_alignment", "norm_ratio", "sign_agreement", "dale_violations")
+from .tables import Tables, write_tables  # noqa: F401  (write_tables: re-exported)
 
 
 @dataclass
@@ -43,11 +44,6 @@ class StudyOutcome:
     @property
     def exit_code(self) -> int:
         return 1 if self.n_failed else 0
-
-
-def _label_columns(spec_or_runs) -> list[str]:
-    runs = spec_or_runs
-    return list(runs[0]["labels"]) if runs else []
 
 
 def preflight(spec: Spec, runs: list[dict]) -> dict:
@@ -98,49 +94,21 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
     return seen_data
 
 
-def _work(task: dict, out: str, progress: bool = False) -> dict:
-    """Run one task and store its result; returns the result without its history."""
-    from .runner import run
-    result = run(task, progress=progress, out=out)
-    results.write_result(out, result)
-    return {k: v for k, v in result.items() if k not in ("history", "config", "traceback")}
-
-
-#: Datasets above this size are loaded by each worker instead of being sent to it.
-_SEND_DATA_BYTES = 256 * 2**20
-
-
-def _init_worker(datasets: dict) -> None:
-    import torch
-
-    from .runner import seed_data_cache
-    torch.set_num_threads(1)
-    warnings.simplefilter("default")
-    for key, splits in datasets.items():
-        seed_data_cache(key, splits)
-
-
-def _nbytes(splits) -> int:
-    return sum(t.numel() * t.element_size() for part in (splits.train, splits.val, splits.test)
-               for t in part.tensors)
-
-
-def _context():
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if ctx.get_start_method() == "forkserver":
-        # workers fork from a server that has imported torch and its optimizer machinery once
-        ctx.set_forkserver_preload(["biofa.experiment.runner", "torch._dynamo"])
-    return ctx
-
-
 def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bool | None = None,
-              retry_failed: bool = False) -> StudyOutcome:
+              retry_failed: bool = False, executor: Executor | None = None,
+              on_result: Callable[[dict, int, int], None] | None = None) -> StudyOutcome:
     """Run every run of ``spec`` that has no stored result in ``out``; write all outputs.
 
     ``jobs`` > 1 runs over that many local worker processes (forkserver, or spawn where there is
-    none), each with one torch thread. ``progress``: show tqdm bars (None: only on a terminal).
-    ``retry_failed``: run again the runs stored as failed. Returns a :class:`StudyOutcome`.
+    none), each with one torch thread; ``executor`` runs them elsewhere instead
+    (:mod:`biofa.experiment.executors`). ``progress``: show tqdm bars (None: only on a terminal).
+    ``retry_failed``: run again the runs stored as failed. ``on_result(summary, n_done, n_runs)``
+    is called as each run finishes (``summary``: its result without the history).
+    Returns a :class:`StudyOutcome`.
+
+    One process at a time writes a study folder: a second one raises
+    :class:`~biofa.errors.FolderBusyError` naming the first. runs.csv and history.csv are
+    rewritten as each run finishes, so they always match the run files, also after an interrupt.
 
     With ``jobs`` > 1 the workers import the calling script like :mod:`multiprocessing` does:
     call this from under ``if __name__ == "__main__":`` in a script (the ``biofa`` command does).
@@ -153,66 +121,86 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
     if len(set(ids)) != len(ids):
         raise SpecError(f"{spec.source}: [grid] produces identical runs (a value repeated in a grid list?)")
     datasets = preflight(spec, runs)
-    out.mkdir(parents=True, exist_ok=True)
-    results.remove_stale_temporaries(out)
-    results.atomic_write_text(out / "spec.toml", _resolved_toml(spec))
+    _make_folder(out)
+    with results.FolderLock(out):
+        results.remove_stale_temporaries(out)
+        results.atomic_write_text(out / "spec.toml", _resolved_toml(spec))
+        results.write_plan(out, runs)
+        environment.record(out, environment.capture(jobs=jobs))
+        tables = Tables(out, runs)
+        stored = {row["run_id"]: row for row in tables.rows}
+        todo = [r for r in runs if r["run_id"] not in stored
+                or (retry_failed and stored[r["run_id"]]["status"] != "ok")]
+        n_resumed = len(runs) - len(todo)
+        tables.write()
+        from tqdm.auto import tqdm
+        disable = None if progress is None else not progress
+        bar = tqdm(total=len(todo), desc=spec.name, unit="run", disable=disable, file=sys.stderr)
+        if executor is None:
+            run_bars = bool(progress) if progress is not None else sys.stderr.isatty()
+            executor = LocalExecutor(jobs, datasets=datasets, progress=run_bars)
+        done = [n_resumed]
 
-    stored = {rid: results.read_result(out, rid) for rid in ids}
-    todo = [r for r in runs if stored[r["run_id"]] is None
-            or (retry_failed and stored[r["run_id"]]["status"] != "ok")]
-    n_resumed = len(runs) - len(todo)
-    from tqdm.auto import tqdm
-    disable = None if progress is None else not progress
-    bar = tqdm(total=len(todo), desc=spec.name, unit="run", disable=disable, file=sys.stderr)
-    try:
-        if jobs == 1 or len(todo) <= 1:
-            for task in todo:
-                _work(task, str(out), progress=bool(progress) if progress is not None else sys.stderr.isatty())
-                _advance(bar, out, spec, runs)
-        else:
-            send = {k: v for k, v in datasets.items() if _nbytes(v) <= _SEND_DATA_BYTES}
-            pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=_context(),
-                                       initializer=_init_worker, initargs=(send,))
-            try:
-                futures = {pool.submit(_work, task, str(out)): task for task in todo}
-                for future in as_completed(futures):
-                    try:
-                        future.result()
-                    except Exception as err:  # the worker itself died (killed, out of memory)
-                        task = futures[future]
-                        results.write_result(out, {
-                            "run_id": task["run_id"], "labels": task["labels"], "config": task["config"],
-                            "status": "failed", "reason": f"worker process failed: {type(err).__name__}: {err}",
-                            "notes": "", "history": []})
-                    _advance(bar, out, spec, runs)
-            except BaseException:  # Ctrl-C: stop the workers now; unfinished runs are redone on resume
-                _terminate(pool)
-                raise
-            pool.shutdown(wait=True)
-    finally:
-        bar.close()
-    rows = write_tables(out, runs)
-    from . import report
-    report.write_report(out)
+        def finished(summary: dict) -> None:
+            tables.add(summary["run_id"])
+            tables.write()
+            done[0] += 1
+            bar.update(1)
+            if on_result is not None:
+                on_result(summary, done[0], len(runs))
+
+        try:
+            executor.run(todo, out, finished)
+        except BaseException:
+            # the executor has stopped its runs: drop the files they were writing, make the
+            # tables match the run files on disk
+            with contextlib.suppress(Exception):
+                results.remove_stale_temporaries(out)
+                Tables(out, runs).write()
+            raise
+        finally:
+            bar.close()
+        rows = tables.write()
+        from . import report
+        report.write_report(out)
     n_failed = sum(1 for r in rows if r["status"] != "ok")
     return StudyOutcome(out=out, n_runs=len(runs), n_resumed=n_resumed, n_ok=len(rows) - n_failed,
                         n_failed=n_failed, rows=rows)
 
 
-def _terminate(pool: ProcessPoolExecutor) -> None:
-    """Cancel queued runs and end the worker processes (their unfinished runs left no file)."""
-    processes = list(getattr(pool, "_processes", {}).values())  # no public handle on the workers
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=10)
+def _make_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise OSError(errno.ENOTDIR, "exists and is not a folder (give --out a folder)", str(out))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise err if err.filename else OSError(err.errno, err.strerror, str(out)) from None
 
 
-def _advance(bar, out, spec, runs) -> None:
-    bar.update(1)
-    write_tables(out, runs, history=False)
+def rebuild_tables(out: str | os.PathLike) -> list[dict] | None:
+    """Rewrite runs.csv and history.csv of ``out`` from its run files (None: no plan.json)."""
+    runs = results.read_plan(out)
+    return None if runs is None else Tables(out, runs).write()
+
+
+def run_line(summary: dict, n_done: int, n_runs: int) -> str:
+    """One line about a finished run: ``[3/16] fa/dale seed 0  ok  test acc 71.2%  4.1 s  <id>``."""
+    labels = dict(summary.get("labels") or {})
+    seed = labels.pop("seed", None)
+    cond = "/".join(label(v) for v in labels.values()) or "run"
+    if seed is not None:
+        cond += f" seed {label(seed)}"
+    status = summary.get("status", "?")
+    if status == "ok":
+        acc, loss = summary.get("test_acc_at_best_val"), summary.get("test_loss_at_best_val")
+        score = (f"test acc {100 * acc:.1f}%" if isinstance(acc, (int, float))
+                 else f"test loss {loss:.4g}" if isinstance(loss, (int, float)) else "")
+    else:
+        score = str(summary.get("reason") or "")[:80]
+    seconds = summary.get("time_s")
+    took = f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "– s"
+    width = len(str(n_runs))
+    return f"[{n_done:>{width}}/{n_runs}] {cond}  {status}  {score}  {took}  {summary.get('run_id', '')}"
 
 
 def _resolved_toml(spec: Spec) -> str:
@@ -221,28 +209,3 @@ def _resolved_toml(spec: Spec) -> str:
     tree["grid"] = {k: v for k, v in spec.grid.items()}
     header = f"# Resolved spec of this study (source: {spec.source}{', --quick' if spec.quick else ''})\n"
     return header + tomli_w.dumps(tree)
-
-
-def write_tables(out: str | os.PathLike, runs: list[dict], *, history: bool = True) -> list[dict]:
-    """Write runs.csv (and history.csv) from the stored results of ``runs``; returns the rows."""
-    out = Path(out)
-    label_columns = _label_columns(runs)
-    rows, history_rows, metric_columns = [], [], {}
-    for run in runs:
-        result = results.read_result(out, run["run_id"])
-        if result is None:
-            continue
-        labels = {k: label(v) for k, v in run["labels"].items()}
-        rows.append({**labels, **{k: result.get(k) for k in RUN_COLUMNS}})
-        if history:
-            for entry in result.get("history", []):
-                history_rows.append({**labels, "run_id": run["run_id"], **entry})
-                for key in entry:
-                    if ":" in key:
-                        metric_columns.setdefault(key, None)
-    results.write_csv(out / "runs.csv", label_columns + RUN_COLUMNS, rows)
-    if history:
-        order = {m: i for i, m in enumerate(METRIC_ORDER)}
-        metrics = sorted(metric_columns, key=lambda c: order.get(c.split(":")[0], len(order)))
-        results.write_csv(out / "history.csv", label_columns + HISTORY_COLUMNS + metrics, history_rows)
-    return rows

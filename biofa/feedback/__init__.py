@@ -14,7 +14,7 @@
 The equations: :ref:`Background, feedback rules <background-feedback-rules>`.
 """
 
-from .._hooks import next_step, reset_step, training_step
+from .._hooks import next_step, reset_step, step_tensor, training_step
 from . import functional
 from .base import RULES, Feedback, make_feedback, register_rule
 from .direct import DFA, DirectFeedbackHub
@@ -23,5 +23,5 @@ from .rules import BP, BRSF, FA, FRSF, USF, KolenPollack, WeightMirror
 __all__ = [
     "RULES", "Feedback", "make_feedback", "register_rule", "functional",
     "BP", "FA", "USF", "FRSF", "BRSF", "DFA", "KolenPollack", "WeightMirror", "DirectFeedbackHub",
-    "training_step", "next_step", "reset_step",
+    "training_step", "next_step", "reset_step", "step_tensor",
 ]

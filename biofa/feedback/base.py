@@ -77,6 +77,24 @@ class Feedback(nn.Module, metaclass=abc.ABCMeta):
     def matrix_for(self, weight: torch.Tensor) -> torch.Tensor:
         """The effective B for forward weight ``weight`` at the current training step."""
 
+    def feedback_input(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """The tensor besides W that B is made of (FA's B, frSF/brSF magnitudes, a learned B), read
+        once per forward and handed to the backward, or None when B is a function of W alone.
+
+        Capturing it at forward time is what makes ``torch.func.functional_call`` with a
+        substituted buffer or parameter use the substituted B.
+        """
+        return None
+
+    def matrix_from(self, weight: torch.Tensor, fb_input: torch.Tensor | None) -> torch.Tensor:
+        """B from W and this forward's :meth:`feedback_input` (what the backward uses)."""
+        return self.matrix_for(weight)
+
+    def backward_matrix(self, weight: torch.Tensor, fb_input: torch.Tensor | None) -> torch.Tensor:
+        """B as one backward pass uses it: :meth:`matrix_from`, possibly written into a buffer the
+        rule reuses (the backward consumes B at once)."""
+        return self.matrix_from(weight, fb_input)
+
     def matrix(self) -> torch.Tensor:
         """The effective B in use now by the owning layer (detached)."""
         if self._owner is None:
@@ -88,8 +106,9 @@ class Feedback(nn.Module, metaclass=abc.ABCMeta):
         """The learned B Parameter, or None for fixed rules."""
         return None
 
-    def feedback_grad(self, weight: torch.Tensor, grad_weight: torch.Tensor) -> torch.Tensor | None:
-        """Gradient of the learned B for one backward pass (None for fixed rules)."""
+    def feedback_grad(self, weight: torch.Tensor, grad_weight: torch.Tensor,
+                      fb_input: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Gradient of the learned B (``fb_input``) for one backward pass (None for fixed rules)."""
         return None
 
     def extra_repr(self) -> str:

@@ -2,7 +2,9 @@
 
 .. math:: \\delta h_l = B_l^\\top e \\quad (\\text{here: } e B_l, \\; B_l \\in \\mathbb R^{n_\\mathrm{out} \\times n_l})
 
-In biofa a DFA layer's backward sends ``e @ B_l`` to its **input** h_l instead of ``g @ W``, so the
+In biofa a DFA layer sends no error to its **input** h_l; the output layer does: every DFA layer
+registers its input with the hub in forward, and the output layer's forward attaches one
+autograd function whose backward sends ``e @ B_l`` to each registered input, so the
 error reaching h_l never involves a downstream W, and autograd carries it through the activation
 (f'), BatchNorm etc. into the layer below. The output layer's weight still gets its true local
 gradient. All B_l are column blocks of one buffer held by a :class:`DirectFeedbackHub` on the
@@ -24,7 +26,6 @@ from ..init import init_weight
 from .base import Feedback, register_rule
 
 STRUCTURES = ("auto", "dense", "channel")
-_MAX_PENDING = 32
 
 
 @register_rule
@@ -79,37 +80,77 @@ class DFA(Feedback):
         offset, width = self._slot()
         return self._hub.matrix_all[:, offset : offset + width]
 
-    # -- used by the layers' autograd functions ----------------------------------------------
-    def begin_pass(self) -> int:
-        """Forward-time bookkeeping: the id of the pass this forward belongs to."""
+    def check_connected(self) -> None:
+        """Raise a ConfigError naming the fix unless an output layer's hub holds this B_l."""
         self._slot()
-        return self._hub.pass_id
 
-    def expect(self, pass_id: int) -> None:
-        self._hub.expect(pass_id)
+    def register(self, x: torch.Tensor):
+        """Forward-time bookkeeping: ``x``, this layer's input, wants the output error ``e @ B_l``.
 
-    def end_output_pass(self) -> int:
-        return self._hub.close_pass()
-
-    def project(self, pass_id: int, error: torch.Tensor) -> None:
-        self._hub.project(pass_id, error)
-
-    def signal(self, pass_id: int, input_shape: torch.Size) -> torch.Tensor:
-        """The error e @ B_l for this layer's input, shaped like the input."""
+        Returns the pass's ticket (None when compiling, where the check is not needed).
+        """
         offset, width = self._slot()
-        block = self._hub.take(pass_id, offset, width, type(self._owner).__name__)
-        if len(input_shape) > 2 and not hasattr(self._owner, "in_features"):  # conv: broadcast over space
-            block = block.reshape(block.shape[0], width, *([1] * (len(input_shape) - 2)))
-            return block.expand(input_shape)
-        return block.reshape(input_shape)
+        return self._hub.register(x, offset, width, not hasattr(self._owner, "in_features"),
+                                  type(self._owner).__name__)
+
+
+class _Ticket:
+    """One DFA pass in eager mode: set when the output layer's error has been projected."""
+
+    __slots__ = ("received",)
+
+    def __init__(self):
+        self.received = False
+
+    def check(self, owner: str) -> None:
+        if not self.received:
+            raise ShapeError(
+                f"A DFA {owner} layer was reached by a backward pass in which the output layer "
+                "received no error: DFA needs the loss to depend on the network output."
+            )
+
+
+class _Projection(torch.autograd.Function):
+    """Identity on the output; its backward is the one matmul of a DFA step, ``e @ [B_1 | B_2 | ...]``,
+    sliced into the error of every registered hidden input."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(out, matrix_all, slots, ticket, *inputs):
+        return out.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, matrix_all, slots, ticket, *xs = inputs
+        ctx.save_for_backward(matrix_all)
+        ctx.slots, ctx.ticket = slots, ticket
+        ctx.shapes = [(x.shape, x.dtype) for x in xs]
+
+    @staticmethod
+    def backward(ctx, e):
+        (matrix_all,) = ctx.saved_tensors
+        if ctx.ticket is not None:
+            ctx.ticket.received = True
+        projected = e.reshape(-1, e.shape[-1]) @ matrix_all.to(e.dtype)
+        grads = []
+        for (offset, width, conv), (shape, dtype) in zip(ctx.slots, ctx.shapes):
+            block = projected[:, offset : offset + width]
+            if conv:  # one feedback weight per channel, broadcast over space
+                block = block.reshape(block.shape[0], width, *([1] * (len(shape) - 2))).expand(shape)
+            else:
+                block = block.reshape(shape)
+            grads.append(block.to(dtype))
+        return e, None, None, None, *grads
 
 
 class DirectFeedbackHub(nn.Module):
     """All DFA feedback matrices of one model, as column blocks of one buffer ``matrix_all``.
 
     Lives on the output layer's DFA feedback (so ``state_dict``, ``.to()`` and ``deepcopy`` see it
-    once). Holds the projected errors of a backward pass only until every layer that asked for one
-    has taken it.
+    once). Between a forward's first DFA layer and its output layer it holds the inputs that
+    want an error; the output layer's forward takes them all, so nothing outlives a forward and a
+    compiled step sees the same (empty) state at every call.
     """
 
     def __init__(self, n_out: int, layers: list[DFA], generator=None, device=None, dtype=None):
@@ -125,42 +166,50 @@ class DirectFeedbackHub(nn.Module):
         self.register_buffer("matrix_all", torch.cat(blocks, dim=1))
         object.__setattr__(self, "_members", list(layers))
         self.n_out = n_out
-        self.pass_id = 0
-        self._expected: dict[int, int] = {}  # pass -> number of layers whose input wants an error
-        self._errors: dict[int, list] = {}  # pass -> [e @ matrix_all, layers yet to take theirs]
+        self._pending: list = []  # (input, offset, width, conv) registered since the last output
+        self._ticket = None
 
-    def expect(self, pass_id: int) -> None:
-        self._expected[pass_id] = self._expected.get(pass_id, 0) + 1
+    def register(self, x, offset: int, width: int, conv: bool, owner: str):
+        self._pending.append((x, offset, width, conv, owner))
+        if torch.compiler.is_compiling():
+            return None
+        if self._ticket is None:
+            self._ticket = _Ticket()
+        return self._ticket
 
-    def close_pass(self) -> int:
-        pid = self.pass_id
-        self.pass_id += 1
-        for book in (self._expected, self._errors):
-            for old in [p for p in book if p < self.pass_id - _MAX_PENDING]:
-                del book[old]  # forwards whose backward never came (e.g. eval with grad on)
-        return pid
+    def project(self, out: torch.Tensor) -> torch.Tensor:
+        """Called by the output layer's forward: ``out`` unchanged, with the projection attached
+        that sends ``e @ B_l`` to every input registered since the last call."""
+        pending = list(self._pending)
+        self._pending.clear()
+        ticket = None
+        if not torch.compiler.is_compiling():
+            ticket, self._ticket = self._ticket, None
+        if not pending:
+            return out
+        rows = out.shape[:-1].numel()
+        for x, _, width, conv, owner in pending:
+            have = x.shape[0] if conv else x.shape[:-1].numel()
+            if have != rows:
+                raise ShapeError(_rows_message(owner, tuple(x.shape), tuple(out.shape), conv))
+        slots = tuple((offset, width, conv) for _, offset, width, conv, _ in pending)
+        return _Projection.apply(out, self.matrix_all, slots, ticket, *(p[0] for p in pending))
 
-    def project(self, pass_id: int, error: torch.Tensor) -> None:
-        """The one matmul of a DFA step: e @ [B_1 | B_2 | ...].
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # pending graph tensors are not state
+        state["_pending"], state["_ticket"] = [], None
+        return state
 
-        Kept until every layer of the pass has taken its block; a second backward through the same
-        graph (``retain_graph=True``) projects again.
-        """
-        wanted = self._expected.get(pass_id, 0)
-        if not wanted:
-            return  # no hidden layer of this pass wants an error
-        e = error.reshape(-1, self.n_out)
-        self._errors[pass_id] = [e @ self.matrix_all.to(e.dtype), wanted]
 
-    def take(self, pass_id: int, offset: int, width: int, owner: str) -> torch.Tensor:
-        entry = self._errors.get(pass_id)
-        if entry is None:
-            raise ShapeError(
-                f"A DFA {owner} layer was reached by a backward pass in which the output layer "
-                "received no error: DFA needs the loss to depend on the network output."
-            )
-        block = entry[0][:, offset : offset + width]
-        entry[1] -= 1
-        if entry[1] <= 0:
-            del self._errors[pass_id]
-        return block
+def _rows_message(owner: str, input_shape, output_shape, conv: bool) -> str:
+    what = "its first dimension" if conv else "all its dimensions but the last"
+    return (
+        f"DFA sends the output error e (output shape {output_shape}; one row per position of all "
+        "dimensions but the last) to the input of every DFA layer through its B_l, so each DFA "
+        f"layer's input needs as many rows as the output. A {owner} input of shape {input_shape} "
+        f"has a different number of rows ({what}): a hidden layer "
+        "applied per token or per position with a pooled output has no per-token error under DFA. "
+        "Pool after the output layer (so that the output has a row per token), or give this layer a "
+        "layer-wise rule (e.g. feedback='fa') with biofa.nn.convert(..., exclude=...) or its own "
+        "feedback argument."
+    )

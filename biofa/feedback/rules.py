@@ -53,6 +53,12 @@ class FA(Feedback):
     def matrix_for(self, weight):
         return self.B
 
+    def feedback_input(self, weight):
+        return self.B
+
+    def matrix_from(self, weight, fb_input):
+        return fb_input
+
 
 class _SignConcordant(Feedback):
     sign_concordant = True
@@ -62,6 +68,26 @@ class _SignConcordant(Feedback):
         check_choice(type(self).__name__, "scale", scale, SCALES)
         self.scale = scale
         self.init = init
+        self._scratch = None  # where an eager backward writes B: derived, not state
+
+    def scratch(self, weight) -> torch.Tensor | None:
+        """A reused buffer for B in an eager backward (B is consumed at once there), else None.
+
+        Not when compiling, under torch.func transforms or when the backward builds a graph
+        (``create_graph=True`` would save B).
+        """
+        if (torch.compiler.is_compiling() or torch.is_grad_enabled()
+                or torch._C._functorch.peek_interpreter_stack() is not None):
+            return None
+        buf = self._scratch
+        if buf is None or buf.shape != weight.shape or buf.dtype != weight.dtype or buf.device != weight.device:
+            buf = self._scratch = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+        return buf
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: pickling must not clear our own buffers
+        state["_scratch"] = None
+        return state
 
 
 @register_rule
@@ -84,9 +110,15 @@ class USF(_SignConcordant):
     name = "usf"
 
     def matrix_for(self, weight):
+        return self._matrix(weight, None)
+
+    def backward_matrix(self, weight, fb_input):
+        return self._matrix(weight, self.scratch(weight))
+
+    def _matrix(self, weight, out):
         if self.scale == "sn":
             return F.match_norm(torch.sign(weight), weight)
-        return F.uniform_sign_feedback(weight, init_std(weight.shape, self.init_scheme))
+        return F.uniform_sign_feedback(weight, init_std(weight.shape, self.init_scheme), out)
 
 
 @register_rule
@@ -106,9 +138,18 @@ class FRSF(_SignConcordant):
     def reset_parameters(self, weight, generator=None):
         self.magnitude = init_weight(torch.empty_like(weight), self.init_scheme, generator).abs_()
 
-    def matrix_for(self, weight):
-        b = F.random_magnitude_sign_feedback(weight, self.magnitude, nonnegative=True)
+    def feedback_input(self, weight):
+        return self.magnitude
+
+    def matrix_from(self, weight, fb_input, out=None):
+        b = F.random_magnitude_sign_feedback(weight, fb_input, nonnegative=True, out=out)
         return F.match_norm(b, weight) if self.scale == "sn" else b
+
+    def backward_matrix(self, weight, fb_input):
+        return self.matrix_from(weight, fb_input, self.scratch(weight))
+
+    def matrix_for(self, weight):
+        return self.matrix_from(weight, self.magnitude)
 
 
 @register_rule
@@ -119,11 +160,12 @@ class BRSF(_SignConcordant):
     process, see :func:`biofa.feedback.training_step`), never in eval and never by a second
     forward of the same step: :math:`R_t` is a function of (seed, step), so the same step always
     sees the same magnitudes and a run is reproducible. The seed is a buffer. :math:`|R_t|` follows
-    W's init distribution folded to :math:`[0, a]` and does not depend on W's dtype, so ``.to(dtype)``
-    keeps B. On the CPU it is drawn with 16 random bits per synapse
-    (:func:`~biofa.feedback.functional.uniform_magnitudes_cpu`, three times cheaper than torch's CPU
-    generator, whose redraw costs about as much as a matmul); on other devices by torch's
-    generator there (another random stream).
+    W's init distribution folded to :math:`[0, a]`, drawn in float32 with 16 random bits per synapse
+    by a counter-based generator on W's device
+    (:func:`~biofa.feedback.functional.uniform_magnitudes`): the same B on every device and under
+    ``torch.compile``, and ``.to(dtype)`` keeps B up to rounding. Eager calls draw once per step
+    into reused buffers; compiled graphs read the step from
+    :func:`biofa.feedback.step_tensor` and redraw in the graph (fused, no recompilation per step).
     """
 
     name = "brsf"
@@ -131,35 +173,54 @@ class BRSF(_SignConcordant):
     def __init__(self, scale: str = "init", init=None):
         super().__init__(scale, init)
         self.register_buffer("seed", None)
-        self._cache = None  # (key, |R_t|): derived, not state
+        self._cache = None  # (key, |R_t|, workspace): derived, not state
 
     def reset_parameters(self, weight, generator=None):
         self.seed = torch.randint(0, 2**62, (), generator=generator, dtype=torch.int64)
         self._cache = None
 
     def magnitudes(self, weight, step: int | None = None) -> torch.Tensor:
-        """:math:`|R_t|` for training step ``step`` (default: the current one)."""
+        """:math:`|R_t|` for training step ``step`` (default: the current one), in W's dtype."""
+        bound = init_bound(weight.shape, self.init_scheme)
+        seed = self.seed.to(weight.device)
+        if torch.compiler.is_compiling():  # read the step from a tensor: no guard on its value
+            step_t = _hooks.step_tensor() if step is None else torch.tensor(step, dtype=torch.int64)
+            return F.uniform_magnitudes(weight.shape, bound, seed, step_t).to(weight.dtype)
         step = _hooks.training_step() if step is None else step
+        if torch._C._functorch.peek_interpreter_stack() is not None:  # torch.func: no in-place buffers
+            return F.uniform_magnitudes(weight.shape, bound, seed, torch.tensor(step)).to(weight.dtype)
         # the seed's version changes when load_state_dict writes another seed
-        key = (step, weight.device, weight.dtype, weight.shape, self.seed.data_ptr(), self.seed._version)
+        key = (step, weight.device, weight.dtype, weight.shape, self.seed.data_ptr(), self.seed._version, bound)
         if self._cache is None or self._cache[0] != key:
-            bound = init_bound(weight.shape, self.init_scheme)
-            if weight.device.type == "cpu":
-                r = F.uniform_magnitudes_cpu(weight.shape, bound, (int(self.seed), step))
-            else:  # drawn in float32 whatever W's dtype, so that .to(dtype) keeps B (up to rounding)
-                gen = torch.Generator(device=weight.device)
-                gen.manual_seed((int(self.seed) * 1_000_003 + step) % (2**63 - 1))
-                r = torch.empty(weight.shape, device=weight.device, dtype=torch.float32)
-                r.uniform_(0.0, bound, generator=gen)
-            self._cache = (key, r.to(weight.dtype))
+            space = self._workspace(weight)
+            r = F.uniform_magnitudes(weight.shape, bound, seed, torch.tensor(step, dtype=torch.int64), space)
+            # redrawn in place: a graph of an earlier step that still holds |R| (saved for its
+            # backward) gets autograd's version error, never other numbers
+            self._cache = (key, r.to(weight.dtype), space)
         return self._cache[1]
 
-    def matrix_for(self, weight):
-        b = F.random_magnitude_sign_feedback(weight, self.magnitudes(weight), nonnegative=True)
+    def _workspace(self, weight):
+        count, words = weight.numel(), -(-weight.numel() // 2)
+        if self._cache is not None and self._cache[2][1].device == weight.device and self._cache[2][0].numel() == words:
+            return self._cache[2]
+        return (torch.empty(words, dtype=torch.int32, device=weight.device),
+                torch.empty(count, dtype=torch.float32, device=weight.device))
+
+    def feedback_input(self, weight):
+        return self.magnitudes(weight)
+
+    def matrix_from(self, weight, fb_input, out=None):
+        b = F.random_magnitude_sign_feedback(weight, fb_input, nonnegative=True, out=out)
         return F.match_norm(b, weight) if self.scale == "sn" else b
 
+    def backward_matrix(self, weight, fb_input):
+        return self.matrix_from(weight, fb_input, self.scratch(weight))
+
+    def matrix_for(self, weight):
+        return self.matrix_from(weight, self.magnitudes(weight))
+
     def __getstate__(self):
-        state = dict(super().__getstate__())  # a copy: pickling must not clear our own cache
+        state = super().__getstate__()
         state["_cache"] = None
         return state
 
@@ -177,6 +238,12 @@ class _Learned(Feedback):
 
     def matrix_for(self, weight):
         return self.B.detach()
+
+    def feedback_input(self, weight):
+        return self.B
+
+    def matrix_from(self, weight, fb_input):
+        return fb_input.detach()
 
     def feedback_parameter(self):
         return self.B
@@ -196,7 +263,7 @@ class KolenPollack(_Learned):
 
     name = "kp"
 
-    def feedback_grad(self, weight, grad_weight):
+    def feedback_grad(self, weight, grad_weight, fb_input=None):
         return F.kolen_pollack_gradient(grad_weight)
 
 
@@ -219,23 +286,25 @@ class WeightMirror(_Learned):
         self.decay = decay
         self.samples = samples
         self.register_buffer("seed", None)
-        self._draws = 0
+        # noise batches drawn so far: a buffer, so that state_dict (and a checkpoint) continues them
+        self.register_buffer("draws", torch.zeros((), dtype=torch.int64))
 
     def reset_parameters(self, weight, generator=None):
         super().reset_parameters(weight, generator)
         self.seed = torch.randint(0, 2**62, (), generator=generator, dtype=torch.int64)
 
-    def get_extra_state(self):  # in state_dict: a reloaded rule continues the noise stream
-        return {"draws": self._draws}
-
-    def set_extra_state(self, state):
-        self._draws = int(state["draws"])
-
-    def feedback_grad(self, weight, grad_weight):
+    def feedback_grad(self, weight, grad_weight, fb_input=None):
+        b = self.B if fb_input is None else fb_input
         gen = torch.Generator(device=weight.device)
-        gen.manual_seed((int(self.seed) * 1_000_003 + self._draws) % (2**63 - 1))
-        self._draws += 1
+        gen.manual_seed((int(self.seed) * 1_000_003 + int(self.draws)) % (2**63 - 1))
+        if torch._C._functorch.maybe_current_level() is None:
+            self.draws += 1
+        else:  # inside a torch.func transform a captured buffer must not be mutated in place
+            self.draws = self.draws + 1
         width = weight[0].numel()
-        noise = torch.randn(self.samples, width, generator=gen, device=weight.device, dtype=weight.dtype)
+        # at least float32 (under autocast W and B arrive in bf16/fp16): the same noise stream
+        dtype = torch.promote_types(weight.dtype, torch.float32)
+        noise = torch.randn(self.samples, width, generator=gen, device=weight.device, dtype=dtype)
         noise.mul_(self.noise_std)
-        return F.weight_mirror_gradient(weight, self.B.detach(), noise, self.noise_std, self.decay)
+        grad = F.weight_mirror_gradient(weight.to(dtype), b.detach().to(dtype), noise, self.noise_std, self.decay)
+        return grad.to(b.dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 from torch import nn
@@ -27,6 +28,11 @@ class MLP(nn.Sequential):
 
     def __init__(self, input_shape: Sequence[int], n_outputs: int, hidden: Sequence[int] = (100, 100),
                  activation: str = "relu", bias: bool = True):
+        if (isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence)
+                or any(isinstance(h, bool) or not isinstance(h, numbers.Integral) for h in hidden)):
+            raise ConfigError(f"hidden must be a list of layer widths (positive integers), e.g. "
+                              f"[{hidden if isinstance(hidden, int) else 100}] for one hidden layer, "
+                              f"got {hidden!r}")
         widths = [int(math.prod(input_shape)), *[int(h) for h in hidden], int(n_outputs)]
         if any(w < 1 for w in widths):
             raise ConfigError(f"MLP: every layer width must be >= 1, got input {widths[0]}, hidden "

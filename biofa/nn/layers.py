@@ -23,7 +23,7 @@ from ..constraints.sign import Dale, SignReparametrization, make_sign
 from ..errors import ConfigError, DegenerateFeedbackWarning, ShapeError
 from ..feedback.base import make_feedback
 from ..init import check_init, init_weight
-from .functional import FeedbackConvFunction, FeedbackLinearFunction, direct_pass
+from .functional import DIRECT, EXACT, FeedbackConvFunction, FeedbackLinearFunction, call_mode, cast_for_autocast
 
 
 def degenerate_usf_message(where: str) -> str:
@@ -68,6 +68,7 @@ class FeedbackLayer(nn.Module):
         if self.sign is not None or self.norm is not None:
             _hooks.register_constrained(self)
             self.register_load_state_dict_post_hook(_project_after_load)
+        _hooks.register_layer(self)  # Batch Manhattan, applied at the optimizer step
         if isinstance(self.sign, Dale) and self.feedback.name == "usf":
             warnings.warn(degenerate_usf_message(owner), DegenerateFeedbackWarning, stacklevel=3)
 
@@ -122,12 +123,7 @@ class FeedbackLayer(nn.Module):
         """Project W onto its constraints now (sign projection, then norm rescaling)."""
         if not self._needs_projection:
             return
-        w = self.weight
-        if self.sign is not None and not self.sign.reparameterised:
-            w = self.sign.project(w)
-        if self.norm is not None:
-            w = self.norm.project(w)
-        self._set_weight(w)
+        self._set_weight(self._project(self.weight))
 
     def __reduce_ex__(self, protocol):
         return reduce_module(self)  # torch.save(model) also under a reparameterised sign
@@ -137,6 +133,7 @@ class FeedbackLayer(nn.Module):
         restore_parametrizations(self)
         if self.sign is not None or self.norm is not None:  # submodules live in state["_modules"]
             _hooks.register_constrained(self)
+        _hooks.register_layer(self)
 
     def __deepcopy__(self, memo):
         # The standard deepcopy procedure, written out because torch's parametrize injects its own
@@ -158,8 +155,28 @@ class FeedbackLayer(nn.Module):
             w = self.norm.hold(w)
         return w
 
-    def _feedback_input(self):
-        return self.feedback.feedback_parameter() if self.feedback.learned else None
+    def _project(self, w: torch.Tensor) -> torch.Tensor:
+        if self.sign is not None and not self.sign.reparameterised:
+            w = self.sign.project(w)
+        if self.norm is not None:
+            w = self.norm.project(w)
+        return w
+
+    def _call(self, function, x: torch.Tensor) -> torch.Tensor:
+        """Run ``function`` (the layer's autograd function) on ``x`` with W, b and the feedback
+        tensors of this forward, cast like autocast casts ``F.linear``/``conv``; DFA bookkeeping."""
+        w = self._weight_for_forward()
+        fb = self.feedback
+        mode = call_mode(self, x)
+        w, x, bias, fb_input = cast_for_autocast(w, x, self.bias, fb.feedback_input(w))
+        if mode == DIRECT and torch.is_grad_enabled():
+            fb.check_connected()
+        if mode == DIRECT and x.requires_grad and torch.is_grad_enabled():
+            mode = fb.register(x) or mode  # the pass's ticket in eager mode
+        y = function.apply(x, w, bias, fb_input, self, mode)
+        if fb.direct and fb.hub is not None and mode != EXACT and torch.is_grad_enabled():
+            y = fb.hub.project(y)  # the output layer sends e @ B_l to every registered input
+        return y
 
     def _describe(self) -> str:
         parts = [f"feedback={self.feedback.name!r}"]
@@ -188,7 +205,8 @@ class Linear(FeedbackLayer):
     sign : ``None`` (free), ``"dale"``, ``"fixed"`` or a :class:`~biofa.constraints.SignConstraint`.
     norm : ``None``, ``"const"`` or a :class:`~biofa.constraints.ConstNorm`.
     init : ``"xavier"`` (default, uniform), ``"kaiming"`` or a bound a for U[-a, a]; b starts at 0.
-    batch_manhattan : replace the batch gradient of W and b by its sign (Liao 2016).
+    batch_manhattan : step along the sign of the batch gradient of W and b (Liao 2016); applied
+        when the optimizer steps, to the accumulated (under DDP: averaged) gradient.
     generator : torch.Generator for W, B and random sign masks (default: torch's global one).
     """
 
@@ -207,8 +225,7 @@ class Linear(FeedbackLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ShapeError(f"Linear: expected input of shape (..., {self.in_features}), got {tuple(x.shape)}")
-        w = self._weight_for_forward()
-        return FeedbackLinearFunction.apply(x, w, self.bias, self._feedback_input(), self, direct_pass(self, x))
+        return self._call(FeedbackLinearFunction, x)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -273,8 +290,7 @@ class _ConvNd(FeedbackLayer):
         if self.padding_mode != "zeros":
             pads = [p for p in reversed(self._padding_ints) for _ in range(2)]
             x = F.pad(x, pads, mode=self.padding_mode)
-        w = self._weight_for_forward()
-        return FeedbackConvFunction.apply(x, w, self.bias, self._feedback_input(), self, direct_pass(self, x))
+        return self._call(FeedbackConvFunction, x)
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

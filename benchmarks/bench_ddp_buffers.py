@@ -1,0 +1,84 @@
+"""Bytes DDP broadcasts at every forward, and the training-step time, with and without
+:func:`biofa.distributed.prepare_ddp`, on 2 gloo processes (CPU).
+
+Model: MLP 784-1000-1000-10 converted to a rule (default FA, whose B is as large as W), global
+batch 128 (64 per process), SGD. ``bytes/forward`` is the size of the buffers DDP's forward
+broadcasts from rank 0 (``DistributedDataParallel.modules_buffers``); step time is wall time of
+forward + backward (with the gradient all-reduce) + step, median over rounds in which the two
+configurations alternate.
+
+Usage: ``python benchmarks/bench_ddp_buffers.py [--rule fa] [--rounds 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import biofa.distributed as bd
+import biofa.nn as bnn
+
+
+def _model(rule):
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(784, 1000), nn.ReLU(), nn.Linear(1000, 1000), nn.ReLU(), nn.Linear(1000, 10))
+    return bnn.convert(mlp, feedback=rule)
+
+
+def _worker(rank, init_file, rule, rounds, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    runs = {}
+    for name, prepare in (("default", False), ("prepare_ddp", True)):
+        model = _model(rule)
+        if prepare:
+            bd.prepare_ddp(model)
+        ddp = DDP(model)
+        runs[name] = (ddp, torch.optim.SGD(ddp.parameters(), lr=0.01))
+    x, y = torch.randn(64, 784), torch.randint(0, 10, (64,))
+    times = {name: [] for name in runs}
+    for r in range(rounds + 2):
+        for name, (ddp, opt) in (runs.items() if r % 2 else reversed(runs.items())):
+            dist.barrier()
+            t = time.perf_counter()
+            opt.zero_grad()
+            F.cross_entropy(ddp(x), y).backward()
+            opt.step()
+            if r >= 2:
+                times[name].append(time.perf_counter() - t)
+    if rank == 0:
+        lines = []
+        for name, (ddp, _) in runs.items():
+            nbytes = sum(b.numel() * b.element_size() for b in ddp.modules_buffers)
+            lines.append(f"{rule} {name:12s} bytes/forward {nbytes:>10,d}  "
+                         f"step median {statistics.median(times[name]) * 1e3:7.2f} ms  "
+                         f"min {min(times[name]) * 1e3:7.2f} ms")
+        with open(out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+    dist.destroy_process_group()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rule", default="fa")
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+    folder = tempfile.mkdtemp()
+    out = os.path.join(folder, "result.txt")
+    mp.spawn(_worker, args=(os.path.join(folder, "init"), args.rule, args.rounds, out), nprocs=2)
+    with open(out) as f:
+        print(f.read(), end="")
+
+
+if __name__ == "__main__":
+    main()
