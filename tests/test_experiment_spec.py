@@ -102,7 +102,7 @@ def test_parse_value_and_canonical_and_label():
      "epochs, batch_size, loss, dtype, eval_batch_size, device, threads, keep_last"),
     ({"trian": {}}, "experiments/x.toml: unknown table [trian] (did you mean 'train'?); expected some of "
                     "[experiment], [data], [model], [train], [metrics], [log], [grid], [per_rule], [quick], "
-                    "[search], [compare], [executor]"),
+                    "[search], [compare], [executor], [published]"),
     ({"grid": {"feedback": "fa"}}, "experiments/x.toml: [grid] feedback must be a non-empty list of values, got 'fa'"),
     ({"grid": {"seed": []}}, "experiments/x.toml: [grid] seed must be a non-empty list of values, got []"),
     ({"grid": {"seed": [0, -1]}}, "experiments/x.toml: [grid] seed values must be non-negative integers, got -1"),

@@ -74,6 +74,11 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     sign = ["free", "dale"]        # dale - free for every rule
     feedback = ["bp", "*"]         # "*": every other value (each rule - bp)
 
+    [published]                    # reference numbers shown beside ours in the report
+    source = "Author 2021, Table 2"
+    metric = "test_error"          # or "test_acc" (%)
+    values = {bp = 0.91, fa = 1.7} # by condition; keys = [...] names the order for several keys
+
     [quick]                        # applied by --quick before --set; dotted keys
     "train.epochs" = 2
     "grid.seed" = [0]

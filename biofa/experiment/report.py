@@ -8,6 +8,7 @@ A *condition* is one combination of the grid values other than the seed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ConfigError
-from . import environment, results
+from . import environment, published, results
 from .results import cell_text as _text
 from .results import condition
 from .selection import value_text
@@ -49,12 +50,13 @@ def read_study(out: str | Path) -> dict:
             tree = tomllib.load(fh)
         meta.update(tree.get("experiment", {}))
     search, compare = _search_and_compare(tree, labels)
+    conditions = [c for c in labels if c != "seed" and c not in search]
     plan = results.read_plan(out)
     return {"out": out, "runs": runs, "history": history, "labels": labels, "meta": meta,
-            "conditions": [c for c in labels if c != "seed" and c not in search],
-            "search": search, "compare": compare,
+            "conditions": conditions, "search": search, "compare": compare,
             "n_planned": len(plan) if plan is not None else None,
-            "environment": environment.read(out)}
+            "environment": environment.read(out),
+            "published": published.from_tree(tree, conditions)}
 
 
 def missing_runs(study: dict) -> int | None:
@@ -149,8 +151,10 @@ def results_table(study: dict) -> str:
     else:
         names = ["test loss @ best val", "test loss @ final", "best val loss"]
         digits = 4
+    reference = study.get("published")
+    extra = _published_header(reference, summary.classification)
     header = keys + [f"selected {c.rpartition('.')[2]}" for c in search] + ["runs ok"] + names + \
-        ["best epoch (mean)", "notes"]
+        extra + ["best epoch (mean)", "notes"]
     rows = []
     for cond, item in summary.conditions.items():
         failed = [r for r in item.runs if r.get("status") != "ok"]
@@ -165,10 +169,44 @@ def results_table(study: dict) -> str:
             edges = ["edge: " + e for e in (item.choice.edges if item.choice else [])]
             notes = "; ".join(filter(None, [*edges, notes if selected else "no candidate finished"]))
         cells = [interval_text(item.test, digits), interval_text(item.test_final, digits),
-                 interval_text(item.val, digits),
+                 interval_text(item.val, digits), *_published_cells(reference, item, keys, cond, extra),
                  f"{item.best_epoch.mean:.1f}" if item.best_epoch else "–"]
         rows.append(list(cond) + chosen + [f"{item.n_ok}/{len(item.runs)}"] + cells + [notes])
     return _table(header, rows)
+
+
+def _published_header(reference, classification: bool) -> list[str]:
+    """Columns of a ``[published]`` table: ours as the published metric when it is not already a
+    column (test error from test accuracy), then the published value."""
+    if reference is None:
+        return []
+    ours = ["test error @ best val (%)"] if reference.metric == "test_error" and classification else []
+    return ours + [f"published {reference.title}"]
+
+
+def _published_cells(reference, item, keys, cond, header) -> list[str]:
+    if reference is None:
+        return []
+    cells = []
+    if len(header) == 2:  # 100 - accuracy: the same seeds' interval, mirrored
+        test = item.test
+        cells.append(interval_text(test if test is None else
+                                   dataclasses.replace(test, mean=100 - test.mean,
+                                                       low=None if test.low is None else 100 - test.high,
+                                                       high=None if test.high is None else 100 - test.low),
+                                   1))
+    value = reference.value(keys, cond)
+    return cells + ["–" if value is None else f"{value:g}"]
+
+
+def published_note(study: dict) -> str | None:
+    """The source of the *published* column, or None."""
+    reference = study.get("published")
+    if reference is None:
+        return None
+    return (f"*published*: {reference.source}. The study's own number beside it is the test score "
+            "at the best validation epoch (test error = 100 − test accuracy); the source's own model "
+            "selection may differ.")
 
 
 def search_table(study: dict) -> str | None:
@@ -298,13 +336,15 @@ def render(study: dict, figures: list[str]) -> str:
         parts += [f"**Unfinished study: {missing} of {study['n_planned']} runs have no result yet** "
                   "(run the same `biofa run` command again to finish them).", ""]
     parts += [SELECTION_NOTE, ""]
+    note = published_note(study)
+    note = [note, ""] if note else []
     if study.get("search"):
         parts += [_search_note(study), "",
                   "## Results: test at the validation-selected " + ", ".join(study["search"]), "",
-                  results_table(study), "", "## Search: every candidate's validation score", "",
+                  results_table(study), "", *note, "## Search: every candidate's validation score", "",
                   search_table(study), ""]
     else:
-        parts += ["## Results", "", results_table(study), ""]
+        parts += ["## Results", "", results_table(study), "", *note]
     table = comparison_table(study)
     if table:
         parts += ["## Comparisons (paired over seeds)", "", COMPARE_NOTE, "", table, ""]

@@ -41,7 +41,7 @@ ALIASES = {
     "batch_size": "train.batch_size",
 }
 SECTIONS = ("experiment", "data", "model", "train", "metrics", "log", "grid", "per_rule", "quick",
-            "search", "compare", "executor")
+            "search", "compare", "executor", "published")
 #: A spec file must have at least one of these tables (an empty file is a mistake, not a study).
 RUN_TABLES = ("data", "model", "grid")
 #: Keys that say where and how a run executes, not what it computes: left out of its run id, so
@@ -387,8 +387,8 @@ def _apply_override(tree, path, value, source, origin):
             grid[path] = value if isinstance(value, list) else [value]
             return
     section = path.split(".")[0]
-    if section not in SECTIONS or section in ("grid", "per_rule", "quick", "search", "compare") \
-            or "." not in path:
+    fixed = ("grid", "per_rule", "quick", "search", "compare", "published")
+    if section not in SECTIONS or section in fixed or "." not in path:
         raise SpecError(f"{source} ({origin}): unknown key {path!r}; expected a dotted path such as "
                         "'train.epochs', 'data.name' or a grid key such as 'feedback'")
     set_path(tree, path, value)
@@ -506,6 +506,8 @@ def _validate(tree, source, quick, origins, default_name) -> Spec:
     from .search_spec import validate_compare, validate_search
     search = validate_search(tree, base, grid, per_rule, source, origins)
     compare = validate_compare(tree, grid, source, origins)
+    from .published import validate_published
+    validate_published(tree, grid, search, source, origins)
     name = experiment.get("name", default_name)
     return Spec(source=source, name=name, description=experiment.get("description", ""), base=base,
                 grid=grid, per_rule=per_rule, quick=quick, tree=tree, search=search, compare=compare,
