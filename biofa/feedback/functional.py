@@ -89,7 +89,7 @@ def uniform_magnitudes(shape, bound: float, seed: torch.Tensor, step: torch.Tens
     A counter-based generator: word j of draw (seed, step t) is two rounds of multiply/xorshift
     (lowbias32's) applied to the Weyl counter :math:`j\\varphi \\bmod 2^{32}` xor the draw's key
     :math:`\\kappa` (:func:`counter_key`); each 32-bit word gives two signed 16-bit k, so
-    :math:`k + 2^{15}` is uniform on :math:`\\{0, \\dots, 2^{16}-1\\}` and |R| a 16-bit discretisation
+    :math:`k + 2^{15}` is uniform on :math:`\\{0, \\dots, 2^{16}-1\\}` and :math:`|R|` a 16-bit discretisation
     of U[0, a] (mean a/2, variance a²/12·(1 − 2⁻³²)). Only torch integer ops (int32 with
     wrap-around) and one exact float add and one rounded multiply: the same bits on every
     device and under torch.compile, a pure function of (seed, step), no host synchronisation.
