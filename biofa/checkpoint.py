@@ -20,6 +20,7 @@ to a temporary file in the same folder, flushed to disk and renamed over ``path`
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
@@ -112,17 +113,21 @@ def _atomic_save(payload: dict, path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise CheckpointError(f"save_checkpoint: folder {folder!r} does not exist; create it first")
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # serialised first: a full disk then fails in write(), an OSError
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would make the checkpoint private to its writer
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:
+            raise OSError(err.errno, err.strerror, str(path)) from None  # name the file (ENOSPC has none)
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(folder, os.O_RDONLY)

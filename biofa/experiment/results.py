@@ -101,14 +101,18 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> None:
-    """Delete temporary files a killed study left behind in ``folder`` and ``folder/runs``."""
-    for sub in (Path(folder), Path(folder) / "runs"):
-        if sub.is_dir():
-            for p in sub.glob(_TMP_PREFIX + "*"):
-                try:
-                    p.unlink()
-                except FileNotFoundError:
-                    pass
+    """Delete temporary files a killed study left behind in ``folder``, ``folder/runs`` and the
+    runs' checkpoint folders (``runs/<id>/``: this module's and :func:`biofa.save_checkpoint`'s)."""
+    runs = Path(folder) / "runs"
+    stale = [p for sub in (Path(folder), runs) if sub.is_dir() for p in sub.glob(_TMP_PREFIX + "*")]
+    if runs.is_dir():
+        for run_folder in (p for p in runs.iterdir() if p.is_dir()):
+            stale += list(run_folder.glob(_TMP_PREFIX + "*")) + list(run_folder.glob(".*.pt.*.tmp"))
+    for p in stale:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _clean(value):

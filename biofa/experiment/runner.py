@@ -13,6 +13,7 @@ always goes on. Warnings biofa issues while the run builds and trains (e.g.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..feedback import reset_step
-from ..errors import BiofaWarning, ConfigError, SpecError
+from ..errors import BiofaError, BiofaWarning, ConfigError, SpecError
 from . import checkpoints, devices
 from .batches import evaluate, run_batches, sum_dtype
 from .grid import rule_name
@@ -217,6 +218,15 @@ def _note(w: warnings.WarningMessage) -> str:
     return f"{w.category.__name__}: {text}"
 
 
+#: Errors of the filesystem the study writes to: they stop the study instead of failing one run.
+_FILESYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM})
+
+
+def _filesystem_error(err: BaseException) -> bool:
+    return (isinstance(err, OSError) and not isinstance(err, BiofaError)
+            and err.errno in _FILESYSTEM_ERRNOS)
+
+
 def run(task: dict, *, progress: bool = False, out=None) -> dict:
     """Train one run (``{"run_id", "labels", "config"}`` from :func:`biofa.experiment.grid.expand`).
 
@@ -246,6 +256,8 @@ def run(task: dict, *, progress: bool = False, out=None) -> dict:
             except Diverged as err:
                 result["status"], result["reason"] = "failed", f"diverged: {err}"
             except Exception as err:  # a crash inside one run must not stop the study
+                if _filesystem_error(err):
+                    raise  # a full or read-only disk ends the study (exit 2), it is not the run's fault
                 result["status"] = "failed"
                 result["reason"] = f"error: {type(err).__name__}: {err}"
                 result["traceback"] = traceback.format_exc(limit=8)
