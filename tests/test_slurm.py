@@ -173,21 +173,29 @@ def test_slurm_study_equals_local(cluster, tmp_path):
 
 @pytest.mark.slurm
 def test_scancel_fails_the_jobs_runs_and_retry_finishes_them(cluster, tmp_path):
-    spec, name = write_spec(tmp_path, epochs=20, executor="runs_per_job = 4")
+    # The jobs wait in their setup line for a file the test creates after the scancel, so the
+    # cancelled job is certainly running and unfinished, however fast the machine trains.
+    go = tmp_path / "go"
+    spec, name = write_spec(tmp_path, executor=f'runs_per_job = 4\nsetup = ["while [ ! -e {go} ]; do sleep 0.2; done"]')
     out = tmp_path / "study"
     follower = start_biofa(spec, "--executor", "slurm", "--out", out)
     try:
-        run_id = wait_for(lambda: starts(out), "a run to start in a job")[0][0]
+        running = wait_for(lambda: [j for j, state in squeue(name) if state == "RUNNING"],
+                           "a job of the study to run")
+        job = running[0]
         manifest = json.loads((out / "slurm" / "manifest.json").read_text())["runs"]
-        job = manifest[run_id][-1]["job"]
+        run_id = next(r for r, entries in manifest.items() if entries[-1]["job"] == job)
         subprocess.run(["scancel", job], check=True)
+        wait_for(lambda: job not in [j for j, _ in squeue(name)], "the cancelled job to leave the queue")
+        go.touch()
         output, _ = follower.communicate(timeout=WAIT_S)
     finally:
+        go.touch()
         stop(follower)
     assert follower.returncode == 1, output  # some runs failed
     chunk = [r for r, entries in manifest.items() if entries[-1]["job"] == job]
     failed = [r for r in chunk if result(out, r)["status"] == "failed"]
-    assert failed and run_id in failed  # the run in flight and the ones after it
+    assert failed == chunk and run_id in failed  # every run of the cancelled job
     for r in failed:
         stored = result(out, r)
         assert stored["job_id"] == job and job in stored["reason"]
