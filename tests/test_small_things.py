@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 import pytest
 import torch
 
@@ -116,3 +121,13 @@ def test_brian2_times_with_wrong_dimensions_are_rejected(f64, kw, needle):
         b2.simulate(_small_circuit(), torch.rand(1, 3), **kw)
     with pytest.raises(ConfigError, match=f"biofa.brian2.learn_online: {needle}"):
         b2.learn_online(_small_circuit(), torch.rand(1, 3), torch.rand(1, 2), lr=0.1, **kw)
+
+
+def test_every_package_ships_in_the_wheel():
+    """Each folder of biofa/ with an __init__.py is listed in pyproject's packages (setuptools
+    would leave an unlisted one out of the wheel, while an editable install still finds it)."""
+    root = Path(__file__).resolve().parent.parent
+    with open(root / "pyproject.toml", "rb") as fh:
+        listed = set(tomllib.load(fh)["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "biofa").rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
