@@ -6,7 +6,8 @@ import torch
 from biofa import analysis
 from biofa.cli import main
 from biofa.errors import SpecError
-from biofa.experiment import from_dict, run_study
+from biofa import experiment as ex
+from biofa.experiment import checkpoints, from_dict, run_study, runner
 from biofa.experiment.results import read_csv
 from biofa.experiment.runner import build_model, load_data
 
@@ -46,6 +47,37 @@ def test_columns_equal_the_analysis_functions(tmp_path, f64):
         sums = [r[f"invariant_sum:{name}"] for r in mine]
         assert all(b > a for a, b in zip(sums, sums[1:]))
         assert all(r[f"invariant_drift:{name}"] > 0 for r in mine[1:])
+
+
+class _Stop(BaseException):
+    """Stands for a kill: not an Exception, so the runner does not record it."""
+
+
+@pytest.mark.filterwarnings("ignore::biofa.errors.BiofaWarning")  # no validation split
+def test_a_resumed_run_measures_drift_from_the_initial_invariants(tmp_path, monkeypatch, f64):
+    """The drift column is relative to c_l(0) of the run, also after a resume from a checkpoint
+    (not to the invariants of the first weights the resuming process sees)."""
+    tree = _tree()
+    tree["train"].update(epochs=4, keep_last=True)
+    tree["grid"] = {"seed": [0]}
+    (task,) = ex.expand(from_dict(tree))
+    whole = runner.run(task, out=tmp_path / "a")
+    save_last = checkpoints.save_last
+
+    def killed_after_epoch_2(folder, **kw):
+        save_last(folder, **kw)
+        if kw["extra"]["epoch"] == 2:
+            raise _Stop
+
+    monkeypatch.setattr(checkpoints, "save_last", killed_after_epoch_2)
+    with pytest.raises(_Stop):
+        runner.run(task, out=tmp_path / "b")
+    monkeypatch.setattr(checkpoints, "save_last", save_last)
+    resumed = runner.run(task, out=tmp_path / "b")
+    assert resumed["resumed_from_epoch"] == 2
+    drift = [[v for k, v in row.items() if k.startswith("invariant_drift:")] for row in resumed["history"]]
+    assert drift[3][0] > 0  # epoch 3, the first after the resume: measured from epoch 0, not 2
+    assert drift == [[v for k, v in row.items() if k.startswith("invariant_drift:")] for row in whole["history"]]
 
 
 @pytest.mark.parametrize("model, data, needle", [

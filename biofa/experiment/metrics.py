@@ -16,16 +16,10 @@ network without biases on a regression task.
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 
 from .. import analysis
 from ..errors import ConfigError
-
-#: c_l(0) of each model being trained (keyed weakly: a finished run's model frees its entry).
-_INITIAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 def _design(splits):
     """(X, Y) of the training split with samples as columns, float64."""
@@ -68,14 +62,30 @@ def check_metrics(metrics: dict, model, splits) -> None:
                           "not linear (an activation between the layers? use activation = 'linear')")
 
 
-def conservation_columns(model, metrics: dict, splits) -> dict:
+def initial_invariants(model, metrics: dict) -> list[torch.Tensor] | None:
+    """c_l(0) of the freshly built ``model``: the baseline of ``invariant_drift`` (None unless
+    ``[metrics] invariants`` asks for it).
+
+    Taken from the initial weights, not from the first weights a process sees, so that a run
+    resumed from a checkpoint measures its drift from the same c_l(0) as one never stopped.
+    """
+    if not metrics.get("invariants"):
+        return None
+    return [c.clone() for c in analysis.relu_invariants(model)]
+
+
+def conservation_columns(model, metrics: dict, splits, initial: list[torch.Tensor] | None = None) -> dict:
     """``{"invariant_sum:<layer>", "invariant_drift:<layer>", "min_norm_distance:model": value}``
-    for the current weights, as ``[metrics]`` asks (empty when it asks for neither)."""
+    for the current weights, as ``[metrics]`` asks (empty when it asks for neither).
+
+    ``initial`` is :func:`initial_invariants` of the run's initial model (default: the current
+    invariants, i.e. zero drift).
+    """
     out = {}
     if metrics.get("invariants"):
         names = [name or "model" for name, _ in analysis.feedback_layers(model)]
         now = analysis.relu_invariants(model)
-        start = _INITIAL.setdefault(model, now)
+        start = now if initial is None else initial
         for name, c, c0 in zip(names, now, start):
             out[f"invariant_sum:{name}"] = float(c.sum())
             out[f"invariant_drift:{name}"] = analysis.drift(c0, c) if bool(c0.any()) else None

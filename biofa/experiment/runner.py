@@ -32,7 +32,7 @@ from ..errors import BiofaError, BiofaWarning, ConfigError, SpecError
 from . import checkpoints, devices
 from .batches import evaluate, run_batches, sum_dtype
 from .grid import rule_name
-from .metrics import conservation_columns
+from .metrics import conservation_columns, initial_invariants
 from .spec import NONE_WORDS
 
 
@@ -319,6 +319,8 @@ def _train(config, result, seed, folder, progress):
     augment_order = torch.Generator().manual_seed((seed * 1_000_003 + 1) % (2**63 - 1))
     classification = loss_fn.task == "classification"
     log = None
+    # before any checkpoint is loaded: a resumed run's model is rebuilt with the same initial weights
+    invariants_at_init = initial_invariants(model, metrics_cfg)
 
     def record(epoch, train_stats, seconds):
         val = evaluate(model, val_batches, loss_fn) if len(splits.val) else {"loss": math.nan, "acc": None}
@@ -327,7 +329,7 @@ def _train(config, result, seed, folder, progress):
                "time_s": round(seconds, 4)}
         if epoch % metrics_cfg["every"] == 0 or epoch == train_cfg["epochs"]:
             row.update(_layer_columns(model, metrics_cfg, probe, loss_fn))
-            row.update(conservation_columns(model, metrics_cfg, splits))
+            row.update(conservation_columns(model, metrics_cfg, splits, invariants_at_init))
         result["history"].append(row)
         if log is not None:
             log.epoch(row)
