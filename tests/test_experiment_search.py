@@ -272,6 +272,18 @@ def test_report_pairs_by_seed_and_lists_failed_seeds(tmp_path):
     assert "edge:" not in report  # one value searched: no range, no edge
 
 
+def test_a_condition_whose_every_candidate_failed_counts_all_its_runs(tmp_path):
+    rows = synthetic_rows()
+    for r in rows:
+        if (r["feedback"], r["sign"]) == ("fa", "dale"):
+            r.update(status="failed", reason="diverged: nan", best_val_acc=None, test_acc_at_best_val=None)
+    write_study(tmp_path, rows, {"train.optimizer.lr": [0.001, 0.01]}, {"model.sign": ["free", "dale"]})
+    write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    (line,) = [ln for ln in report.splitlines() if ln.startswith("| fa | dale | – |")]
+    assert "| 0/6 |" in line and "no candidate finished" in line  # 2 candidates x 3 seeds
+
+
 # -- end to end -----------------------------------------------------------------------------------
 def tiny_search(**overrides):
     tree = {"experiment": {"name": "tiny_search"},

@@ -171,7 +171,11 @@ def results_table(study: dict) -> str:
         cells = [interval_text(item.test, digits), interval_text(item.test_final, digits),
                  interval_text(item.val, digits), *_published_cells(reference, item, keys, cond, extra),
                  f"{item.best_epoch.mean:.1f}" if item.best_epoch else "–"]
-        rows.append(list(cond) + chosen + [f"{item.n_ok}/{len(item.runs)}"] + cells + [notes])
+        runs_ok = f"{item.n_ok}/{len(item.runs)}"
+        if search and item.choice is not None and item.choice.selected is None:
+            # no candidate to report: count the runs of every candidate, all of which failed
+            runs_ok = f"0/{sum(len(c.runs) for c in item.choice.candidates)}"
+        rows.append(list(cond) + chosen + [runs_ok] + cells + [notes])
     return _table(header, rows)
 
 
