@@ -291,7 +291,7 @@ def list_text(topic: str | None = None) -> str:
         sections.append("\n".join(lines))
 
     if topic in (None, "rules"):
-        order = ["bp", "fa", "usf", "frsf", "brsf", "dfa", "kp", "wm"]
+        order = ["bp", "fa", "densefa", "usf", "frsf", "brsf", "dfa", "kp", "wm"]
         names = sorted(feedback.RULES, key=lambda n: (order.index(n) if n in order else len(order), n))
         section("feedback rules (feedback = ...)", [(n, _first_line(feedback.RULES[n])) for n in names])
     if topic in (None, "constraints"):

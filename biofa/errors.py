@@ -22,6 +22,10 @@ class SpecError(ConfigError):
     """A TOML spec (circuit or experiment) is malformed; the message names the key."""
 
 
+class FeedbackMemoryError(ConfigError):
+    """A feedback rule's matrix would exceed its memory limit (DenseFA on large inputs)."""
+
+
 class ShapeError(BiofaError, ValueError):
     """Tensors or layers whose shapes do not fit together."""
 

@@ -28,7 +28,7 @@ from torch import nn
 import biofa.feedback as fb
 import biofa.nn as bnn
 
-RULES = ["bp", "fa", "usf", "frsf", "brsf", "dfa", "kp", "wm"]
+RULES = ["bp", "fa", "densefa", "usf", "frsf", "brsf", "dfa", "kp", "wm"]
 LAYERS = ("linear", "conv1d", "conv2d")
 DEPTH = 3
 UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}

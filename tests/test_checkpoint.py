@@ -17,7 +17,7 @@ import biofa.nn as bnn
 from biofa import feedback as fb
 from biofa.errors import BiofaError, CheckpointError, ConfigError
 
-RULE_NAMES = ["bp", "fa", "usf", "frsf", "brsf", "dfa", "kp", "wm"]
+RULE_NAMES = ["bp", "fa", "densefa", "usf", "frsf", "brsf", "dfa", "kp", "wm"]
 
 
 def net(rule, sign, seed, norm=None):

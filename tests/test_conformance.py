@@ -19,6 +19,7 @@ from biofa.feedback import RULES, make_feedback
 SAMPLES = {
     "bp": ["bp"],
     "fa": ["fa", {"rule": "fa", "init": 0.2}],
+    "densefa": ["densefa", {"rule": "densefa", "init": "kaiming", "max_bytes": 10**6}],
     "usf": ["usf", {"rule": "usf", "scale": "sn"}],
     "frsf": ["frsf", {"rule": "frsf", "scale": "sn", "init": "kaiming"}],
     "brsf": ["brsf", {"rule": "brsf", "scale": "sn"}],
@@ -77,6 +78,8 @@ def expected_signal(model, probe, e, g, x_shape):
         return block.reshape(block.shape[0], width, *([1] * (len(x_shape) - 2))).expand(x_shape)
     if isinstance(layer, bnn.Linear):
         return g @ b
+    if layer.feedback.untied:  # one dense B from the whole output map to the whole input map
+        return (g.flatten(1) @ b).reshape(x_shape)
     return torch.nn.grad.conv2d_input(x_shape, b, g, layer.stride, layer._padding_ints, layer.dilation, layer.groups)
 
 
@@ -99,6 +102,8 @@ def test_state_dict_round_trip(f64, name, i):
     a, x, probe = build(samples(name)[i], conv=True)
     torch.manual_seed(123)
     b, _, _ = build(samples(name)[i], conv=True)
+    with torch.no_grad():  # a forward first: DenseFA draws its B there
+        a(x), b(x)
     for la in a:  # B in use before loading (fills any per-step cache)
         if isinstance(la, bnn.FeedbackLayer):
             la.feedback.matrix()
@@ -112,7 +117,7 @@ def test_state_dict_round_trip(f64, name, i):
     gb = backward_signal(b, x, e, probe)[0]
     assert torch.equal(ga, gb)
     keys = set(a.state_dict())
-    if name in ("fa", "frsf", "brsf", "kp", "wm", "dfa"):  # its B (or the state that makes it) is saved
+    if name in ("fa", "densefa", "frsf", "brsf", "kp", "wm", "dfa"):  # its B (or the state that makes it) is saved
         assert any(".feedback." in k for k in keys)
 
 

@@ -112,7 +112,7 @@ def test_parse_value_and_canonical_and_label():
     ({"grid": {"train.epoks": [1]}}, "experiments/x.toml: [grid] train.epoks: unknown key [train] epoks "
                                      "(did you mean 'epochs'?)"),
     ({"per_rule": {"fx": {"train.lr": 0.1}}},
-     "experiments/x.toml: [per_rule.fx]: 'fx' is not a feedback rule; expected one of bp, brsf, dfa, fa, "
+     "experiments/x.toml: [per_rule.fx]: 'fx' is not a feedback rule; expected one of bp, brsf, densefa, dfa, fa, "
      "frsf, kp, usf, wm"),
     ({"grid": {"lr": [0.1, 0.2]}, "per_rule": {"dfa": {"train.lr": 0.01}}},
      "experiments/x.toml: [per_rule.dfa] train.lr is also a [grid] key; keep one of them"),

@@ -11,7 +11,7 @@ from torch.func import functional_call, grad, vmap
 import biofa.feedback as fb
 import biofa.nn as bnn
 
-RULES = ["bp", "fa", "usf", "frsf", "brsf", "dfa", "kp", "wm"]
+RULES = ["bp", "fa", "densefa", "usf", "frsf", "brsf", "dfa", "kp", "wm"]
 
 
 def model_for(rule, conv: bool, generator):

@@ -32,12 +32,17 @@ class Feedback(nn.Module, metaclass=abc.ABCMeta):
     sign_concordant: ClassVar[bool] = False
     #: Direct feedback: the error comes from the network output, not from the layer above.
     direct: ClassVar[bool] = False
+    #: For convolutions B is a dense matrix from the whole output map to the whole input map,
+    #: ``(C_out·L_out, C_in·L_in)``, not a kernel shared over positions (DenseFA).
+    untied: ClassVar[bool] = False
 
     def __init__(self):
         super().__init__()
         # The owning layer, kept out of the module tree (no second registration, no cycle in
         # state_dict); deepcopy maps it to the copied layer.
         object.__setattr__(self, "_owner", None)
+        #: The owning layer's name in its model (set by biofa.nn.convert), for messages.
+        self.where: str | None = None
 
     # -- construction ----------------------------------------------------------------------
     def config(self) -> dict:
@@ -71,6 +76,10 @@ class Feedback(nn.Module, metaclass=abc.ABCMeta):
 
     def reset_parameters(self, weight: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Draw the rule's tensors for a forward weight like ``weight`` (nothing by default)."""
+
+    def prepare(self, x: torch.Tensor) -> None:
+        """Called by the layer's forward with its input before B is read (nothing by default;
+        DenseFA draws its B at the first input and checks the size of later ones)."""
 
     # -- the matrix ------------------------------------------------------------------------
     @abc.abstractmethod

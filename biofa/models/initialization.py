@@ -37,8 +37,9 @@ def initialize(model: nn.Module, init="xavier", generator: torch.Generator | Non
 
 
 #: Tensors of a feedback module that are drawn from the init distribution once: FA's (and KP's,
-#: WM's initial) B, frSF's magnitudes, the DFA hub's matrices.
-_DRAWN_FEEDBACK = ("B", "magnitude", "matrix_all")
+#: WM's initial) B, frSF's magnitudes, the DFA hub's matrices, and DenseFA's ``gain``, the factor
+#: on a B it draws at the first forward.
+_DRAWN_FEEDBACK = ("B", "magnitude", "matrix_all", "gain")
 
 
 def _check_scale(name: str, value) -> float:
@@ -93,5 +94,5 @@ def scale_feedback(model: nn.Module, feedback_init_scale=1.0) -> nn.Module:
                     scaled += 1
     if not scaled:
         raise ConfigError(f"feedback_init_scale={feedback_init_scale!r}: this model has no drawn feedback "
-                          "to scale (rules bp, usf and brsf compute B from W); use fa, dfa, frsf, kp or wm")
+                          "to scale (rules bp, usf and brsf compute B from W); use fa, densefa, dfa, frsf, kp or wm")
     return model

@@ -79,7 +79,9 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
                               "(or build biofa.nn.Linear/Conv2d directly)")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DegenerateFeedbackWarning)
-            setattr(parent, child, _replacement(module, options))
+            replacement = _replacement(module, options)
+            replacement.feedback.where = name
+            setattr(parent, child, replacement)
         for w in caught:  # one warning per convert, not one per layer; others pass through
             if issubclass(w.category, DegenerateFeedbackWarning):
                 degenerate.append(name)

@@ -4,7 +4,8 @@
           \\frac{\\partial L}{\\partial W} = g^\\top h, \\qquad \\frac{\\partial L}{\\partial b} = \\textstyle\\sum g
 
 For convolutions the input gradient is the transposed convolution of g with the kernel B
-(``aten.convolution_backward`` with B in place of W). The weight gradient is always the local
+(``aten.convolution_backward`` with B in place of W), or for rules whose B is untied across
+space (DenseFA) :math:`\\mathrm{reshape}(g_\\mathrm{flat} B)`. The weight gradient is always the local
 one. DFA layers send no error to their input here: the output layer's projection does
 (``biofa.feedback.direct``).
 
@@ -193,6 +194,10 @@ class FeedbackConvFunction(torch.autograd.Function):
         if need_x:
             _check_direct(layer, mode)
         conv_x = need_x and mode in (RULE, EXACT)
+        if conv_x and mode == RULE and layer.feedback.untied:  # DenseFA: one matmul, no kernel
+            b = _feedback_matrix(layer, mode, weight, fb_input)
+            grad_x = (grad_out.flatten(1) @ b.to(grad_out.dtype)).reshape(x.shape)
+            conv_x = False
         if conv_x or need_w or need_fb:
             b = _feedback_matrix(layer, mode, weight, fb_input).to(weight.dtype) if conv_x else weight
             nd = weight.dim() - 2

@@ -168,6 +168,7 @@ class FeedbackLayer(nn.Module):
         w = self._weight_for_forward()
         fb = self.feedback
         mode = call_mode(self, x)
+        fb.prepare(x)
         w, x, bias, fb_input = cast_for_autocast(w, x, self.bias, fb.feedback_input(w))
         if mode == DIRECT and torch.is_grad_enabled():
             fb.check_connected()
