@@ -87,8 +87,9 @@ class Feedback(nn.Module, metaclass=abc.ABCMeta):
         """The effective B for forward weight ``weight`` at the current training step."""
 
     def feedback_input(self, weight: torch.Tensor) -> torch.Tensor | None:
-        """The tensor besides W that B is made of (FA's B, frSF/brSF magnitudes, a learned B), read
-        once per forward and handed to the backward, or None when B is a function of W alone.
+        """The tensor besides W that B is made of (FA's B, frSF's magnitudes, brSF's draw key, a
+        learned B), read once per forward and handed to the backward, or None when B is a function
+        of W alone.
 
         Capturing it at forward time is what makes ``torch.func.functional_call`` with a
         substituted buffer or parameter use the substituted B.

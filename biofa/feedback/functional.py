@@ -52,16 +52,24 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 15)
 
 
-def counter_key(seed: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-    """The 32-bit key of draw (seed, step): a 0-d int32 tensor on ``seed``'s device.
+def counter_key(seed, step):
+    """The 32-bit key of draw (seed, step), as signed int32 bits.
 
-    Both are non-negative int64; each 32-bit half enters one lowbias32 round.
+    Both are non-negative int64; each 32-bit half enters one lowbias32 round. Tensors (0-d) give a
+    0-d int32 tensor on ``seed``'s device (traceable, no host synchronisation); Python ints give
+    the same bits as a Python int (what eager calls use: no tensor ops at all).
     """
-    step = step.to(device=seed.device, dtype=torch.int64)
+    if isinstance(seed, int) and isinstance(step, int):
+        if seed < 0 or step < 0:
+            raise ValueError(f"counter_key: seed and step must be non-negative, got {seed}, {step}")
+    else:
+        step = step.to(device=seed.device, dtype=torch.int64)
     k = _mix32((step & _MASK32) ^ 0x5BD1E995)
     k = _mix32(k ^ (step >> 32))
     k = _mix32(k ^ (seed & _MASK32))
     k = _mix32(k ^ (seed >> 32))
+    if isinstance(k, int):
+        return k - 2**32 if k >= 2**31 else k
     return torch.where(k >= 2**31, k - 2**32, k).to(torch.int32)  # the same 32 bits, signed
 
 
@@ -94,29 +102,73 @@ def uniform_magnitudes(shape, bound: float, seed: torch.Tensor, step: torch.Tens
     wrap-around) and one exact float add and one rounded multiply: the same bits on every
     device and under torch.compile, a pure function of (seed, step), no host synchronisation.
 
-    ``seed`` and ``step``: non-negative int64 tensors (0-d). ``workspace``: optional
-    ``(words, out)`` buffers (int32 of ⌈n/2⌉ words, float32 of n) for allocation-free
-    eager use; the result is then ``out``.
+    ``seed`` and ``step``: non-negative int64 tensors (0-d). ``workspace``: see
+    :func:`keyed_magnitudes`.
+    """
+    return keyed_magnitudes(shape, bound, counter_key(seed, step), seed.device, workspace)
+
+
+def keyed_magnitudes(shape, bound: float, key, device=None,
+                     workspace: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    """:func:`uniform_magnitudes` from the draw's key :math:`\\kappa` (:func:`counter_key`).
+
+    ``key``: a 0-d int32 tensor or a Python int (the same bits); the result is on ``device``
+    (default: the key tensor's). ``workspace``: see :func:`keyed_levels`; the result is then a
+    view of its ``out``.
+    """
+    return keyed_levels(shape, key, device, workspace).mul_(magnitude_scale(bound))
+
+
+def magnitude_scale(bound: float) -> float:
+    """:math:`a / 2^{16}`, the factor from :func:`keyed_levels` to magnitudes (torch rounds it to
+    float32 once, on every device)."""
+    return bound / 2**16
+
+
+def keyed_levels(shape, key, device=None, workspace: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+    """The levels :math:`k + 2^{15} + \\tfrac12` of the draw keyed ``key``, float32 (exact).
+
+    :math:`|R| = (a / 2^{16}) \\cdot` level, rounded once (:func:`keyed_magnitudes`).
+    ``workspace``: optional ``(words, out)`` or ``(words, out, counter)`` buffers for
+    allocation-free eager use: int32 of ⌈n/2⌉ words, float32 of at least n, and
+    :func:`weyl_counter` of ⌈n/2⌉ (kept between draws, it saves two passes over the words); the
+    result is then a view of ``out``.
     """
     count = math.prod(shape)
     words = -(-count // 2)
-    key = counter_key(seed, step)
     if workspace is None:
-        x = weyl_counter(words, seed.device) ^ key
+        x = weyl_counter(words, key.device if device is None else device) ^ key
         tmp = out = None
     else:
-        x, out = workspace
-        torch.arange(words, out=x).mul_(_WEYL).bitwise_xor_(key)
+        x, out = workspace[:2]
+        if len(workspace) > 2:
+            torch.bitwise_xor(workspace[2], key, out=x)
+        else:
+            torch.arange(words, out=x).mul_(_WEYL).bitwise_xor_(key)
         tmp = out.view(torch.int32)[:words]  # out is written only after the hash: its memory is free
     for mult in (_M1, _M2):
         x = x.mul_(mult) if tmp is not None else x * mult
         x = _xorshift_(x, 15, tmp)
     k = x.view(torch.int16)[:count].reshape(shape)  # little-endian: low half first
-    scale = bound / 2**16  # torch rounds it to float32 once, on every device
     if out is None:
-        return k.to(torch.float32).add_(2**15 + 0.5).mul_(scale)
-    out = out.view(shape)
-    return out.copy_(k).add_(2**15 + 0.5).mul_(scale)  # the add is exact: 17-bit integer plus a half
+        return k.to(torch.float32).add_(2**15 + 0.5)
+    return out[:count].view(shape).copy_(k).add_(2**15 + 0.5)  # exact: 17-bit integer plus a half
+
+
+def level_sign_feedback(weight: torch.Tensor, levels: torch.Tensor, scale: float,
+                        out: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`random_magnitude_sign_feedback` with :math:`|R| = \\mathrm{fl}(c \\cdot \\mathrm{level})`,
+    bit for bit, in two passes: :math:`\\mathrm{sign}(W)` and one ``addcmul``.
+
+    .. math:: B = 0 + c \\cdot \\mathrm{level} \\cdot \\mathrm{sign}(W)
+
+    is exact whatever the order of the products: a product with ±1 or 0 is exact and rounding is
+    symmetric, so either order gives :math:`\\pm\\mathrm{fl}(c \\cdot \\mathrm{level})`, and
+    ``torch.sign`` never returns −0. float32 ``weight`` and ``levels`` (``scale`` rounds to float32).
+    """
+    s = torch.sign(weight, out=out)
+    zero = torch.zeros((), dtype=s.dtype, device=s.device)
+    return torch.addcmul(zero, levels, s, value=scale, out=s)
 
 
 def match_norm(feedback: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -163,8 +163,13 @@ class BRSF(_SignConcordant):
     W's init distribution folded to :math:`[0, a]`, drawn in float32 with 16 random bits per synapse
     by a counter-based generator on W's device
     (:func:`~biofa.feedback.functional.uniform_magnitudes`): the same B on every device and under
-    ``torch.compile``, and ``.to(dtype)`` keeps B up to rounding. Eager calls draw once per step
-    into reused buffers; compiled graphs read the step from
+    ``torch.compile``, and ``.to(dtype)`` keeps B up to rounding.
+
+    A forward captures only the draw's key :math:`\\kappa(\\mathrm{seed}, t)` (a 0-d int32 tensor,
+    :meth:`feedback_input`); the backward draws :math:`|R_t|` from it when, and only when, it
+    sends an error to the layer's input (not for a first layer whose input needs no gradient). A
+    graph kept past an optimizer step still backpropagates through its own step's B. Eager
+    calls draw once per step into reused buffers; compiled graphs read the step from
     :func:`biofa.feedback.step_tensor` and redraw in the graph (fused, no recompilation per step).
     """
 
@@ -173,55 +178,92 @@ class BRSF(_SignConcordant):
     def __init__(self, scale: str = "init", init=None):
         super().__init__(scale, init)
         self.register_buffer("seed", None)
-        self._cache = None  # (key, |R_t|, workspace): derived, not state
+        # derived, not state: (seed's identity, seed, step, κ, κ as tensor) of the last key handed
+        # out, and (κ, device, shape, workspace) of the levels now in the workspace
+        self._cache = None
+        self._drawn = None
 
     def reset_parameters(self, weight, generator=None):
         self.seed = torch.randint(0, 2**62, (), generator=generator, dtype=torch.int64)
-        self._cache = None
+        self._cache = self._drawn = None
 
-    def magnitudes(self, weight, step: int | None = None) -> torch.Tensor:
-        """:math:`|R_t|` for training step ``step`` (default: the current one), in W's dtype."""
-        bound = init_bound(weight.shape, self.init_scheme)
-        seed = self.seed.to(weight.device)
+    def _eager(self) -> bool:
+        return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is None
+
+    def draw_key(self, device, step: int | None = None) -> torch.Tensor:
+        """:math:`\\kappa(\\mathrm{seed}, t)` of training step ``step`` (default: the current one), 0-d int32."""
         if torch.compiler.is_compiling():  # read the step from a tensor: no guard on its value
             step_t = _hooks.step_tensor() if step is None else torch.tensor(step, dtype=torch.int64)
-            return F.uniform_magnitudes(weight.shape, bound, seed, step_t).to(weight.dtype)
+            return F.counter_key(self.seed.to(device), step_t)
         step = _hooks.training_step() if step is None else step
-        if torch._C._functorch.peek_interpreter_stack() is not None:  # torch.func: no in-place buffers
-            return F.uniform_magnitudes(weight.shape, bound, seed, torch.tensor(step)).to(weight.dtype)
+        if not self._eager():  # torch.func: the seed may be a wrapped (e.g. batched) tensor
+            return F.counter_key(self.seed.to(device), torch.tensor(step, dtype=torch.int64))
         # the seed's version changes when load_state_dict writes another seed
-        key = (step, weight.device, weight.dtype, weight.shape, self.seed.data_ptr(), self.seed._version, bound)
-        if self._cache is None or self._cache[0] != key:
+        seed_key = (self.seed.data_ptr(), self.seed._version, self.seed.device)
+        cache = self._cache
+        if cache is None or cache[0] != seed_key or cache[2] != step:
+            # read back once per seed (a host sync on a GPU), then Python ints: no tensor ops per step
+            seed = int(self.seed) if cache is None or cache[0] != seed_key else cache[1]
+            kappa = F.counter_key(seed, step)
+            cache = self._cache = (seed_key, seed, step, kappa, torch.tensor(kappa, dtype=torch.int32))
+        return cache[4]
+
+    def _levels(self, weight, kappa) -> torch.Tensor | None:
+        """The draw's levels (:func:`~biofa.feedback.functional.keyed_levels`) in the reused
+        workspace, drawn once per key; None unless ``kappa`` is the key this rule handed out in
+        an eager call (traced, transformed or foreign keys take the pure draw)."""
+        if not (self._eager() and self._cache is not None and kappa is self._cache[4]):
+            return None
+        drawn = (self._cache[3], weight.device, weight.shape)
+        if self._drawn is None or self._drawn[:3] != drawn:
             space = self._workspace(weight)
-            r = F.uniform_magnitudes(weight.shape, bound, seed, torch.tensor(step, dtype=torch.int64), space)
-            # redrawn in place: a graph of an earlier step that still holds |R| (saved for its
-            # backward) gets autograd's version error, never other numbers
-            self._cache = (key, r.to(weight.dtype), space)
-        return self._cache[1]
+            self._drawn = None  # the workspace is overwritten: no stale tag if the draw fails
+            F.keyed_levels(weight.shape, self._cache[3], weight.device, space)
+            self._drawn = (*drawn, space)
+        return self._drawn[3][1][:weight.numel()].view(weight.shape)
 
     def _workspace(self, weight):
         count, words = weight.numel(), -(-weight.numel() // 2)
-        if self._cache is not None and self._cache[2][1].device == weight.device and self._cache[2][0].numel() == words:
-            return self._cache[2]
+        if self._drawn is not None and self._drawn[1] == weight.device and self._drawn[3][0].numel() == words:
+            return self._drawn[3]
         return (torch.empty(words, dtype=torch.int32, device=weight.device),
-                torch.empty(count, dtype=torch.float32, device=weight.device))
+                torch.empty(count, dtype=torch.float32, device=weight.device),
+                F.weyl_counter(words, weight.device))
+
+    def _magnitudes_from(self, weight, kappa) -> torch.Tensor:
+        """:math:`|R|` of the draw keyed ``kappa`` (a :meth:`draw_key` tensor), in W's dtype."""
+        bound = init_bound(weight.shape, self.init_scheme)
+        levels = self._levels(weight, kappa)
+        if levels is None:
+            return F.keyed_magnitudes(weight.shape, bound, kappa, weight.device).to(weight.dtype)
+        return (levels * F.magnitude_scale(bound)).to(weight.dtype)
+
+    def magnitudes(self, weight, step: int | None = None) -> torch.Tensor:
+        """:math:`|R_t|` for training step ``step`` (default: the current one), in W's dtype."""
+        return self._magnitudes_from(weight, self.draw_key(weight.device, step))
 
     def feedback_input(self, weight):
-        return self.magnitudes(weight)
+        return self.draw_key(weight.device)
 
     def matrix_from(self, weight, fb_input, out=None):
-        b = F.random_magnitude_sign_feedback(weight, fb_input, nonnegative=True, out=out)
+        levels = self._levels(weight, fb_input) if weight.dtype == torch.float32 else None
+        if levels is not None:  # B straight from the levels: one pass fewer, the same bits
+            scale = F.magnitude_scale(init_bound(weight.shape, self.init_scheme))
+            b = F.level_sign_feedback(weight, levels, scale, out)
+        else:
+            b = F.random_magnitude_sign_feedback(weight, self._magnitudes_from(weight, fb_input),
+                                                 nonnegative=True, out=out)
         return F.match_norm(b, weight) if self.scale == "sn" else b
 
     def backward_matrix(self, weight, fb_input):
         return self.matrix_from(weight, fb_input, self.scratch(weight))
 
     def matrix_for(self, weight):
-        return self.matrix_from(weight, self.magnitudes(weight))
+        return self.matrix_from(weight, self.feedback_input(weight))
 
     def __getstate__(self):
         state = super().__getstate__()
-        state["_cache"] = None
+        state["_cache"] = state["_drawn"] = None
         return state
 
 

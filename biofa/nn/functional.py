@@ -10,11 +10,12 @@ one. DFA layers send no error to their input here: the output layer's projection
 (``biofa.feedback.direct``).
 
 The functions are pure in the sense torch.func and torch.compile need: B is rebuilt in backward
-from tensors captured at forward time (``fb_input``: FA's buffer, frSF/brSF magnitudes, the learned
-B of Kolen–Pollack and weight mirror), never read back from the module, so ``functional_call``
-with a substituted B uses that B. Under autocast W, b, the input and ``fb_input`` are cast to the
-autocast dtype before the function (as autocast casts ``F.linear``'s arguments), so B is cast like
-W, the backward runs in that dtype and autograd returns each gradient in its parameter's dtype.
+from tensors captured at forward time (``fb_input``: FA's buffer, frSF's magnitudes, brSF's draw
+key, the learned B of Kolen–Pollack and weight mirror), never read back from the module, so
+``functional_call`` with a substituted B uses that B. Under autocast W, b, the input and a floating
+``fb_input`` are cast to the autocast dtype before the function (as autocast casts ``F.linear``'s
+arguments), so B is cast like W, the backward runs in that dtype and autograd returns each
+gradient in its parameter's dtype.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def cast_for_autocast(weight, *tensors):
     dtype = autocast_dtype(weight)
     if dtype is None:
         return (weight, *tensors)
-    return tuple(None if t is None or not t.is_floating_point() or t.dtype == torch.float64 else t.to(dtype)
+    return tuple(t if t is None or not t.is_floating_point() or t.dtype == torch.float64 else t.to(dtype)
                  for t in (weight, *tensors))
 
 
