@@ -132,6 +132,11 @@ def _norm(v):
     return None if ok else "one of " + ", ".join(repr(c) for c in (*NONE_WORDS, *sorted(NORMS)))
 
 
+def _layers(v):
+    ok = isinstance(v, list) and all(isinstance(x, str) or _is_int(x) for x in v)
+    return None if ok else "a list of layer names or indices (-1: the read-out)"
+
+
 def _milestones(v):
     ok = isinstance(v, list) and all(_is_int(m) and m > 0 for m in v) and v == sorted(v)
     return None if ok else "an increasing list of positive integers"
@@ -168,7 +173,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "data": {"name": (_name, "mnist1d"), "validation": (_validation, 0.1),
              "normalize": (_bool, True), "seed": (_nonneg_int, 0)},
     "model": {"name": (_name, None), "circuit": (_name, None), "feedback": (_feedback, "bp"),
-              "sign": (_sign, "free"), "norm": (_norm, "none"), "batch_manhattan": (_bool, False),
+              "sign": (_sign, "free"), "norm": (_norm, "none"), "free_norm": (_layers, None),
+              "batch_manhattan": (_bool, False),
               "init_scale": (_positive_num, None), "feedback_init_scale": (_positive_num, None)},
     "train": {"epochs": (_positive_int, 10), "batch_size": (_positive_int, 64),
               "loss": (_one_of("auto", "cross_entropy", "mse"), "auto"),
