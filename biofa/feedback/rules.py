@@ -80,6 +80,12 @@ class _SignConcordant(Feedback):
         self.register_buffer("u_weight", None)
         self.register_buffer("u_feedback", None)
 
+    def config(self) -> dict:
+        config = super().config()
+        if self.scale != "sn-spectral":  # meaningless there: the config of those rules is unchanged
+            del config["power_iterations"]
+        return config
+
     @property
     def _power(self) -> bool:
         return self.scale == "sn-spectral" and self.power_iterations > 0
