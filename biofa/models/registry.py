@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError, check_choice
 from ..nn import convert
+from .cifar_convnet import CifarConvNet
 from .cnn1d import CNN1d
 from .initialization import initialize, scale_feedback, scale_weights
 from .lenet import LeNet
@@ -51,6 +52,7 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> ModelEntry:
 register_model("mlp", MLP)
 register_model("lenet", LeNet)
 register_model("cnn1d", CNN1d)
+register_model("cifar_convnet", CifarConvNet)
 for _depth in (20, 32, 56):
     register_model(f"resnet{_depth}", functools.partial(cifar_resnet, _depth))
 register_model("resnet18", resnet18)
