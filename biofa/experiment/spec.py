@@ -487,6 +487,11 @@ def _validate(tree, source, quick, origins, default_name) -> Spec:
             raise SpecError(f"{source}: [grid] {key} is given twice (as {key!r} and another alias)")
         for value in values:
             _check_run_value(path, value, source, origins, f"[grid] {key}")
+        from .grid import label
+        names = [label(v) for v in values]
+        if len(set(names)) != len(names):
+            raise SpecError(f"{_where(source, origins, 'grid.' + key)}: [grid] {key} has two values named "
+                            f"alike ({', '.join(names)}); give each table value its own label")
         grid[path] = values
     grid.setdefault("seed", [0])
 
@@ -543,6 +548,11 @@ def _check_run_value(path, value, source, origins, label):
                         "feedback, sign, norm, seed")
     if key not in SCHEMA[table] and table not in OPEN_TABLES:
         raise SpecError(f"{source}: {label}: unknown key [{table}] {key}{_suggest(key, SCHEMA[table])}")
+    if isinstance(value, dict) and "label" in value:  # a grid value's name (biofa.experiment.grid.label)
+        if not label.startswith("[grid]") or not isinstance(value["label"], str) or not value["label"]:
+            raise SpecError(f"{_where(source, origins, path)}: {label}: 'label' names a [grid] value and "
+                            f"must be a non-empty string, got {value!r}")
+        value = {k: v for k, v in value.items() if k != "label"}
     checker = SCHEMA[table].get(key, (None,))[0]
     if checker is not None:
         expected = checker(value)
