@@ -159,7 +159,8 @@ class USF(_SignConcordant):
     kept in buffers ``u_weight`` and ``u_feedback`` (as :func:`torch.nn.utils.spectral_norm`;
     the estimate is never above the true norm, see :func:`~biofa.feedback.functional.spectral_norm`);
     ``0`` computes both exactly by SVD at every use (two SVDs per layer and step: costly for large
-    layers). ``power_iterations`` is ignored by the other scales.
+    layers). An eager backward advances the vectors; ``matrix()``, ``torch.compile`` and
+    ``torch.func`` read them without writing. ``power_iterations`` is ignored by the other scales.
 
     Under Dale's law sign(W) is rank one and with softmax cross-entropy the hidden error is
     exactly zero; biofa warns when this combination is built
