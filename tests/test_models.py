@@ -20,6 +20,7 @@ SMALL = {
     "lenet-cifar": ((3, 32, 32), {}),
     "cnn1d": ((40,), {}),
     "resnet20": ((3, 32, 32), {}),
+    "cifar_convnet": ((3, 24, 24), {}),
 }
 SIGNS = [None, "dale", "fixed"]
 
@@ -93,7 +94,7 @@ def test_usf_under_dale_sends_exactly_no_error(f64):
 
 
 @pytest.mark.parametrize("key, batch", [("mlp", 4), ("lenet-mnist", 3), ("lenet-cifar", 3), ("cnn1d", 4),
-                                        ("resnet20", 3), ("resnet20-B", 3), ("resnet18-cifar", 2)])
+                                        ("cifar_convnet", 2), ("resnet20", 3), ("resnet20-B", 3), ("resnet18-cifar", 2)])
 def test_bp_gradients_equal_autograd(f64, key, batch):
     """The converted BP model and the plain torch model give the same gradients (float64)."""
     name, shape, options = {
@@ -193,7 +194,7 @@ def test_model_options_and_errors():
     assert isinstance(tanh[2], nn.Identity)
     assert bm.build_plain("lenet", input_shape=(3, 32, 32), n_outputs=10, pool="avg", activation="tanh")
     assert bm.build("resnet18", input_shape=(3, 32, 32), n_outputs=10, stem="cifar")(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-    assert bm.available() == sorted(["mlp", "lenet", "cnn1d", "resnet20", "resnet32", "resnet56", "resnet18"])
+    assert bm.available() == sorted(["mlp", "lenet", "cnn1d", "cifar_convnet", "resnet20", "resnet32", "resnet56", "resnet18"])
     assert bm.MODELS["mlp"].options()["hidden"] == (100, 100)
     with pytest.raises(ConfigError, match="The 'name' parameter of build must be one of"):
         bm.build("vgg", input_shape=(3, 32, 32), n_outputs=10)

@@ -24,6 +24,7 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     feedback = "bp"                # bp fa usf frsf brsf dfa kp wm, or {rule = "usf", scale = "sn"}
     sign = "free"                  # "free" (no constraint), "dale", "fixed", or {rule = "dale", ...}
     norm = "none"                  # "none" or "const"
+    free_norm = []                 # layers left out of norm: names or indices (-1: the read-out)
     batch_manhattan = false
     init_scale = 1.0               # factor on every drawn W; feedback_init_scale: on every drawn B
     # any other key is an option of the architecture, e.g. hidden = [100, 100]
@@ -63,6 +64,8 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     sign = ["free", "dale"]
     seed = [0, 1, 2]               # default [0]
     "train.optimizer.lr" = [0.01, 0.1]   # any dotted key ("train.lr" is short for it)
+    # a table value may carry a label, its name in ids and reports:
+    # feedback = [{rule = "usf", scale = "sn", label = "usf-sn"}]   (default name: usf(scale=sn))
 
     [per_rule.dfa]                 # applied to runs whose feedback rule is dfa
     "train.lr" = 0.001

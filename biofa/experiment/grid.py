@@ -17,7 +17,10 @@ from .spec import Spec, display, set_path, without_execution_keys
 
 
 def label(value) -> str:
-    """A short text for a grid value: ``"fa"``, ``"free"``, ``"0.01"``, ``"usf(scale=sn)"``."""
+    """A short text for a grid value: ``"fa"``, ``"free"``, ``"0.01"``, ``"usf(scale=sn)"``; a table
+    with a ``label`` key is named by it (``{rule = "usf", scale = "sn", label = "usf-sn"}``)."""
+    if isinstance(value, dict) and isinstance(value.get("label"), str):
+        return value["label"]
     if isinstance(value, dict):
         head = value.get("rule", value.get("kind", value.get("name", "")))
         rest = ",".join(f"{k}={label(v)}" for k, v in value.items() if k not in ("rule", "kind", "name"))
@@ -27,6 +30,13 @@ def label(value) -> str:
     if isinstance(value, list):
         return "[" + ",".join(label(v) for v in value) + "]"
     return str(value)
+
+
+def unlabelled(value):
+    """A grid value without its ``label`` key (the name is the grid's, not the run's configuration)."""
+    if isinstance(value, dict) and "label" in value:
+        return {k: v for k, v in value.items() if k != "label"}
+    return value
 
 
 def rule_name(feedback) -> str:
@@ -61,7 +71,7 @@ def expand(spec: Spec) -> list[dict]:
             if path == "seed":
                 config["seed"] = value
             else:
-                set_path(config, path, copy.deepcopy(value))
+                set_path(config, path, copy.deepcopy(unlabelled(value)))
         for path, value in spec.per_rule.get(rule_name(config["model"].get("feedback", "")), {}).items():
             set_path(config, path, copy.deepcopy(value))
         labels = {display(k): v for k, v in zip(keys, values)}

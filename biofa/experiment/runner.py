@@ -13,6 +13,7 @@ always goes on. Warnings biofa issues while the run builds and trains (e.g.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import math
@@ -26,6 +27,7 @@ from datetime import datetime, timezone
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import TensorDataset
 
 from ..feedback import reset_step
 from ..errors import BiofaError, BiofaWarning, ConfigError, SpecError
@@ -65,7 +67,12 @@ def seed_data_cache(key: str, splits) -> None:
 
 
 def load_data(data_config: dict):
-    """``biofa.data.load`` for a run's ``data`` table (kept in memory per process)."""
+    """``biofa.data.load`` for a run's ``data`` table (kept in memory per process).
+
+    With ``[data] augment`` ``size = s`` the validation and test images are their central s×s
+    crops (cut once, here) and ``input_shape`` is (C, s, s), what the model sees; the training
+    images stay whole for the random s×s crops of every batch.
+    """
     key = data_key(data_config)
     if key not in _DATA_CACHE:
         from .. import data
@@ -74,8 +81,27 @@ def load_data(data_config: dict):
         if len(_DATA_CACHE) >= 4:
             _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
         _DATA_CACHE[key] = data.load(name, **options)
-    augmentation(data_config, _DATA_CACHE[key])  # a bad [data] augment fails here, at preflight
-    return _DATA_CACHE[key]
+    aug = augmentation(data_config, _DATA_CACHE[key])  # a bad [data] augment fails here, at preflight
+    if aug is None or aug.size is None:
+        return _DATA_CACHE[key]
+    cropped = f"{key}|size={aug.size}"
+    if cropped not in _DATA_CACHE:
+        _DATA_CACHE[cropped] = _centre_cropped(_DATA_CACHE[key], aug)
+    return _DATA_CACHE[cropped]
+
+
+def _centre_cropped(splits, aug):
+    """``splits`` with validation and test cut to ``aug``'s central crop, input_shape to match."""
+    if not splits.in_memory:
+        raise ConfigError(f"[data] augment size needs a dataset held in memory; {splits.name!r} is decoded "
+                          "per image (image folders crop in their own transforms: see their size option)")
+
+    def crop(part):
+        x, y = part.tensors
+        return TensorDataset(aug.eval_transform(x).contiguous(), y)
+
+    return dataclasses.replace(splits, val=crop(splits.val), test=crop(splits.test),
+                               input_shape=aug.output_shape(tuple(splits.input_shape)))
 
 
 def augmentation(data_config: dict, splits):
@@ -314,8 +340,10 @@ def _train(config, result, seed, folder, progress):
     train_batches, val_batches, test_batches = run_batches(splits, train_cfg, seed, device, dtype)
     n_probe = min(metrics_cfg["update_batch"], len(splits.val) or len(splits.train))
     x_probe, y_probe = splits.head("val" if len(splits.val) else "train", n_probe)
-    probe = (x_probe.to(device, dtype), y_probe.to(device)) if n_probe else None
     augment = augmentation(config["data"], splits)
+    if not len(splits.val) and augment is not None and augment.size is not None:
+        x_probe = augment.eval_transform(x_probe)  # whole training images: the model sees s×s
+    probe = (x_probe.to(device, dtype), y_probe.to(device)) if n_probe else None
     augment_order = torch.Generator().manual_seed((seed * 1_000_003 + 1) % (2**63 - 1))
     classification = loss_fn.task == "classification"
     log = None

@@ -132,6 +132,11 @@ def _norm(v):
     return None if ok else "one of " + ", ".join(repr(c) for c in (*NONE_WORDS, *sorted(NORMS)))
 
 
+def _layers(v):
+    ok = isinstance(v, list) and all(isinstance(x, str) or _is_int(x) for x in v)
+    return None if ok else "a list of layer names or indices (-1: the read-out)"
+
+
 def _milestones(v):
     ok = isinstance(v, list) and all(_is_int(m) and m > 0 for m in v) and v == sorted(v)
     return None if ok else "an increasing list of positive integers"
@@ -168,7 +173,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "data": {"name": (_name, "mnist1d"), "validation": (_validation, 0.1),
              "normalize": (_bool, True), "seed": (_nonneg_int, 0)},
     "model": {"name": (_name, None), "circuit": (_name, None), "feedback": (_feedback, "bp"),
-              "sign": (_sign, "free"), "norm": (_norm, "none"), "batch_manhattan": (_bool, False),
+              "sign": (_sign, "free"), "norm": (_norm, "none"), "free_norm": (_layers, None),
+              "batch_manhattan": (_bool, False),
               "init_scale": (_positive_num, None), "feedback_init_scale": (_positive_num, None)},
     "train": {"epochs": (_positive_int, 10), "batch_size": (_positive_int, 64),
               "loss": (_one_of("auto", "cross_entropy", "mse"), "auto"),
@@ -481,6 +487,11 @@ def _validate(tree, source, quick, origins, default_name) -> Spec:
             raise SpecError(f"{source}: [grid] {key} is given twice (as {key!r} and another alias)")
         for value in values:
             _check_run_value(path, value, source, origins, f"[grid] {key}")
+        from .grid import label
+        names = [label(v) for v in values]
+        if len(set(names)) != len(names):
+            raise SpecError(f"{_where(source, origins, 'grid.' + key)}: [grid] {key} has two values named "
+                            f"alike ({', '.join(names)}); give each table value its own label")
         grid[path] = values
     grid.setdefault("seed", [0])
 
@@ -537,6 +548,11 @@ def _check_run_value(path, value, source, origins, label):
                         "feedback, sign, norm, seed")
     if key not in SCHEMA[table] and table not in OPEN_TABLES:
         raise SpecError(f"{source}: {label}: unknown key [{table}] {key}{_suggest(key, SCHEMA[table])}")
+    if isinstance(value, dict) and "label" in value:  # a grid value's name (biofa.experiment.grid.label)
+        if not label.startswith("[grid]") or not isinstance(value["label"], str) or not value["label"]:
+            raise SpecError(f"{_where(source, origins, path)}: {label}: 'label' names a [grid] value and "
+                            f"must be a non-empty string, got {value!r}")
+        value = {k: v for k, v in value.items() if k != "label"}
     checker = SCHEMA[table].get(key, (None,))[0]
     if checker is not None:
         expected = checker(value)

@@ -180,6 +180,59 @@ def match_norm(feedback: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return feedback * torch.where(norm_b > 0, weight.norm() / norm_b, torch.zeros_like(norm_b))
 
 
+def as_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """W viewed as the matrix (out, in·k₁·k₂…) that a convolution applies to unfolded patches."""
+    return weight.reshape(weight.shape[0], -1)
+
+
+def spectral_norm(weight: torch.Tensor, u: torch.Tensor | None = None,
+                  iterations: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:math:`\\sigma_1` of :func:`as_matrix` (W): exact, or by power iteration from ``u``.
+
+    ``iterations = 0``: the exact largest singular value (an SVD), and ``u`` is returned as given.
+    ``iterations = k > 0``: k steps of
+
+    .. math:: v \\leftarrow A^\\top u / \\|A^\\top u\\|, \\qquad \\hat\\sigma = \\|A v\\|,
+              \\qquad u \\leftarrow A v / \\hat\\sigma
+
+    from the unit left vector ``u`` (shape (out,)); returns (:math:`\\hat\\sigma`, the new u). Since
+    v is a unit vector :math:`\\hat\\sigma \\le \\sigma_1`, and with :math:`\\theta_0` the angle
+    between u and the top left singular vector,
+    :math:`1 - \\hat\\sigma^2/\\sigma_1^2 \\le \\tan^2\\theta_0 \\, (\\sigma_2/\\sigma_1)^{4k-2}`; a u kept from the
+    previous step of training (W moved little) starts close, as in
+    :func:`torch.nn.utils.spectral_norm`. Where :math:`A^\\top u` or :math:`Av` is zero, u is kept.
+    Computed in at least float32.
+    """
+    a = as_matrix(weight)
+    if iterations == 0 or u is None:
+        return torch.linalg.matrix_norm(a.to(torch.promote_types(a.dtype, torch.float32)), ord=2).to(a.dtype), u
+    dtype = torch.promote_types(a.dtype, torch.float32)
+    a, u = a.to(dtype), u.to(dtype)
+    sigma = torch.zeros((), dtype=dtype, device=a.device)
+    for _ in range(iterations):
+        v = a.T @ u
+        v = v / torch.where(v.norm() > 0, v.norm(), torch.ones_like(sigma))
+        av = a @ v
+        sigma = av.norm()
+        u = torch.where(sigma > 0, av / torch.where(sigma > 0, sigma, torch.ones_like(sigma)), u)
+    return sigma.to(weight.dtype), u
+
+
+def match_spectral_norm(feedback: torch.Tensor, weight: torch.Tensor, iterations: int = 0,
+                        u_feedback: torch.Tensor | None = None, u_weight: torch.Tensor | None = None):
+    """"SN" by the spectral norm: :math:`B \\, \\|W\\|_2 / \\|B\\|_2`, W and B viewed as (out, in·k).
+
+    Exact with ``iterations = 0`` (the vectors are returned unchanged), else each norm is estimated
+    by :func:`spectral_norm` from its own left vector. Returns ``(B', u_feedback', u_weight')``.
+    A zero B stays zero.
+    """
+    sigma_b, u_feedback = spectral_norm(feedback, u_feedback, iterations)
+    sigma_w, u_weight = spectral_norm(weight, u_weight, iterations)
+    factor = torch.where(sigma_b > 0, sigma_w / torch.where(sigma_b > 0, sigma_b, torch.ones_like(sigma_b)),
+                         torch.zeros_like(sigma_b))
+    return feedback * factor, u_feedback, u_weight
+
+
 def kolen_pollack_gradient(grad_weight: torch.Tensor) -> torch.Tensor:
     """Kolen–Pollack (Akrout 2019): B's gradient is W's local gradient :math:`g^\\top h`.
 

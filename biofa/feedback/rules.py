@@ -10,12 +10,14 @@ import torch
 from torch import nn
 
 from .. import _hooks
-from ..errors import check_choice
+from ..errors import ConfigError, check_choice
 from ..init import init_bound, init_std, init_weight
 from . import functional as F
 from .base import Feedback, register_rule
 
-SCALES = ("init", "sn")
+SCALES = ("init", "sn", "sn-spectral")
+#: Power-iteration steps at bind time, from a random vector (as torch.nn.utils.spectral_norm).
+WARMUP_ITERATIONS = 15
 
 
 @register_rule
@@ -63,12 +65,61 @@ class FA(Feedback):
 class _SignConcordant(Feedback):
     sign_concordant = True
 
-    def __init__(self, scale: str = "init", init=None):
+    def __init__(self, scale: str = "init", init=None, power_iterations: int = 1):
         super().__init__()
         check_choice(type(self).__name__, "scale", scale, SCALES)
+        if isinstance(power_iterations, bool) or not isinstance(power_iterations, int) or power_iterations < 0:
+            raise ConfigError(f"{type(self).__name__}: power_iterations must be a non-negative int "
+                              f"(0: exact spectral norms by SVD), got {power_iterations!r}")
         self.scale = scale
         self.init = init
+        self.power_iterations = power_iterations
         self._scratch = None  # where an eager backward writes B: derived, not state
+        # "sn-spectral" by power iteration: the left singular vectors of W and of the unscaled B,
+        # kept from step to step (state: a reloaded model continues with the same estimates)
+        self.register_buffer("u_weight", None)
+        self.register_buffer("u_feedback", None)
+
+    def config(self) -> dict:
+        config = super().config()
+        if self.scale != "sn-spectral":  # meaningless there: the config of those rules is unchanged
+            del config["power_iterations"]
+        return config
+
+    @property
+    def _power(self) -> bool:
+        return self.scale == "sn-spectral" and self.power_iterations > 0
+
+    def reset_parameters(self, weight, generator=None):
+        if not self._power:
+            return
+        u = torch.randn(weight.shape[0], generator=generator, dtype=weight.dtype, device=weight.device)
+        u = u / u.norm()
+        _, self.u_weight = F.spectral_norm(weight, u, WARMUP_ITERATIONS)
+        _, self.u_feedback = F.spectral_norm(self._unscaled(weight, None), u, WARMUP_ITERATIONS)
+        self.u_weight, self.u_feedback = self.u_weight.to(weight.dtype), self.u_feedback.to(weight.dtype)
+
+    def _unscaled(self, weight, fb_input):
+        """B before an "sn" rescaling: sign(W) for uSF, sign(W)∘|R| for frSF/brSF."""
+        raise NotImplementedError
+
+    def _rescaled(self, b, weight, update: bool):
+        """B rescaled by ``scale`` ("init": as it is). ``update``: an eager backward, which advances
+        the persistent power-iteration vectors; every other use reads them without writing."""
+        if self.scale == "sn":
+            return F.match_norm(b, weight)
+        if self.scale != "sn-spectral":
+            return b
+        b, u_b, u_w = F.match_spectral_norm(b, weight, self.power_iterations, self.u_feedback, self.u_weight)
+        if update and self._power:
+            with torch.no_grad():
+                self.u_feedback.copy_(u_b)
+                self.u_weight.copy_(u_w)
+        return b
+
+    def _eager_backward(self) -> bool:
+        return not (torch.compiler.is_compiling() or torch.is_grad_enabled()
+                    or torch._C._functorch.peek_interpreter_stack() is not None)
 
     def scratch(self, weight) -> torch.Tensor | None:
         """A reused buffer for B in an eager backward (B is consumed at once there), else None.
@@ -76,8 +127,7 @@ class _SignConcordant(Feedback):
         Not when compiling, under torch.func transforms or when the backward builds a graph
         (``create_graph=True`` would save B).
         """
-        if (torch.compiler.is_compiling() or torch.is_grad_enabled()
-                or torch._C._functorch.peek_interpreter_stack() is not None):
+        if not self._eager_backward():
             return None
         buf = self._scratch
         if buf is None or buf.shape != weight.shape or buf.dtype != weight.dtype or buf.device != weight.device:
@@ -102,6 +152,16 @@ class USF(_SignConcordant):
     :math:`\\|B\\|_F = \\|W\\|_F` every step, also when a projection has set weights to exactly 0
     (Moskovitz et al. 2018).
 
+    ``scale="sn-spectral"``: :math:`c = \\|W\\|_2 / \\|\\mathrm{sign}(W)\\|_2`, the spectral norms of W and
+    B viewed as (out, in·k) matrices (a convolution's kernel as the matrix it applies to unfolded
+    patches), so that :math:`\\|B\\|_2 = \\|W\\|_2`. ``power_iterations`` k > 0 (default 1)
+    estimates each norm by k power-iteration steps per training step from left singular vectors
+    kept in buffers ``u_weight`` and ``u_feedback`` (as :func:`torch.nn.utils.spectral_norm`;
+    the estimate is never above the true norm, see :func:`~biofa.feedback.functional.spectral_norm`);
+    ``0`` computes both exactly by SVD at every use (two SVDs per layer and step: costly for large
+    layers). An eager backward advances the vectors; ``matrix()``, ``torch.compile`` and
+    ``torch.func`` read them without writing. ``power_iterations`` is ignored by the other scales.
+
     Under Dale's law sign(W) is rank one and with softmax cross-entropy the hidden error is
     exactly zero; biofa warns when this combination is built
     (:ref:`Background, uSF under Dale's law <background-dale-usf>`).
@@ -110,14 +170,17 @@ class USF(_SignConcordant):
     name = "usf"
 
     def matrix_for(self, weight):
-        return self._matrix(weight, None)
+        return self._matrix(weight, None, update=False)
 
     def backward_matrix(self, weight, fb_input):
-        return self._matrix(weight, self.scratch(weight))
+        return self._matrix(weight, self.scratch(weight), update=self._eager_backward())
 
-    def _matrix(self, weight, out):
-        if self.scale == "sn":
-            return F.match_norm(torch.sign(weight), weight)
+    def _unscaled(self, weight, fb_input):
+        return torch.sign(weight)
+
+    def _matrix(self, weight, out, update):
+        if self.scale != "init":
+            return self._rescaled(torch.sign(weight), weight, update)
         return F.uniform_sign_feedback(weight, init_std(weight.shape, self.init_scheme), out)
 
 
@@ -126,27 +189,32 @@ class FRSF(_SignConcordant):
     """Fixed random-magnitude sign-concordant feedback: :math:`B = \\mathrm{sign}(W) \\circ |R|`.
 
     R is drawn once from the init distribution (buffer ``magnitude``); the signs follow W at every
-    use. ``scale="sn"`` rescales B to :math:`\\|W\\|_F` every step.
+    use. ``scale="sn"`` rescales B to :math:`\\|W\\|_F` every step, ``scale="sn-spectral"`` to
+    :math:`\\|W\\|_2` (as :class:`USF`).
     """
 
     name = "frsf"
 
-    def __init__(self, scale: str = "init", init=None):
-        super().__init__(scale, init)
+    def __init__(self, scale: str = "init", init=None, power_iterations: int = 1):
+        super().__init__(scale, init, power_iterations)
         self.register_buffer("magnitude", None)
 
     def reset_parameters(self, weight, generator=None):
         self.magnitude = init_weight(torch.empty_like(weight), self.init_scheme, generator).abs_()
+        super().reset_parameters(weight, generator)
 
     def feedback_input(self, weight):
         return self.magnitude
 
-    def matrix_from(self, weight, fb_input, out=None):
+    def _unscaled(self, weight, fb_input):
+        return F.random_magnitude_sign_feedback(weight, self.magnitude if fb_input is None else fb_input, True)
+
+    def matrix_from(self, weight, fb_input, out=None, update=False):
         b = F.random_magnitude_sign_feedback(weight, fb_input, nonnegative=True, out=out)
-        return F.match_norm(b, weight) if self.scale == "sn" else b
+        return self._rescaled(b, weight, update)
 
     def backward_matrix(self, weight, fb_input):
-        return self.matrix_from(weight, fb_input, self.scratch(weight))
+        return self.matrix_from(weight, fb_input, self.scratch(weight), self._eager_backward())
 
     def matrix_for(self, weight):
         return self.matrix_from(weight, self.magnitude)
@@ -171,12 +239,14 @@ class BRSF(_SignConcordant):
     graph kept past an optimizer step still backpropagates through its own step's B. Eager
     calls draw once per step into reused buffers; compiled graphs read the step from
     :func:`biofa.feedback.step_tensor` and redraw in the graph (fused, no recompilation per step).
+    ``scale``: ``"init"``, ``"sn"`` or ``"sn-spectral"`` as for :class:`USF` (the power-iteration vector of
+    B then starts each step from the previous step's B, whose magnitudes were other draws).
     """
 
     name = "brsf"
 
-    def __init__(self, scale: str = "init", init=None):
-        super().__init__(scale, init)
+    def __init__(self, scale: str = "init", init=None, power_iterations: int = 1):
+        super().__init__(scale, init, power_iterations)
         self.register_buffer("seed", None)
         # derived, not state: (seed's identity, seed, step, κ, κ as tensor) of the last key handed
         # out, and (κ, device, shape, workspace) of the levels now in the workspace
@@ -186,6 +256,11 @@ class BRSF(_SignConcordant):
     def reset_parameters(self, weight, generator=None):
         self.seed = torch.randint(0, 2**62, (), generator=generator, dtype=torch.int64)
         self._cache = self._drawn = None
+        super().reset_parameters(weight, generator)
+
+    def _unscaled(self, weight, fb_input):
+        magnitudes = self.magnitudes(weight) if fb_input is None else self._magnitudes_from(weight, fb_input)
+        return F.random_magnitude_sign_feedback(weight, magnitudes, True)
 
     def _eager(self) -> bool:
         return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is None
@@ -245,7 +320,7 @@ class BRSF(_SignConcordant):
     def feedback_input(self, weight):
         return self.draw_key(weight.device)
 
-    def matrix_from(self, weight, fb_input, out=None):
+    def matrix_from(self, weight, fb_input, out=None, update=False):
         levels = self._levels(weight, fb_input) if weight.dtype == torch.float32 else None
         if levels is not None:  # B straight from the levels: one pass fewer, the same bits
             scale = F.magnitude_scale(init_bound(weight.shape, self.init_scheme))
@@ -253,10 +328,10 @@ class BRSF(_SignConcordant):
         else:
             b = F.random_magnitude_sign_feedback(weight, self._magnitudes_from(weight, fb_input),
                                                  nonnegative=True, out=out)
-        return F.match_norm(b, weight) if self.scale == "sn" else b
+        return self._rescaled(b, weight, update)
 
     def backward_matrix(self, weight, fb_input):
-        return self.matrix_from(weight, fb_input, self.scratch(weight))
+        return self.matrix_from(weight, fb_input, self.scratch(weight), self._eager_backward())
 
     def matrix_for(self, weight):
         return self.matrix_from(weight, self.feedback_input(weight))

@@ -7,6 +7,7 @@
 by :func:`biofa.nn.convert`; the rule is an argument, never a copy of the model.
 """
 
+from .cifar_convnet import CifarConvNet, SameMaxPool2d
 from .cnn1d import CNN1d
 from .initialization import initialize
 from .lenet import LeNet
@@ -16,5 +17,5 @@ from .resnet import BasicBlock, PadShortcut, ResNet, cifar_resnet, resnet18
 
 __all__ = [
     "build", "build_plain", "available", "MODELS", "ModelEntry", "register_model", "initialize",
-    "MLP", "LeNet", "CNN1d", "ResNet", "BasicBlock", "PadShortcut", "cifar_resnet", "resnet18",
+    "MLP", "LeNet", "CNN1d", "CifarConvNet", "SameMaxPool2d", "ResNet", "BasicBlock", "PadShortcut", "cifar_resnet", "resnet18",
 ]

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError, check_choice
 from ..nn import convert
+from .cifar_convnet import CifarConvNet
 from .cnn1d import CNN1d
 from .initialization import initialize, scale_feedback, scale_weights
 from .lenet import LeNet
@@ -51,6 +52,7 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> ModelEntry:
 register_model("mlp", MLP)
 register_model("lenet", LeNet)
 register_model("cnn1d", CNN1d)
+register_model("cifar_convnet", CifarConvNet)
 for _depth in (20, 32, 56):
     register_model(f"resnet{_depth}", functools.partial(cifar_resnet, _depth))
 register_model("resnet18", resnet18)
@@ -83,7 +85,7 @@ def build_plain(name: str, *, input_shape: Sequence[int], n_outputs: int, init="
 
 
 def build(name: str, *, input_shape: Sequence[int], n_outputs: int, feedback="bp", sign=None, norm=None,
-          batch_manhattan: bool = False, init="xavier", generator: torch.Generator | None = None,
+          free_norm=(), batch_manhattan: bool = False, init="xavier", generator: torch.Generator | None = None,
           init_scale: float = 1.0, feedback_init_scale: float = 1.0, **options) -> nn.Module:
     """Model ``name`` with biofa layers: :func:`build_plain` then :func:`biofa.nn.convert`.
 
@@ -96,6 +98,8 @@ def build(name: str, *, input_shape: Sequence[int], n_outputs: int, feedback="bp
     n_outputs : number of classes or regression outputs.
     feedback, sign, norm, batch_manhattan : applied to every Linear/Conv layer by
         :func:`biofa.nn.convert` (``"bp"`` included). With ``"dfa"`` the last Linear is the output.
+    free_norm : layers left without the ``norm`` constraint: module names or indices into the
+        converted layers (``[-1]``: the read-out), see :func:`biofa.nn.convert`.
     init : scheme of W (and of FA-type B): ``"xavier"`` (default), ``"kaiming"`` or a bound a.
         Under a sign constraint W becomes S∘|W|.
     generator : draws W, then B and random sign masks; the same generator state gives the same model.
@@ -108,6 +112,6 @@ def build(name: str, *, input_shape: Sequence[int], n_outputs: int, feedback="bp
     plain = build_plain(name, input_shape=input_shape, n_outputs=n_outputs, init=init,
                         generator=generator, **options)
     scale_weights(plain, init_scale)
-    model = convert(plain, feedback=feedback, sign=sign, norm=norm, init=init,
+    model = convert(plain, feedback=feedback, sign=sign, norm=norm, init=init, free_norm=free_norm,
                     batch_manhattan=batch_manhattan, generator=generator, inplace=True)
     return scale_feedback(model, feedback_init_scale)

@@ -40,7 +40,7 @@ def _replacement(module: nn.Module, options: dict) -> FeedbackLayer:
 
 
 def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavier",
-            batch_manhattan: bool = False, exclude=(), output: str | None = None,
+            batch_manhattan: bool = False, exclude=(), output: str | None = None, free_norm=(),
             generator: torch.Generator | None = None, inplace: bool = False) -> nn.Module:
     """Replace every ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d`` of ``model`` by biofa's layer.
 
@@ -50,6 +50,11 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
 
     ``exclude``: names of modules to leave as they are. ``output``: for DFA, the name of the output
     layer (default: the last converted layer in module order).
+
+    ``free_norm``: layers that get no ``norm`` constraint (their norm is learned freely) while every
+    other converted layer gets ``norm``, e.g. the read-out under ``norm="const"``. Each entry is a
+    module name (``"classifier.5"``) or an int indexing the converted layers in module order
+    (``-1``: the last one, the read-out). Sign constraints and feedback are unaffected.
 
     ``init`` is the distribution feedback is drawn from (FA's B, frSF/brSF magnitudes, uSF's c,
     DFA blocks) and what ``reset_parameters`` redraws W from: ``"xavier"`` (default),
@@ -68,6 +73,9 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
     unknown = exclude - {n for n, _ in target.named_modules()}
     if unknown:
         raise ConfigError(f"convert: exclude names {sorted(unknown)} are not modules of the model")
+    convertible = [name for name, module in target.named_modules() if name not in exclude
+                   and not isinstance(module, FeedbackLayer) and type(module) in _TORCH_TO_BIOFA]
+    free = _resolve_layers(free_norm, convertible, "free_norm")
     degenerate = []
     for name, module in list(target.named_modules()):
         if name in exclude or isinstance(module, FeedbackLayer) or type(module) not in _TORCH_TO_BIOFA:
@@ -79,7 +87,7 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
                               "(or build biofa.nn.Linear/Conv2d directly)")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DegenerateFeedbackWarning)
-            replacement = _replacement(module, options)
+            replacement = _replacement(module, {**options, "norm": None} if name in free else options)
             replacement.feedback.where = name
             setattr(parent, child, replacement)
         for w in caught:  # one warning per convert, not one per layer; others pass through
@@ -94,6 +102,25 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
     if any(isinstance(m, FeedbackLayer) and m.feedback.direct for m in target.modules()):
         connect_dfa(target, output=output, generator=generator)
     return target
+
+
+def _resolve_layers(entries, names: list[str], what: str) -> set[str]:
+    """The layer names that ``entries`` (names or int indices into ``names``) stand for."""
+    if isinstance(entries, (str, int)):
+        entries = [entries]
+    out = set()
+    for entry in entries:
+        if isinstance(entry, int) and not isinstance(entry, bool):
+            if not -len(names) <= entry < len(names):
+                raise ConfigError(f"convert: {what} index {entry} is out of range: the model has "
+                                  f"{len(names)} convertible layers {names}")
+            out.add(names[entry])
+        elif isinstance(entry, str) and entry in names:
+            out.add(entry)
+        else:
+            raise ConfigError(f"convert: {what} entry {entry!r} is not a convertible layer of the model; "
+                              f"give a name among {names} or an index (-1: the last layer)")
+    return out
 
 
 def connect_dfa(model: nn.Module, output: str | None = None,
