@@ -359,7 +359,7 @@ def render(study: dict, figures: list[str]) -> str:
             ("dale_violations", "Dale violations at the final epoch (must be 0)", 1)):
         table = layer_table(shown, metric, digits)
         if table:
-            parts += [f"## {title}", "", table, ""]
+            parts += [f"## {title}", "", "Mean ± sample sd over seeds, per layer.", "", table, ""]
     notes = _full_notes(study)
     if notes:
         parts += ["## Notes", "", *[f"- {', '.join(conds)}: {note}" for note, conds in notes.items()], ""]
