@@ -217,10 +217,17 @@ def test_scancel_fails_the_jobs_runs_and_retry_finishes_them(cluster, tmp_path):
 
 @pytest.mark.slurm
 def test_sigkill_of_the_submitter_then_the_same_command_computes_no_run_twice(cluster, tmp_path):
-    spec, name = write_spec(tmp_path, epochs=10, executor="runs_per_job = 2")
+    # Every array task but the first waits in its setup line for a file the test creates once the
+    # second command has said it follows the queued jobs: the jobs are certainly still queued when
+    # the submitter dies and when the second command starts, however fast the machine trains.
+    go = tmp_path / "go"
+    gate = f'if [ "${{SLURM_ARRAY_TASK_ID:-0}}" -ge 1 ]; then while [ ! -e {go} ]; do sleep 0.2; done; fi'
+    spec, name = write_spec(tmp_path, epochs=10, executor=f"runs_per_job = 2\nsetup = ['{gate}']")
     out = tmp_path / "study"
     command = (spec, "--executor", "slurm", "--out", out)
     follower = start_biofa(*command)
+    again_log = tmp_path / "again.log"
+    again = None
     try:
         def one_done_one_running():
             done = {p.stem for p in (out / "runs").glob("*.json")}
@@ -229,14 +236,21 @@ def test_sigkill_of_the_submitter_then_the_same_command_computes_no_run_twice(cl
         wait_for(one_done_one_running, "a finished run and a run in flight")
         follower.send_signal(signal.SIGKILL)
         follower.wait(timeout=60)
+        before = json.loads((out / "slurm" / "manifest.json").read_text())["runs"]
+        assert squeue(name)  # the jobs outlive the submitting process
+        with open(again_log, "w") as log:
+            again = subprocess.Popen([sys.executable, "-m", "biofa.cli", "run", *map(str, command), "--no-progress"],
+                                     stdout=log, stderr=subprocess.STDOUT, text=True, env=env(), cwd=ROOT)
+        wait_for(lambda: "already queued" in again_log.read_text(), "the second command to follow the jobs")
+        go.touch()
+        again.wait(timeout=WAIT_S)
     finally:
-        stop(follower)
-    before = json.loads((out / "slurm" / "manifest.json").read_text())["runs"]
-    assert squeue(name)  # the jobs outlive the submitting process
-    again = biofa(*command)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "already queued" in again.stderr and "not submitting them again" in again.stderr
-    assert "submitted" not in again.stderr
+        go.touch()
+        stop(follower, *([again] if again is not None else []))
+    said = again_log.read_text()
+    assert again.returncode == 0, said
+    assert "already queued" in said and "not submitting them again" in said
+    assert "submitted" not in said
     after = json.loads((out / "slurm" / "manifest.json").read_text())["runs"]
     assert after == before  # nothing submitted again
     ids = [r["run_id"] for r in json.loads((out / "plan.json").read_text())["runs"]]
