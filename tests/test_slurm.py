@@ -217,12 +217,13 @@ def test_scancel_fails_the_jobs_runs_and_retry_finishes_them(cluster, tmp_path):
 
 @pytest.mark.slurm
 def test_sigkill_of_the_submitter_then_the_same_command_computes_no_run_twice(cluster, tmp_path):
-    # Every array task but the first waits in its setup line for a file the test creates once the
-    # second command has said it follows the queued jobs: the jobs are certainly still queued when
-    # the submitter dies and when the second command starts, however fast the machine trains.
-    go = tmp_path / "go"
-    gate = f'if [ "${{SLURM_ARRAY_TASK_ID:-0}}" -ge 1 ]; then while [ ! -e {go} ]; do sleep 0.2; done; fi'
-    spec, name = write_spec(tmp_path, epochs=10, executor=f"runs_per_job = 2\nsetup = ['{gate}']")
+    # One array task at a time; once a run has finished and another is in flight, the test
+    # creates a file that every task started later waits on in its setup line, until the second
+    # command has said it follows the queued jobs: they are certainly still queued when the
+    # submitter dies and when the second command starts, however fast the machine trains.
+    hold = tmp_path / "hold"
+    executor = f"runs_per_job = 2\narray_parallelism = 1\nsetup = ['while [ -e {hold} ]; do sleep 0.2; done']"
+    spec, name = write_spec(tmp_path, epochs=10, executor=executor)
     out = tmp_path / "study"
     command = (spec, "--executor", "slurm", "--out", out)
     follower = start_biofa(*command)
@@ -234,6 +235,7 @@ def test_sigkill_of_the_submitter_then_the_same_command_computes_no_run_twice(cl
             running = [r for r, _ in starts(out) if r not in done]
             return done and running
         wait_for(one_done_one_running, "a finished run and a run in flight")
+        hold.touch()
         follower.send_signal(signal.SIGKILL)
         follower.wait(timeout=60)
         before = json.loads((out / "slurm" / "manifest.json").read_text())["runs"]
@@ -242,10 +244,10 @@ def test_sigkill_of_the_submitter_then_the_same_command_computes_no_run_twice(cl
             again = subprocess.Popen([sys.executable, "-m", "biofa.cli", "run", *map(str, command), "--no-progress"],
                                      stdout=log, stderr=subprocess.STDOUT, text=True, env=env(), cwd=ROOT)
         wait_for(lambda: "already queued" in again_log.read_text(), "the second command to follow the jobs")
-        go.touch()
+        hold.unlink()
         again.wait(timeout=WAIT_S)
     finally:
-        go.touch()
+        hold.unlink(missing_ok=True)
         stop(follower, *([again] if again is not None else []))
     said = again_log.read_text()
     assert again.returncode == 0, said
