@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _interrupt import run_killed_after_epoch
 
 import biofa.experiment as ex
 from biofa.cli import main
@@ -160,27 +161,13 @@ def test_threads_apply_during_the_run_only(monkeypatch):
 
 
 # -- checkpoints and resuming ----------------------------------------------------------------------
-class Stop(BaseException):
-    """Stands for a kill: not an Exception, so the runner does not record it."""
-
-
 @pytest.mark.parametrize("feedback", ["bp", "fa", "usf", "frsf", "brsf", "dfa", "kp", "wm"])
 @pytest.mark.parametrize("sign", ["free", "dale"])
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_ends(feedback, sign, tmp_path, monkeypatch):
     (task,) = ex.expand(tiny(train={"keep_last": True}, grid={"feedback": [feedback], "sign": [sign]}))
     whole = runner.run(task, out=tmp_path / "a")
     assert whole["status"] == "ok" and whole["epochs_done"] == 4
-    save_last = checkpoints.save_last
-
-    def killed_after_epoch_2(folder, **kw):
-        save_last(folder, **kw)
-        if kw["extra"]["epoch"] == 2:
-            raise Stop
-
-    monkeypatch.setattr(checkpoints, "save_last", killed_after_epoch_2)
-    with pytest.raises(Stop):
-        runner.run(task, out=tmp_path / "b")
-    monkeypatch.setattr(checkpoints, "save_last", save_last)
+    run_killed_after_epoch(task, tmp_path / "b", 2, monkeypatch)
     resumed = runner.run(task, out=tmp_path / "b")
     assert resumed["resumed_from_epoch"] == 2 and "resumed_from_epoch" not in whole
     assert comparable(resumed) == comparable(whole)
@@ -373,17 +360,7 @@ def write_image_folder(root, n_train=6, n_val=2, size=(20, 18)):
 
 def interrupted_and_whole(task, tmp_path, monkeypatch, stop_after=1):
     whole = runner.run(task, out=tmp_path / "a")
-    save_last = checkpoints.save_last
-
-    def killed(folder, **kw):
-        save_last(folder, **kw)
-        if kw["extra"]["epoch"] == stop_after:
-            raise Stop
-
-    monkeypatch.setattr(checkpoints, "save_last", killed)
-    with pytest.raises(Stop):
-        runner.run(task, out=tmp_path / "b")
-    monkeypatch.setattr(checkpoints, "save_last", save_last)
+    run_killed_after_epoch(task, tmp_path / "b", stop_after, monkeypatch)
     return whole, runner.run(task, out=tmp_path / "b")
 
 

@@ -2,12 +2,13 @@
 
 import pytest
 import torch
+from _interrupt import run_killed_after_epoch
 
 from biofa import analysis
 from biofa.cli import main
 from biofa.errors import SpecError
 from biofa import experiment as ex
-from biofa.experiment import checkpoints, from_dict, run_study, runner
+from biofa.experiment import from_dict, run_study, runner
 from biofa.experiment.results import read_csv
 from biofa.experiment.runner import build_model, load_data
 
@@ -49,10 +50,6 @@ def test_columns_equal_the_analysis_functions(tmp_path, f64):
         assert all(r[f"invariant_drift:{name}"] > 0 for r in mine[1:])
 
 
-class _Stop(BaseException):
-    """Stands for a kill: not an Exception, so the runner does not record it."""
-
-
 @pytest.mark.filterwarnings("ignore::biofa.errors.BiofaWarning")  # no validation split
 def test_a_resumed_run_measures_drift_from_the_initial_invariants(tmp_path, monkeypatch, f64):
     """The drift column is relative to c_l(0) of the run, also after a resume from a checkpoint
@@ -62,17 +59,7 @@ def test_a_resumed_run_measures_drift_from_the_initial_invariants(tmp_path, monk
     tree["grid"] = {"seed": [0]}
     (task,) = ex.expand(from_dict(tree))
     whole = runner.run(task, out=tmp_path / "a")
-    save_last = checkpoints.save_last
-
-    def killed_after_epoch_2(folder, **kw):
-        save_last(folder, **kw)
-        if kw["extra"]["epoch"] == 2:
-            raise _Stop
-
-    monkeypatch.setattr(checkpoints, "save_last", killed_after_epoch_2)
-    with pytest.raises(_Stop):
-        runner.run(task, out=tmp_path / "b")
-    monkeypatch.setattr(checkpoints, "save_last", save_last)
+    run_killed_after_epoch(task, tmp_path / "b", 2, monkeypatch)
     resumed = runner.run(task, out=tmp_path / "b")
     assert resumed["resumed_from_epoch"] == 2
     drift = [[v for k, v in row.items() if k.startswith("invariant_drift:")] for row in resumed["history"]]

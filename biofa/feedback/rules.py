@@ -6,6 +6,8 @@ Each rule is a :class:`~biofa.feedback.base.Feedback` module; the mathematics is
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 
@@ -99,9 +101,9 @@ class _SignConcordant(Feedback):
         _, self.u_feedback = F.spectral_norm(self._unscaled(weight, None), u, WARMUP_ITERATIONS)
         self.u_weight, self.u_feedback = self.u_weight.to(weight.dtype), self.u_feedback.to(weight.dtype)
 
+    @abc.abstractmethod
     def _unscaled(self, weight, fb_input):
         """B before an "sn" rescaling: sign(W) for uSF, sign(W)∘|R| for frSF/brSF."""
-        raise NotImplementedError
 
     def _rescaled(self, b, weight, update: bool):
         """B rescaled by ``scale`` ("init": as it is). ``update``: an eager backward, which advances
