@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._autograd import PositionalFunction
 from ..errors import ConfigError, ShapeError, check_choice
 from ..init import init_weight
 from .base import Feedback, register_rule
@@ -110,7 +111,7 @@ class _Ticket:
             )
 
 
-class _Projection(torch.autograd.Function):
+class _Projection(PositionalFunction):
     """Identity on the output; its backward is the one matmul of a DFA step, ``e @ [B_1 | B_2 | ...]``,
     sliced into the error of every registered hidden input."""
 

@@ -222,6 +222,11 @@ class FRSF(_SignConcordant):
         return self.matrix_from(weight, self.magnitude)
 
 
+def _set_plain(module: nn.Module, name: str, value) -> None:
+    # a plain (non-tensor) attribute set at every step: skips nn.Module.__setattr__'s checks
+    object.__setattr__(module, name, value)
+
+
 @register_rule
 class BRSF(_SignConcordant):
     """Batchwise random-magnitude sign-concordant feedback: :math:`B_t = \\mathrm{sign}(W) \\circ |R_t|`.
@@ -282,7 +287,8 @@ class BRSF(_SignConcordant):
             # read back once per seed (a host sync on a GPU), then Python ints: no tensor ops per step
             seed = int(self.seed) if cache is None or cache[0] != seed_key else cache[1]
             kappa = F.counter_key(seed, step)
-            cache = self._cache = (seed_key, seed, step, kappa, torch.tensor(kappa, dtype=torch.int32))
+            cache = (seed_key, seed, step, kappa, torch.tensor(kappa, dtype=torch.int32))
+            _set_plain(self, "_cache", cache)
         return cache[4]
 
     def _levels(self, weight, kappa) -> torch.Tensor | None:
@@ -294,9 +300,9 @@ class BRSF(_SignConcordant):
         drawn = (self._cache[3], weight.device, weight.shape)
         if self._drawn is None or self._drawn[:3] != drawn:
             space = self._workspace(weight)
-            self._drawn = None  # the workspace is overwritten: no stale tag if the draw fails
+            _set_plain(self, "_drawn", None)  # the workspace is overwritten: no stale tag if the draw fails
             F.keyed_levels(weight.shape, self._cache[3], weight.device, space)
-            self._drawn = (*drawn, space)
+            _set_plain(self, "_drawn", (*drawn, space))
         return self._drawn[3][1][:weight.numel()].view(weight.shape)
 
     def _workspace(self, weight):

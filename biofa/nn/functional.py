@@ -26,6 +26,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
+from .._autograd import PositionalFunction
 from ..errors import ConfigError
 
 _state = threading.local()
@@ -128,7 +129,7 @@ def _learned_grad(layer, mode, need_fb, weight, grad_w, fb_input):
     return None
 
 
-class FeedbackLinearFunction(torch.autograd.Function):
+class FeedbackLinearFunction(PositionalFunction):
     """``F.linear`` whose backward sends ``g @ B`` to the input (nothing for DFA).
 
     ``apply(x, weight, bias, fb_input, layer, mode)``: ``fb_input`` is the layer's
@@ -168,7 +169,7 @@ class FeedbackLinearFunction(torch.autograd.Function):
         return grad_x, grad_w if need_w else None, grad_b, grad_fb, None, None
 
 
-class FeedbackConvFunction(torch.autograd.Function):
+class FeedbackConvFunction(PositionalFunction):
     """N-d convolution whose backward convolves g with the feedback kernel B (transposed).
 
     Arguments as :class:`FeedbackLinearFunction`.
