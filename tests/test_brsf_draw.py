@@ -192,3 +192,12 @@ def test_functional_call_with_another_seed_draws_from_that_seed():
     layer(x).backward(g)  # the module's own seed again
     assert torch.equal(x.grad, g @ layer.feedback.matrix())
     assert not torch.equal(layer.feedback.matrix().abs(), r777)
+
+
+@pytest.mark.parametrize("count", [1, 2, 999, 1000])
+def test_the_per_synapse_hash_of_traced_graphs_is_the_word_wise_draw(count):
+    # compiled graphs draw synapse by synapse (one fused loop); eager draws two halves per word
+    for key in (0, 1, -1, 2**31 - 1, -(2**31), 123456789):
+        ref = F.keyed_levels((count,), torch.tensor(key, dtype=torch.int32))
+        got = F._levels_per_synapse(count, torch.tensor(key, dtype=torch.int32), torch.device("cpu"))
+        assert torch.equal(got, ref), key
