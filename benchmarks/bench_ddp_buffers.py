@@ -65,6 +65,7 @@ def _worker(rank, init_file, rule, rounds, out):
                          f"min {min(times[name]) * 1e3:7.2f} ms")
         with open(out, "w") as f:
             f.write("\n".join(lines) + "\n")
+    dist.barrier()  # gloo's destructor can otherwise deadlock on the GIL (torch issue 56297)
     dist.destroy_process_group()
 
 

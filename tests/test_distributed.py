@@ -3,6 +3,7 @@ the const norm, Batch Manhattan (the sign of the averaged gradient), ZeroRedunda
 (one training step per step, not two), and biofa's fixed buffers broadcast once, not per forward."""
 
 import os
+import time
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -24,6 +25,7 @@ from biofa import feedback as fb
 from biofa.errors import ConfigError
 
 STEPS, BATCH, WORLD = 3, 8, 2
+HANG_GUARD_S = 300  # a few seconds are enough; a hang in torch's gloo teardown used to block forever
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,10 @@ def _worker(rank, init_file, out_dir, cases):
                         "ignored": list(model._ddp_params_and_buffers_to_ignore),
                         "synced": [n for n, _ in model.named_buffers() if n in ddp.named_module_buffers]},
                        os.path.join(out_dir, f"{case.name}-{rank}.pt"))
+        # gloo's destructor holds the GIL while waiting for its threads, and a thread still
+        # releasing a finished broadcast's tensors needs it (torch issue 56297: a hang at exit,
+        # seen once here); the barrier's wait frees the GIL until they are done
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -94,8 +100,14 @@ def check(cases, tmp_path):
     # fork: the children start in milliseconds instead of re-importing torch (seconds each); the
     # test process runs torch single-threaded (conftest), so there is no OpenMP pool to inherit
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(_worker, args=(str(tmp_path / "init"), str(tmp_path), cases), nprocs=WORLD,
-                       join=True, start_method=method)
+    workers = mp.start_processes(_worker, args=(str(tmp_path / "init"), str(tmp_path), cases),
+                                 nprocs=WORLD, join=False, start_method=method)
+    deadline = time.monotonic() + HANG_GUARD_S  # a hang guard, not a speed requirement
+    while not workers.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in workers.processes:
+                process.kill()
+            pytest.fail(f"the {WORLD} DDP workers had not finished after {HANG_GUARD_S} s (a hang)")
     x, y = data()
     for case in cases:
         single = build(case, seed=100)  # rank 0's model, trained on the whole batch
