@@ -136,7 +136,7 @@ def keyed_levels(shape, key, device=None, workspace: tuple[torch.Tensor, ...] | 
     """
     count = math.prod(shape)
     words = -(-count // 2)
-    if workspace is None and torch.compiler.is_compiling():
+    if workspace is None and torch.compiler.is_compiling() and count < 2**31:  # int32 synapse index
         return _levels_per_synapse(count, key, key.device if device is None else device).view(shape)
     if workspace is None:
         x = weyl_counter(words, key.device if device is None else device) ^ key
