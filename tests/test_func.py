@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -132,8 +134,6 @@ def test_eager_calls_skip_torchs_argument_binding(f64, rule, monkeypatch):
     # torch binds apply()'s arguments with inspect.signature once setup_context is defined
     # (~0.1 ms a call); biofa's functions take positional arguments only and skip it in eager
     # mode, and still take torch's path (which binds) under a transform.
-    import inspect
-
     bound = []
     signature = inspect.signature
 

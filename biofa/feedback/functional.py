@@ -132,14 +132,16 @@ def keyed_levels(shape, key, device=None, workspace: tuple[torch.Tensor, ...] | 
     ``workspace``: optional ``(words, out)`` or ``(words, out, counter)`` buffers for
     allocation-free eager use: int32 of ⌈n/2⌉ words, float32 of at least n, and
     :func:`weyl_counter` of ⌈n/2⌉ (kept between draws, it saves two passes over the words); the
-    result is then a view of ``out``.
+    result is then a view of ``out``. Traced by torch.compile (no workspace), the hash is written
+    synapse by synapse instead, which fuses into one loop; the bits are the same.
     """
     count = math.prod(shape)
     words = -(-count // 2)
-    if workspace is None and torch.compiler.is_compiling() and count < 2**31:  # int32 synapse index
-        return _levels_per_synapse(count, key, key.device if device is None else device).view(shape)
     if workspace is None:
-        x = weyl_counter(words, key.device if device is None else device) ^ key
+        device = key.device if device is None else device
+        if torch.compiler.is_compiling() and count < 2**31:  # an int32 index reaches every synapse
+            return _levels_per_synapse(count, key, device).view(shape)
+        x = weyl_counter(words, device) ^ key
         tmp = out = None
     else:
         x, out = workspace[:2]
