@@ -154,42 +154,28 @@ def _os_error_text(err: OSError) -> str:
 
 def _run(args) -> int:
     from . import experiment
-    from .experiment.report import read_study, results_table
+    from .experiment.study import run_line
     if args.jobs < 1:
         print(f"biofa: error: --jobs must be a positive integer, got {args.jobs}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from .experiment import conservation
-    if conservation.is_kind(conservation.read_tree(args.spec)[0]):  # not a grid: its own study
-        return conservation.main(args)
-    overrides = args.overrides + [f"log.{name}=true" for name in args.log]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BiofaWarning)
-        spec = experiment.load(args.spec, quick=args.quick, overrides=overrides)
+        spec = experiment.load(args.spec, quick=args.quick, overrides=args.overrides, logs=args.log)
     for warning in caught:
         print(f"biofa: warning: {warning.message}", file=sys.stderr)
-    out = Path(args.out) if args.out else Path("results") / (spec.name + ("_quick" if spec.quick else ""))
+    out = Path(args.out) if args.out else experiment.default_out(spec)
     executor = _executor(args, spec, out)
     log = None
     if not sys.stdout.isatty():  # a log file: a line per finished run instead of progress bars
-        from .experiment.study import run_line
-
         def log(summary, n_done, n_runs):
             print(run_line(summary, n_done, n_runs), flush=True)
     t0 = time.perf_counter()
-    outcome = experiment.run_study(spec, out, jobs=args.jobs, progress=args.progress,
-                                   retry_failed=args.retry_failed, on_result=log, executor=executor)
+    outcome = experiment.run(spec, out, jobs=args.jobs, progress=args.progress,
+                             retry_failed=args.retry_failed, on_result=log, executor=executor)
     wall = time.perf_counter() - t0
-    print(results_table(read_study(out)))
-    queued = getattr(executor, "unfinished", 0)
-    done = outcome.n_runs - outcome.n_resumed - queued
     where = f"--jobs {args.jobs}" if executor is None else f"--executor {executor.name}"
-    print(f"\n{spec.name}: {outcome.n_runs} runs ({done} run now, {outcome.n_resumed} kept from before"
-          f"{f', {queued} queued' if queued else ''}), {outcome.n_ok} ok, {outcome.n_failed} failed, "
-          f"{wall:.1f} s with {where}")
-    print(f"wrote {out}/runs.csv, history.csv, report.md and figures")
-    if queued:
-        print(f"{queued} runs are queued or running in SLURM jobs: run the same command again to "
-              "follow them and collect their results")
+    kind = experiment.kinds.kind_of_spec(spec)
+    print(kind.summary(spec, outcome, wall, where, queued=getattr(executor, "unfinished", 0)))
     return outcome.exit_code
 
 
@@ -199,6 +185,11 @@ def _executor(args, spec, out: Path):
         if args.detach:
             raise BiofaError("--detach needs --executor slurm (local runs end with this process)")
         return None
+    from .experiment import kinds
+    from .experiment.spec import Spec
+    if not isinstance(spec, Spec):
+        raise BiofaError(f"--executor {args.executor} runs grid studies; {spec.source} is a "
+                         f"{kinds.kind_of_spec(spec).name} study, which runs in this process")
     if args.jobs != 1:
         raise BiofaError("--jobs is for --executor local; with --executor slurm set how many jobs run "
                          "at once with [executor] array_parallelism")
@@ -213,8 +204,8 @@ def _executor(args, spec, out: Path):
 
 def _report(args) -> int:
     from .errors import FolderBusyError
-    from .experiment import results
-    from .experiment.report import missing_runs, read_study, write_report
+    from .experiment import kinds, results
+    from .experiment.report import missing_runs, read_study
     from .experiment.study import rebuild_tables
     out = Path(args.results_dir)
     if not out.is_dir():
@@ -223,11 +214,13 @@ def _report(args) -> int:
     try:
         with results.FolderLock(out):
             rebuild_tables(out)  # from the run files: the tables may lag them after a crash
-            path = write_report(out)
+            path = kinds.write_report(out)
     except FolderBusyError:  # a study is running here and keeps its tables current
         print(f"biofa: a study is running in {out} ({results.holder_text(out)})")
-        path = write_report(out)
+        path = kinds.write_report(out)
     print(f"wrote {path} and figures")
+    if not (out / "runs.csv").is_file():  # not a grid study: nothing is planned run by run
+        return EXIT_OK
     study = read_study(out)
     missing = missing_runs(study)
     if missing:
@@ -266,7 +259,7 @@ def _first_line(obj) -> str:
 
 
 def _spec_description(path: Path, top: bool = False) -> str:
-    from .experiment.spec import tomllib
+    from .experiment.spec.paths import tomllib
     try:
         with open(path, "rb") as fh:
             tree = tomllib.load(fh)

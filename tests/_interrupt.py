@@ -2,7 +2,8 @@
 
 import pytest
 
-from biofa.experiment import checkpoints, runner
+from biofa.experiment.runner import checkpoints
+from biofa.experiment.runner import train as runner
 
 
 class Stop(BaseException):

@@ -13,7 +13,7 @@ from scipy import stats as sps
 from biofa.cli import main
 from biofa.errors import SpecError
 from biofa.experiment import from_dict, load
-from biofa.experiment.published import parse
+from biofa.experiment.spec.published import parse
 from biofa.experiment.report import read_study, render, results_table
 from biofa.experiment.results import RUN_COLUMNS, read_csv, write_csv
 

@@ -20,7 +20,8 @@ from _interrupt import run_killed_after_epoch
 import biofa.experiment as ex
 from biofa.cli import main
 from biofa.errors import ConfigError, SpecError
-from biofa.experiment import checkpoints, devices, runner
+from biofa.experiment.runner import checkpoints, devices
+from biofa.experiment.runner import train as runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -316,7 +317,7 @@ def test_tensorboard_scalars_equal_history_and_hparams_are_logged(tmp_path):
 
 
 def runner_tag(column):
-    from biofa.experiment.tblog import tag
+    from biofa.experiment.runner.tblog import tag
     return tag(column)
 
 

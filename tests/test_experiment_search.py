@@ -9,10 +9,10 @@ import tomli_w
 
 from biofa.errors import SpecError
 from biofa.experiment import expand, from_dict, run_study
-from biofa.experiment.grid import config_hash
+from biofa.experiment.spec import config_hash
 from biofa.experiment.report import read_study, write_report
 from biofa.experiment.results import RUN_COLUMNS, write_csv
-from biofa.experiment.selection import choose, edges
+from biofa.experiment.report.selection import choose, edges
 
 
 def spec(**tables):

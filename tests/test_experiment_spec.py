@@ -4,7 +4,7 @@ import pytest
 
 from biofa.errors import SpecError
 from biofa.experiment import expand, from_dict, load
-from biofa.experiment.grid import label
+from biofa.experiment.spec import label
 from biofa.experiment.spec import canonical, parse_value, resolve_path
 
 SRC = "experiments/x.toml"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from biofa.experiment import comparisons, stats
+from biofa.experiment.report import comparisons, stats
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10])

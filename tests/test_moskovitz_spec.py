@@ -10,7 +10,7 @@ from _datafiles import write_cifar
 from biofa.cli import main
 from biofa.errors import SpecError
 from biofa.experiment import from_dict, load
-from biofa.experiment.grid import expand, label
+from biofa.experiment.spec import expand, label
 from biofa.experiment.results import read_csv
 
 SPEC = Path(__file__).resolve().parents[1] / "experiments" / "moskovitz_signs_norms.toml"

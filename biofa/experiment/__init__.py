@@ -53,7 +53,7 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     update_alignment = true        # angle between the rule's hidden error and backprop's
     every = 1                      # every n epochs (and always at epoch 0 and the last epoch)
     update_batch = 256             # validation examples used for update alignment
-    invariants = false             # FA's conserved sums and their drift (biofa.experiment.metrics)
+    invariants = false             # FA's conserved sums and their drift (biofa.experiment.runner.metrics)
     min_norm = false               # distance to Y X^+ (two-layer linear regression only)
 
     [log]
@@ -111,7 +111,7 @@ its own id (``<grid values>-<key><value>-s<seed>-<hash>``, e.g. ``fa-dale-lr0.00
 so it resumes like any run. Per condition the report shows the candidate with the fewest failed
 runs, then the best mean over seeds of the best validation score (accuracy; loss for
 regression; tied to 10 significant digits), then the first in list order
-(:mod:`biofa.experiment.selection`); it flags a choice at either end of a numeric range and lists
+(:mod:`biofa.experiment.report.selection`); it flags a choice at either end of a numeric range and lists
 every candidate's validation score. A search key cannot also be a grid key or a
 ``[per_rule.*]`` key, nor ``seed`` or ``feedback``; ``--set`` on a search key (or
 ``--set search.KEY=[...]``) replaces its list, and ``[quick]`` may do the same.
@@ -120,38 +120,30 @@ every candidate's validation score. A search key cannot also be a grid key or a
 for one seed). Each ``[compare]`` entry gives, per combination of the other condition keys, the
 difference paired by seed (complete pairs only; the seeds left out are listed), its t interval,
 Cohen's d_z = mean / sd of the differences, the paired t-test p-value and Holm's adjustment over
-all comparisons (:mod:`biofa.experiment.stats`).
+all comparisons (:mod:`biofa.experiment.report.stats`).
 
 Model selection uses the validation split only; the report gives test scores at the
 best-validation epoch and at the final epoch, labelled as such.
 
 Every run checkpoints into ``runs/<run_id>/`` after each epoch and an interrupted run continues
-from there (:mod:`biofa.experiment.checkpoints`); :func:`load_model` gives a finished run's best
-model and :func:`evaluate_run` its scores on a split.
+from there (:mod:`biofa.experiment.runner.checkpoints`); :func:`load_model` gives a finished run's
+best model and :func:`evaluate_run` its scores on a split.
+
+**The wings**, in the order a study flows through them: :mod:`~biofa.experiment.spec` (what a
+study is: the spec read once, every key checked once, the runs listed),
+:mod:`~biofa.experiment.runner` (one run, from its configuration to its result),
+:mod:`~biofa.experiment.executors` (where runs execute), :mod:`~biofa.experiment.results` (the
+study folder, written atomically), :mod:`~biofa.experiment.report` (tables, selection,
+statistics, figures, ``report.md``); :mod:`~biofa.experiment.study` runs a grid study through
+them and :mod:`~biofa.experiment.kinds` dispatches on ``[experiment] kind``.
 """
 
 from __future__ import annotations
 
-from .checkpoints import evaluate_run, load_model
-from .grid import expand
-from .report import write_report
-from .spec import SCHEMA, Spec, from_dict, load
+from .kinds import KINDS, default_out, load, run, write_report
+from .runner import evaluate_run, load_model
+from .spec import SCHEMA, Spec, expand, from_dict
 from .study import StudyOutcome, run_study
 
-
-def run(spec, out=None, *, quick: bool = False, overrides=None, jobs: int = 1,
-        progress: bool | None = None, retry_failed: bool = False, executor=None,
-        on_result=None) -> StudyOutcome:
-    """Load ``spec`` (path or packaged name), run the study into ``out`` (default
-    ``results/<name>``, ``results/<name>_quick`` with ``quick``) and write every output.
-    ``executor`` and ``on_result``: see :func:`run_study`."""
-    from pathlib import Path
-    loaded = spec if isinstance(spec, Spec) else load(spec, quick=quick, overrides=overrides)
-    if out is None:
-        out = Path("results") / (loaded.name + ("_quick" if loaded.quick else ""))
-    return run_study(loaded, out, jobs=jobs, progress=progress, retry_failed=retry_failed,
-                     executor=executor, on_result=on_result)
-
-
 __all__ = ["load", "from_dict", "Spec", "SCHEMA", "expand", "run", "run_study", "StudyOutcome",
-           "write_report", "load_model", "evaluate_run"]
+           "write_report", "load_model", "evaluate_run", "default_out", "KINDS"]

@@ -11,7 +11,6 @@ One process at a time writes a study folder (:class:`~biofa.experiment.results.F
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sys
 import warnings
@@ -19,15 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomli_w
+import torch
+from tqdm.auto import tqdm
 
 from ..errors import BiofaWarning, ConfigError, DataFileError, SpecError
-from . import environment, results
+from . import results
 from .executors import Executor
 from .executors.local import LocalExecutor
-from .grid import expand, label
-from .spec import Spec
-from .tables import Tables, write_tables  # noqa: F401  (write_tables: re-exported)
+from .report import Tables, write_report
+from .results import environment
+from .runner import Loss, build_model, data_key, load_data
+from .runner.devices import check as check_device
+from .runner.metrics import check_metrics
+from .spec import Spec, expand, label
 
 
 @dataclass
@@ -53,11 +56,6 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
     Returns the loaded datasets, ``{data key: Splits}``. Raises :class:`~biofa.errors.SpecError`
     (naming the table) or the data's :class:`~biofa.errors.DataFileError`.
     """
-    import torch
-
-    from .devices import check as check_device
-    from .metrics import check_metrics
-    from .runner import Loss, build_model, data_key, load_data
     for device in dict.fromkeys(run["config"]["train"].get("device", "cpu") for run in runs):
         try:
             check_device(device)
@@ -126,10 +124,10 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
     if len(set(ids)) != len(ids):
         raise SpecError(f"{spec.source}: [grid] produces identical runs (a value repeated in a grid list?)")
     datasets = preflight(spec, runs)
-    _make_folder(out)
+    results.make_folder(out)
     with results.FolderLock(out):
         results.remove_stale_temporaries(out)
-        results.atomic_write_text(out / "spec.toml", _resolved_toml(spec))
+        results.write_spec(out, _resolved_tree(spec), source=spec.source, quick=spec.quick)
         results.write_plan(out, runs)
         environment.record(out, environment.capture(jobs=jobs))
         tables = Tables(out, runs)
@@ -138,7 +136,6 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
                 or (retry_failed and stored[r["run_id"]]["status"] != "ok")]
         n_resumed = len(runs) - len(todo)
         tables.write()
-        from tqdm.auto import tqdm
         disable = None if progress is None else not progress
         bar = tqdm(total=len(todo), desc=spec.name, unit="run", disable=disable, file=sys.stderr)
         if executor is None:
@@ -168,20 +165,10 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
         finally:
             bar.close()
         rows = tables.write()
-        from . import report
-        report.write_report(out)
+        write_report(out)
     n_failed = sum(1 for r in rows if r["status"] != "ok")
     return StudyOutcome(out=out, n_runs=len(runs), n_resumed=n_resumed, n_ok=len(rows) - n_failed,
                         n_failed=n_failed, rows=rows)
-
-
-def _make_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise OSError(errno.ENOTDIR, "exists and is not a folder (give --out a folder)", str(out))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise err if err.filename else OSError(err.errno, err.strerror, str(out)) from None
 
 
 def rebuild_tables(out: str | os.PathLike) -> list[dict] | None:
@@ -210,9 +197,9 @@ def run_line(summary: dict, n_done: int, n_runs: int) -> str:
     return f"[{n_done:>{width}}/{n_runs}] {cond}  {status}  {score}  {took}  {summary.get('run_id', '')}"
 
 
-def _resolved_toml(spec: Spec) -> str:
+def _resolved_tree(spec: Spec) -> dict:
+    """The spec as run: every override applied, the grid as expanded, no ``[quick]``."""
     tree = {k: v for k, v in spec.tree.items() if k != "quick"}
     tree.setdefault("experiment", {})["name"] = spec.name
     tree["grid"] = {k: v for k, v in spec.grid.items()}
-    header = f"# Resolved spec of this study (source: {spec.source}{', --quick' if spec.quick else ''})\n"
-    return header + tomli_w.dumps(tree)
+    return tree

@@ -7,10 +7,17 @@ no number; the "ours" column is computed here from the rows of ``measurements.cs
 from __future__ import annotations
 
 import io
+import json
 import math
 import statistics
+from pathlib import Path
 
+from ...errors import ConfigError
 from .. import results
+from .spec import KIND, from_dict
+
+#: The study's files: every measured value, and the seconds each part took.
+MEASUREMENTS, TIMINGS = "measurements.csv", "timings.json"
 
 
 def select(rows, **match) -> list[dict]:
@@ -186,7 +193,7 @@ def alignment_figure(rows, settings):
         for k, ((layer, seed), points) in enumerate(sorted(series.items())):
             points.sort(key=lambda p: p[1])
             ax.plot([p[0] for p in points], [p[2] for p in points], "-", color=colors[layer], lw=1, alpha=0.8,
-                    label=f"layer {layer}" if seed == min(s for (ly, s) in series if ly == layer) else None)
+                    label=f"layer {results.cell_text(layer)}" if seed == min(s for (ly, s) in series if ly == layer) else None)
         ax.set_xscale("log")
         ax.set_xlabel("‖W_(l-1)‖² + ‖b_(l-1)‖²")
     xs = sorted(norm.values())
@@ -248,15 +255,30 @@ def table_markdown(table) -> str:
     return "\n".join(lines)
 
 
-def write_report(out, spec, table, figures, timings) -> None:
-    """report.md: description, the table, the figures and the time each part took."""
-    parts = [f"# {spec.name}{' (--quick)' if spec.quick else ''}", ""]
+def write_report(out) -> tuple[Path, list[tuple[str, str, str]]]:
+    """Write the figures and ``report.md`` of the study in ``out`` from its files alone
+    (``spec.toml``, ``measurements.csv``, ``timings.json``), so ``biofa report DIR`` regenerates
+    them; returns the report's path and the claims table."""
+    out = Path(out)
+    tree, quick = results.read_spec(out)
+    if not tree or not (out / MEASUREMENTS).is_file():
+        raise ConfigError(f"{out}: no spec.toml and measurements.csv here; give the folder a "
+                          f"{KIND} study wrote (biofa run ... --out DIR)")
+    spec = from_dict(tree, source=str(out / results.SPEC_NAME))
+    rows = results.read_csv(out / MEASUREMENTS)[1]
+    table = claims(rows, spec.settings)
+    figures = write_figures(out, rows, spec.settings)
+    parts = [f"# {spec.name}{' (--quick)' if quick else ''}", ""]
     if spec.description:
         parts += [spec.description.strip(), ""]
     parts += ["Conservation laws of feedback alignment (Robertson & Koyejo 2023): what the paper claims "
               "beside what this run measured (float64, full-batch; settings in spec.toml, every value in "
               "measurements.csv).", "", table_markdown(table), ""]
     parts += [f"![{name}]({name})" for name in figures] + [""]
-    parts += ["Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
-              + f" (total {sum(timings.values()):.1f} s).", ""]
-    results.atomic_write_text(out / "report.md", "\n".join(parts))
+    timings = json.loads((out / TIMINGS).read_text()) if (out / TIMINGS).is_file() else {}
+    if timings:
+        parts += ["Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+                  + f" (total {sum(timings.values()):.1f} s).", ""]
+    path = out / "report.md"
+    results.atomic_write_text(path, "\n".join(parts))
+    return path, table

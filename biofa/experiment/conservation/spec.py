@@ -12,24 +12,25 @@ import copy
 from dataclasses import dataclass
 
 from ...errors import SpecError
-from ..spec import _is_int, _is_num, _name, _positive_int, _positive_num, _string, _suggest, flatten, \
-    parse_value, set_path
+from ..spec.overrides import override_items
+from ..spec.paths import set_path
+from ..spec.values import is_int, is_num, nonempty_string, positive_int, positive_num, string, suggest
 
 KIND = "conservation_laws"
 
 
 def _widths(v):
-    ok = isinstance(v, list) and len(v) >= 3 and all(_is_int(w) and w > 0 for w in v)
+    ok = isinstance(v, list) and len(v) >= 3 and all(is_int(w) and w > 0 for w in v)
     return None if ok else "a list of at least three positive integers (input, hidden..., output)"
 
 
 def _positive_list(v):
-    ok = isinstance(v, list) and v and all(_is_num(x) and x > 0 for x in v) and len(set(v)) == len(v)
+    ok = isinstance(v, list) and v and all(is_num(x) and x > 0 for x in v) and len(set(v)) == len(v)
     return None if ok else "a non-empty list of distinct positive numbers"
 
 
 def _seeds(v):
-    ok = isinstance(v, list) and v and all(_is_int(s) and s >= 0 for s in v) and len(set(v)) == len(v)
+    ok = isinstance(v, list) and v and all(is_int(s) and s >= 0 for s in v) and len(set(v)) == len(v)
     return None if ok else "a non-empty list of distinct non-negative integers"
 
 
@@ -41,25 +42,25 @@ def _subset(*choices):
 
 
 def _tolerance(v):
-    return None if _is_num(v) and 0 < v < 1e-3 else "a number in (0, 1e-3)"
+    return None if is_num(v) and 0 < v < 1e-3 else "a number in (0, 1e-3)"
 
 
 #: table -> key -> (check, default). Every key has a default: a spec may give only [experiment].
 SCHEMA: dict[str, dict[str, tuple]] = {
-    "experiment": {"name": (_name, None), "description": (_string, ""), "kind": (None, KIND)},
-    "drift": {"widths": (_widths, [20, 50, 40, 5]), "samples": (_positive_int, 100),
+    "experiment": {"name": (nonempty_string, None), "description": (string, ""), "kind": (None, KIND)},
+    "drift": {"widths": (_widths, [20, 50, 40, 5]), "samples": (positive_int, 100),
               "networks": (_subset("linear", "relu"), ["linear", "relu"]),
-              "lrs": (_positive_list, [0.1, 0.01, 0.001]), "time": (_positive_num, 1.0),
-              "seeds": (_seeds, [0, 1, 2]), "points": (_positive_int, 20),
+              "lrs": (_positive_list, [0.1, 0.01, 0.001]), "time": (positive_num, 1.0),
+              "seeds": (_seeds, [0, 1, 2]), "points": (positive_int, 20),
               "flow": (_subset("linear", "relu"), ["linear"]),
               "rtol": (_tolerance, 1e-10), "atol": (_tolerance, 1e-12)},
-    "alignment": {"widths": (_widths, [20, 50, 40, 5]), "samples": (_positive_int, 100),
-                  "init_scale": (_positive_num, 0.01), "lr": (_positive_num, 0.01),
-                  "steps": (_positive_int, 3000), "seeds": (_seeds, [0, 1, 2]), "points": (_positive_int, 40)},
-    "min_norm": {"d": (_positive_int, 100), "samples": (_positive_int, 30), "hidden": (_positive_int, 50),
-                 "outputs": (_positive_int, 1), "rules": (_subset("fa", "bp"), ["fa", "bp"]),
+    "alignment": {"widths": (_widths, [20, 50, 40, 5]), "samples": (positive_int, 100),
+                  "init_scale": (positive_num, 0.01), "lr": (positive_num, 0.01),
+                  "steps": (positive_int, 3000), "seeds": (_seeds, [0, 1, 2]), "points": (positive_int, 40)},
+    "min_norm": {"d": (positive_int, 100), "samples": (positive_int, 30), "hidden": (positive_int, 50),
+                 "outputs": (positive_int, 1), "rules": (_subset("fa", "bp"), ["fa", "bp"]),
                  "init_scales": (_positive_list, [1e-4, 1e-3, 1e-2, 1e-1, 1.0]),
-                 "lr": (_positive_num, 0.1), "steps": (_positive_int, 1000), "seeds": (_seeds, [0, 1, 2])},
+                 "lr": (positive_num, 0.1), "steps": (positive_int, 1000), "seeds": (_seeds, [0, 1, 2])},
 }
 SECTIONS = (*SCHEMA, "quick")
 
@@ -82,34 +83,26 @@ def from_dict(tree: dict, *, source: str = "<spec>", quick: bool = False, overri
     tree = copy.deepcopy(tree)
     for section, table in tree.items():
         if section not in SECTIONS:
-            raise SpecError(f"{source}: unknown table [{section}]{_suggest(section, SECTIONS)} in a "
+            raise SpecError(f"{source}: unknown table [{section}]{suggest(section, SECTIONS)} in a "
                             f"{KIND} spec; expected some of {', '.join(f'[{s}]' for s in SECTIONS)}")
         if not isinstance(table, dict):
             raise SpecError(f"{source}: {section} must be a table [{section}], got {table!r}")
     origins = {}
-    items = list(flatten(tree.get("quick", {})).items()) if quick else []
-    origins.update({k: "[quick]" for k, _ in items})
-    for item in overrides or []:
-        if isinstance(item, str):
-            if "=" not in item:
-                raise SpecError(f"--set {item}: expected key=value, e.g. --set drift.lrs=[0.1,0.01]")
-            key, _, text = item.partition("=")
-            item = (key.strip(), parse_value(text.strip()))
-        items.append(item)
-        origins[item[0]] = "--set"
-    for key, value in items:
+    for key, value, origin in override_items(tree, source=source, quick=quick, overrides=overrides,
+                                             example="drift.lrs=[0.1,0.01]"):
         table = key.split(".")[0]
         if table not in SCHEMA or key.count(".") != 1:
-            raise SpecError(f"{source} ({origins[key]}): unknown key {key!r}; expected table.key with a table "
+            raise SpecError(f"{source} ({origin}): unknown key {key!r}; expected table.key with a table "
                             f"among {', '.join(SCHEMA)}, e.g. 'drift.lrs'")
         set_path(tree, key, value)
+        origins[key] = origin
     settings = {}
     for table, known in SCHEMA.items():
         given = tree.get(table, {})
         out = {}
         for key, value in given.items():
             if key not in known:
-                raise SpecError(f"{source}: unknown key [{table}] {key}{_suggest(key, known)}; expected "
+                raise SpecError(f"{source}: unknown key [{table}] {key}{suggest(key, known)}; expected "
                                 f"some of {', '.join(known)}")
             check = known[key][0]
             expected = None if check is None else check(value)

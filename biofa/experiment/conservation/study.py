@@ -5,16 +5,18 @@ ours"), all written atomically into the results folder.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import tomli_w
-
 from .. import results
+from ..results import environment
 from . import measure
-from .spec import ConservationSpec
+from .report import MEASUREMENTS, TIMINGS, write_report
+from .spec import KIND, ConservationSpec
 
 #: Columns of measurements.csv (one measured value per row).
 COLUMNS = ("part", "network", "rule", "method", "lr", "init_scale", "seed", "step", "time", "layer",
@@ -78,34 +80,39 @@ def measure_min_norm(settings: dict, progress: bool = False) -> list[dict]:
     return rows
 
 
-def _resolved_toml(spec: ConservationSpec) -> str:
-    tree = {"experiment": {"name": spec.name, "kind": "conservation_laws", "description": spec.description},
-            **spec.settings}
-    header = f"# Resolved spec of this study (source: {spec.source}{', --quick' if spec.quick else ''})\n"
-    return header + tomli_w.dumps(tree)
+@dataclass
+class ConservationOutcome:
+    """What a conservation-laws study measured: its folder, the rows of measurements.csv, the
+    seconds each part took and the report's claims table."""
+
+    out: Path
+    rows: list
+    timings: dict
+    claims: list
+    exit_code: int = 0
 
 
-def run(spec: ConservationSpec, out, *, progress: bool = False) -> dict:
-    """Run the three measurements of ``spec`` and write every output into ``out``.
-
-    Returns ``{"out", "rows", "timings", "claims"}`` (``claims``: the rows of the report's table).
-    """
-    from .report import claims, write_figures, write_report
-
+def run(spec: ConservationSpec, out, *, progress: bool = False) -> ConservationOutcome:
+    """Run the three measurements of ``spec`` and write every output into ``out`` (one writer at
+    a time: :class:`~biofa.experiment.results.FolderLock`)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results.remove_stale_temporaries(out)
-    results.atomic_write_text(out / "spec.toml", _resolved_toml(spec))
-    rows, timings = [], {}
-    for part, fn in (("drift", measure_drift), ("alignment", measure_alignment), ("min_norm", measure_min_norm)):
-        t0 = time.perf_counter()
-        rows += fn(spec.settings[part], progress)
-        timings[part] = time.perf_counter() - t0
-    for row in rows:
-        if isinstance(row.get("value"), float) and not math.isfinite(row["value"]):
-            row["value"] = math.nan
-    results.write_csv(out / "measurements.csv", list(COLUMNS), rows)
-    table = claims(rows, spec.settings)
-    figures = write_figures(out, rows, spec.settings)
-    write_report(out, spec, table, figures, timings)
-    return {"out": out, "rows": rows, "timings": timings, "claims": table}
+    results.make_folder(out)
+    with results.FolderLock(out):
+        results.remove_stale_temporaries(out)
+        tree = {"experiment": {"name": spec.name, "kind": KIND, "description": spec.description},
+                **spec.settings}
+        results.write_spec(out, tree, source=spec.source, quick=spec.quick)
+        environment.record(out, environment.capture(jobs=1))
+        rows, timings = [], {}
+        for part, fn in (("drift", measure_drift), ("alignment", measure_alignment),
+                         ("min_norm", measure_min_norm)):
+            t0 = time.perf_counter()
+            rows += fn(spec.settings[part], progress)
+            timings[part] = time.perf_counter() - t0
+        for row in rows:
+            if isinstance(row.get("value"), float) and not math.isfinite(row["value"]):
+                row["value"] = math.nan
+        results.write_csv(out / MEASUREMENTS, list(COLUMNS), rows)
+        results.atomic_write_text(out / TIMINGS, json.dumps(timings, indent=1))
+        _, table = write_report(out)
+    return ConservationOutcome(out=out, rows=rows, timings=timings, claims=table)

@@ -8,7 +8,7 @@ resuming, ``--retry-failed`` and reports do not care which one ran a run.
 
 The contract of :meth:`Executor.run`:
 
-- Each task (a dict ``{"run_id", "labels", "config"}`` from :func:`biofa.experiment.grid.expand`)
+- Each task (a dict ``{"run_id", "labels", "config"}`` from :func:`biofa.experiment.expand`)
   is executed with :func:`execute`, wherever the executor puts it: it trains the run and writes
   ``runs/<run_id>.json`` atomically (:func:`biofa.experiment.results.write_result`).
 - ``on_result(summary)`` is called in the calling process, once per task, as soon as the task's
@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import results
+from ..runner import run
 
 #: Called in the calling process with the :func:`summary` of each finished run.
 OnResult = Callable[[dict], None]
@@ -69,7 +70,6 @@ def execute(task: dict, out: str | Path, *, progress: bool = False) -> dict:
     Never raises for a failure inside the run (that is a ``"failed"`` result); raises
     :class:`OSError` when the result cannot be written.
     """
-    from ..runner import run
     result = run(task, progress=progress, out=out)  # out: where the run keeps its checkpoints
     results.write_result(out, result)
     return summary(result)

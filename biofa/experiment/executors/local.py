@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from ..runner.data import seed_data_cache
 from . import Executor, OnResult, execute, record_lost
 
 #: Datasets above this size are loaded by each worker instead of being sent to it.
@@ -74,7 +75,7 @@ class _Pool:
 
     def __init__(self, size: int, datasets: dict, out: str):
         self.size, self.out = size, out
-        self.send = {k: v for k, v in datasets.items() if _nbytes(v) <= SEND_DATA_BYTES}
+        self.send = {k: v for k, v in datasets.items() if nbytes(v) <= SEND_DATA_BYTES}
         self.ctx = _context()
         self.workers: list[_Worker] = []
 
@@ -155,7 +156,6 @@ def _serve(conn, lifeline, datasets: dict, out: str) -> None:
     threading.Thread(target=_watch, args=(lifeline,), name="biofa-lifeline", daemon=True).start()
     import torch
 
-    from ..runner import seed_data_cache
     torch.set_num_threads(1)
     warnings.simplefilter("default")
     for key, splits in datasets.items():
@@ -195,7 +195,7 @@ def _exit_text(process) -> str:
     return f"exit status {code}"
 
 
-def _nbytes(splits) -> int:
+def nbytes(splits) -> int:
     return sum(t.numel() * t.element_size() for part in (splits.train, splits.val, splits.test)
                for t in part.tensors)
 

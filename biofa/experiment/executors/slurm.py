@@ -43,22 +43,20 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import results
+from ..results import utc_now
+from ..runner.checkpoints import LAST, run_folder
+from ..runner.data import data_key, seed_data_cache
 from . import Executor, OnResult, execute, record_lost, summary
 from . import slurmctl
-from .local import SEND_DATA_BYTES, _nbytes
+from .local import SEND_DATA_BYTES, nbytes
 
 MANIFEST = Path("slurm") / "manifest.json"
 DATA_FOLDER = Path("slurm") / "data"
 #: submitit's folder: one sub-folder per job (``%j`` is the job id, e.g. 123_4).
 JOB_FOLDER = Path("slurm") / "%j"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def submitit_parameters(settings: dict, partition: str, name: str) -> dict:
@@ -127,7 +125,7 @@ class SlurmExecutor(Executor):
         self.datasets: dict = {}
 
     def prepare(self, datasets: dict) -> None:
-        self.datasets = {k: v for k, v in datasets.items() if _nbytes(v) <= SEND_DATA_BYTES}
+        self.datasets = {k: v for k, v in datasets.items() if nbytes(v) <= SEND_DATA_BYTES}
 
     def shared_problem(self, out: str | os.PathLike) -> str | None:
         """A sentence when the partition's nodes cannot see ``out`` (see :mod:`.slurmctl`)."""
@@ -187,7 +185,7 @@ class SlurmExecutor(Executor):
         given = []
         for job, chunk in zip(jobs, chunks):
             entry = {"job": job.job_id, "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
-                     "submitted_at": _now(), "partition": self.partition}
+                     "submitted_at": utc_now(), "partition": self.partition}
             for task in chunk:
                 replaces = retried[task["run_id"]]
                 manifest.add(task["run_id"], {**entry, "replaces": replaces} if replaces else entry)
@@ -205,7 +203,6 @@ class SlurmExecutor(Executor):
 
         import torch
 
-        from ..runner import data_key
         files = {}
         for key in {data_key(t["config"]["data"]) for t in tasks}:
             if key in self.datasets:
@@ -302,11 +299,7 @@ def _job_return(out: Path, job_id: str):
 
 
 def _has_checkpoint(out: str, run_id: str) -> bool:
-    """Whether the run left an epoch checkpoint to continue from (runners that keep them)."""
-    try:
-        from ..checkpoints import LAST, run_folder
-    except ImportError:
-        return False
+    """Whether the run left an epoch checkpoint to continue from."""
     return (run_folder(out, run_id) / LAST).is_file()
 
 
@@ -374,7 +367,6 @@ class Chunk(_Checkpointable):
     def __call__(self, tasks: list[dict]):
         import torch
 
-        from ..runner import seed_data_cache
         for key, path in self.data_files.items():
             try:
                 seed_data_cache(key, torch.load(path, weights_only=False))
@@ -389,7 +381,7 @@ class Chunk(_Checkpointable):
             if results.result_path(self.out, run_id).exists():
                 continue
             verb = "resumes from its checkpoint" if _has_checkpoint(self.out, run_id) else "starts"
-            print(f"biofa: run {run_id} {verb} in job {job} on {host} at {_now()}", flush=True)
+            print(f"biofa: run {run_id} {verb} in job {job} on {host} at {utc_now()}", flush=True)
             try:
                 outcome = execute(task, self.out)
             except OSError as err:  # the study folder cannot take results: the study ends

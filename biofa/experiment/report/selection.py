@@ -26,16 +26,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .grid import label
-from .results import _parse, cell_text, condition
+from ..results import condition
+from ..spec.expand import value_text
 
 #: Columns of ``runs.csv`` the choice reads besides the condition and search columns: no test score.
 READ_COLUMNS = ("run_id", "seed", "status", "best_val_acc", "best_val_loss")
-
-
-def value_text(value) -> str:
-    """The text a value has in ``runs.csv`` once read back (``1.0`` → ``"1"``, ``1e-3`` → ``"0.001"``)."""
-    return cell_text(_parse(label(value)))
 
 
 def score_column(rows) -> tuple[str, bool]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .grid import label
+from ..spec.expand import label
 
 _TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
          "val_acc": "accuracy/val", "lr": "lr", "time_s": "time/epoch_s"}

@@ -30,10 +30,13 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from .._hooks import reset_step, training_step
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..errors import ConfigError
-from . import results
+from ..._hooks import reset_step, training_step
+from ...checkpoint import load_checkpoint, save_checkpoint
+from ...errors import ConfigError
+from .. import results
+from .batches import Batches, evaluate
+from .build import Loss, build_model
+from .data import load_data
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -48,7 +51,7 @@ def clean(folder: Path) -> None:
     ``last.pt``'s, as :func:`~biofa.experiment.results.atomic_write_bytes` and
     :func:`biofa.save_checkpoint` name them)."""
     if folder.is_dir():
-        for pattern in (results._TMP_PREFIX + "*", f".{LAST}.*.tmp"):
+        for pattern in (results.TMP_PREFIX + "*", f".{LAST}.*.tmp"):
             for p in folder.glob(pattern):
                 p.unlink(missing_ok=True)
 
@@ -141,7 +144,6 @@ def checkpoint_info(out: str | os.PathLike, run_id: str) -> dict:
 
 
 def _load(out, run_id: str, which: str):
-    from .runner import build_model
     path = _path(out, run_id, which)
     blob = torch.load(_path(out, run_id, "best"), map_location="cpu", weights_only=True)
     config, shapes = blob["config"], blob["data"]
@@ -180,8 +182,6 @@ def find_run(out: str | os.PathLike, run_id: str) -> str:
 def evaluate_run(out: str | os.PathLike, run_id: str, *, which: str = "best", split: str = "test") -> dict:
     """Loss and accuracy of a run's stored model on one split of its data:
     ``{"run_id", "which", "epoch", "split", "n", "loss", "acc"}`` (``acc`` None for regression)."""
-    from .batches import Batches, evaluate
-    from .runner import Loss, load_data
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be 'train', 'val' or 'test', got {split!r}")
     run_id = find_run(out, run_id)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
+from ... import data
+from ...errors import ConfigError
 
 
 class Batches:
@@ -88,7 +89,6 @@ def run_batches(splits, train_cfg, seed, device, dtype):
     if splits.in_memory:
         return (Batches(splits.train, train_cfg["batch_size"], device, dtype, seed=seed),
                 Batches(splits.val, eval_bs, device, dtype), Batches(splits.test, eval_bs, device, dtype))
-    from .. import data
     loaders = data.loaders(splits, train_cfg["batch_size"], seed=seed, eval_batch_size=eval_bs,
                            pin_memory=device.type == "cuda")
     return tuple(Batches(part, 0, device, dtype, loader=loader)

@@ -4,10 +4,10 @@
 Layout of a results folder::
 
     runs/<run_id>.json   one per finished run (ok or failed): config, summary, per-epoch history
-    runs/<run_id>/       its checkpoints best.pt, last.pt and TensorBoard logs (biofa.experiment.checkpoints)
+    runs/<run_id>/       its checkpoints best.pt, last.pt and TensorBoard logs (biofa.experiment.run.checkpoints)
     runs.csv             a row per run of the grid that has finished
     history.csv          a row per run and epoch (epoch 0 = before training), per-layer metrics
-    report.md, *.png     written by biofa.experiment.report / figures
+    report.md, *.png     written by biofa.experiment.report
     spec.toml            the resolved spec the study ran with
     plan.json            every run of the grid (id and labels), so a report can tell what is missing
     environment.json     versions, platform and threads of each session that ran the study
@@ -20,6 +20,7 @@ Files follow the user's umask (``0o666 & ~umask``), like files any other program
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
@@ -30,9 +31,16 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import FolderBusyError
+import tomli_w
 
-_TMP_PREFIX = ".tmp-biofa-"
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from ...errors import ConfigError, FolderBusyError
+
+TMP_PREFIX = ".tmp-biofa-"
 LOCK_NAME = ".biofa.lock"
 HOLDER_NAME = ".biofa.lock.json"
 PLAN_NAME = "plan.json"
@@ -49,12 +57,17 @@ RUN_COLUMNS = [
 HISTORY_COLUMNS = ["run_id", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "time_s"]
 
 
+def utc_now() -> str:
+    """The time now, UTC, to the second, as ISO 8601 text (the timestamps of result files)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (tempfile in the same folder + ``os.replace``)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
     except OSError as err:
         raise _naming(err, path.parent) from None
     try:
@@ -100,14 +113,48 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+#: The resolved spec a study ran with, at the top of its folder.
+SPEC_NAME = "spec.toml"
+
+
+def write_spec(out: str | os.PathLike, tree: dict, *, source: str, quick: bool) -> None:
+    """Write ``spec.toml``: the resolved spec ``tree`` (what the study ran with, every override
+    applied), under a comment naming its source file and whether ``--quick`` was given."""
+    header = f"# Resolved spec of this study (source: {source}{', --quick' if quick else ''})\n"
+    atomic_write_text(Path(out) / SPEC_NAME, header + tomli_w.dumps(tree))
+
+
+def read_spec(out: str | os.PathLike) -> tuple[dict, bool]:
+    """``(tree, quick)`` of a study folder's ``spec.toml`` (``({}, False)`` without one)."""
+    path = Path(out) / SPEC_NAME
+    if not path.is_file():
+        return {}, False
+    text = path.read_text()
+    quick = text.split("\n", 1)[0].endswith(", --quick)")
+    try:
+        return tomllib.loads(text), quick
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+
+
+def make_folder(out: Path) -> None:
+    """Create the results folder ``out`` (and its parents); an :class:`OSError` names it."""
+    if out.exists() and not out.is_dir():
+        raise OSError(errno.ENOTDIR, "exists and is not a folder (give --out a folder)", str(out))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise err if err.filename else OSError(err.errno, err.strerror, str(out)) from None
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> None:
     """Delete temporary files a killed study left behind in ``folder``, ``folder/runs`` and the
     runs' checkpoint folders (``runs/<id>/``: this module's and :func:`biofa.save_checkpoint`'s)."""
     runs = Path(folder) / "runs"
-    stale = [p for sub in (Path(folder), runs) if sub.is_dir() for p in sub.glob(_TMP_PREFIX + "*")]
+    stale = [p for sub in (Path(folder), runs) if sub.is_dir() for p in sub.glob(TMP_PREFIX + "*")]
     if runs.is_dir():
         for run_folder in (p for p in runs.iterdir() if p.is_dir()):
-            stale += list(run_folder.glob(_TMP_PREFIX + "*")) + list(run_folder.glob(".*.pt.*.tmp"))
+            stale += list(run_folder.glob(TMP_PREFIX + "*")) + list(run_folder.glob(".*.pt.*.tmp"))
     for p in stale:
         try:
             p.unlink()
@@ -192,7 +239,7 @@ def read_csv(path) -> tuple[list[str], list[dict]]:
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh)
         columns = next(reader, [])
-        rows = [{c: _parse(v) for c, v in zip(columns, line)} for line in reader]
+        rows = [{c: parse_cell(v) for c, v in zip(columns, line)} for line in reader]
     return columns, rows
 
 
@@ -210,7 +257,8 @@ def condition(row: dict, keys: list[str]) -> tuple:
     return tuple(cell_text(row.get(k)) for k in keys)
 
 
-def _parse(text: str):
+def parse_cell(text: str):
+    """A CSV cell as :func:`read_csv` reads it: ``""`` → None, a number → float, else the text."""
     if text == "":
         return None
     try:
@@ -246,7 +294,7 @@ class FolderLock:
         try:
             atomic_write_text(self.out / HOLDER_NAME, json.dumps({
                 "pid": os.getpid(), "host": socket.gethostname(),
-                "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "since": utc_now(),
                 "command": " ".join(sys.argv)}, indent=1))
         except BaseException:
             self._lock.release()

@@ -1,4 +1,4 @@
-"""Expand a spec's ``[grid]`` and ``[search]`` into runs: the Cartesian product over every key.
+"""Expand a grid spec's ``[grid]`` and ``[search]`` into runs: the Cartesian product over every key.
 
 Each run is a plain dict (picklable, JSON-able) holding its full configuration, the grid values
 that label it and a stable id derived from the configuration, so a study that is run again finds
@@ -13,7 +13,10 @@ import itertools
 import json
 import re
 
-from .spec import Spec, display, set_path, without_execution_keys
+from ...circuit.synapses import rule_name  # TODO(merge): biofa.feedback.rule_name
+from ..results import cell_text, parse_cell
+from .paths import display, set_path
+from .schema import without_execution_keys
 
 
 def label(value) -> str:
@@ -39,9 +42,9 @@ def unlabelled(value):
     return value
 
 
-def rule_name(feedback) -> str:
-    """The registry name of a feedback value (a name or a table with ``rule``)."""
-    return feedback.get("rule", "") if isinstance(feedback, dict) else str(feedback)
+def value_text(value) -> str:
+    """The text a value has in ``runs.csv`` once read back (``1.0`` → ``"1"``, ``1e-3`` → ``"0.001"``)."""
+    return cell_text(parse_cell(label(value)))
 
 
 def config_hash(config: dict) -> str:
@@ -50,7 +53,7 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def expand(spec: Spec) -> list[dict]:
+def expand(spec) -> list[dict]:
     """The runs of ``spec``, in grid order (the first grid key varies slowest, then the
     ``[search]`` keys, which vary fastest).
 

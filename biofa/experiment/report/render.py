@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-from ..errors import ConfigError
-from . import environment, published, results
-from .results import cell_text as _text
-from .results import condition
-from .selection import value_text
-from .spec import display
+from ...errors import ConfigError
+from .. import results
+from ..results import condition, environment
+from ..spec import published
+from ..spec.expand import value_text
+from ..spec.paths import display, tomllib
+from . import figures
 from .stats import t_interval
-from .summary import analyse, reported
+from .summary import analyse, final_layer_values, reported
 
 SELECTION_NOTE = (
     "Model selection uses the validation split only: *test @ best val* is the test score of the "
@@ -262,20 +257,6 @@ def comparison_table(study: dict) -> str | None:
                    "p (paired t)", "p (Holm)", "seeds left out"], rows)
 
 
-def final_layer_values(study: dict, metric: str) -> tuple[list[str], dict[str, dict[str, float]]]:
-    """Layers measured for ``metric`` and, per run id, its value at the last epoch that has one."""
-    layers, per_run = [], {}
-    prefix = metric + ":"
-    for row in study["history"]:
-        for key, value in row.items():
-            if key.startswith(prefix) and isinstance(value, float):
-                layer = key[len(prefix):]
-                if layer not in layers:
-                    layers.append(layer)
-                per_run.setdefault(row["run_id"], {})[layer] = value
-    return layers, per_run
-
-
 def layer_table(study: dict, metric: str, digits: int = 1) -> str | None:
     """Mean ± sd over seeds of ``metric`` per layer at the final epoch, or None if not measured."""
     layers, per_run = final_layer_values(study, metric)
@@ -376,7 +357,6 @@ def render(study: dict, figures: list[str]) -> str:
 
 def write_report(out: str | Path) -> Path:
     """Write ``report.md`` and the figures of the study in ``out``; returns the report's path."""
-    from . import figures
     study = read_study(out)
     pngs = figures.write_figures(_reported(study))
     pngs += figures.write_interval_figures(study, _summary(study))

@@ -26,8 +26,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ..errors import SpecError
-from .spec import canonical, display
+from ...errors import SpecError
+from .expand import value_text
+from .paths import canonical, display
 
 #: Metrics a published value may be given in, and the column title of each.
 METRICS = {"test_error": "test error (%)", "test_acc": "test acc (%)"}
@@ -118,7 +119,6 @@ def validate_published(tree: dict, grid: dict, search: dict, source: str, origin
         return None
     keys = {display(k): k for k in grid if k != "seed" and k not in search}
     published = parse(tree["published"], list(keys), source)
-    from .selection import value_text
     for cond in published.values:
         for key, value in zip((keys[k] for k in published.keys), cond):
             known = [value_text(v) for v in grid[key]]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import comparisons, selection, stats
-from .results import cell_text, condition
+from ..results import cell_text, condition
 
 
 @dataclass
@@ -92,3 +92,17 @@ def reported(study: dict, summary: Summary) -> dict:
     ids = {r["run_id"] for s in summary.conditions.values() for r in s.runs}
     return {**study, "runs": [r for r in study["runs"] if r["run_id"] in ids],
             "history": [h for h in study["history"] if h.get("run_id") in ids]}
+
+
+def final_layer_values(study: dict, metric: str) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """Layers measured for ``metric`` and, per run id, its value at the last epoch that has one."""
+    layers, per_run = [], {}
+    prefix = metric + ":"
+    for row in study["history"]:
+        for key, value in row.items():
+            if key.startswith(prefix) and isinstance(value, float):
+                layer = key[len(prefix):]
+                if layer not in layers:
+                    layers.append(layer)
+                per_run.setdefault(row["run_id"], {})[layer] = value
+    return layers, per_run

@@ -6,7 +6,7 @@ the difference is always *second minus first* (dale - free). ``"*"`` on one side
 other value of the key: ``feedback = ["bp", "*"]`` gives rule - bp for each rule.
 
 Runs are paired by seed; a seed enters only when both conditions have a finished run for it
-(:func:`~biofa.experiment.stats.pair_by_seed`), and the seeds left out are reported. All
+(:func:`~biofa.experiment.report.stats.pair_by_seed`), and the seeds left out are reported. All
 comparisons of a study form one family for Holm's adjustment of the p-values.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import stats
-from .search_spec import ANY
+from ..spec.search import ANY
 
 
 @dataclass

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import results
-from .grid import label
-from .results import HISTORY_COLUMNS, RUN_COLUMNS
+from .. import results
+from ..results import HISTORY_COLUMNS, RUN_COLUMNS
+from ..spec.expand import label
 
 #: Order of per-layer metric groups in history.csv.
 METRIC_ORDER = ("weight_alignment", "update_alignment", "norm_ratio", "sign_agreement", "dale_violations")

@@ -11,19 +11,12 @@ each GPU getting :math:`\\lceil N/G \\rceil` workers or fewer. ``"cuda:N"`` pins
 from __future__ import annotations
 
 import multiprocessing
-import re
 
 import torch
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-_CUDA_INDEX = re.compile(r"cuda:(\d+)")
-
-
-def valid_name(name) -> bool:
-    """Whether ``name`` is a device a spec may ask for (availability is checked by :func:`check`)."""
-    return isinstance(name, str) and (name in DEVICES or _CUDA_INDEX.fullmatch(name) is not None)
+from ..spec.values import CUDA_INDEX, device_name as valid_name
 
 
 def _mps_available() -> bool:
@@ -41,7 +34,7 @@ def check(name: str) -> None:
                               f"machine (torch {torch.__version__}) has no usable CUDA GPU; use "
                               "device = 'cpu' or 'auto', or run on a machine with a GPU and a CUDA build "
                               "of torch")
-        match = _CUDA_INDEX.fullmatch(name)
+        match = CUDA_INDEX.fullmatch(name)
         count = torch.cuda.device_count()
         if match and int(match.group(1)) >= count:
             raise ConfigError(f"[train] device = {name!r} but this machine has {count} CUDA device(s) "

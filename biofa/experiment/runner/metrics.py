@@ -1,4 +1,6 @@
-"""Conservation-law columns of history.csv: ``[metrics] invariants`` and ``[metrics] min_norm``.
+"""The per-layer columns of history.csv: ``[metrics] alignment`` and ``update_alignment``
+(:func:`layer_columns`), and the conservation-law columns of ``[metrics] invariants`` and
+``[metrics] min_norm``.
 
 ``invariants = true`` records, for every hidden layer l of a chain of ``biofa.nn.Linear`` (named by
 the layer whose rows are its neurons, W_l),
@@ -18,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import analysis
-from ..errors import ConfigError
+from ... import analysis
+from ...errors import ConfigError
 
 def _design(splits):
     """(X, Y) of the training split with samples as columns, float64."""
@@ -92,4 +94,17 @@ def conservation_columns(model, metrics: dict, splits, initial: list[torch.Tenso
     if metrics.get("min_norm"):
         X, Y = _design(splits)
         out["min_norm_distance:model"] = analysis.distance_to_min_norm(analysis.effective_weight(model), X, Y)
+    return out
+
+
+def layer_columns(model, metrics: dict, probe, loss_fn) -> dict:
+    """``{"<metric>:<layer>": value}`` from biofa.analysis for the current weights."""
+    out = {}
+    if metrics["alignment"]:
+        for layer, values in analysis.layer_metrics(model).items():
+            for metric, value in values.items():
+                out[f"{metric}:{layer or 'model'}"] = value
+    if metrics["update_alignment"] and probe is not None:
+        for layer, value in analysis.update_alignment(model, probe[0], probe[1], loss_fn).items():
+            out[f"update_alignment:{layer or 'model'}"] = value
     return out

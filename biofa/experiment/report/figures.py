@@ -12,7 +12,9 @@ import io
 import math
 from pathlib import Path
 
-from . import results
+from .. import results
+from ..results import condition
+from .summary import columns, final_layer_values
 
 #: (metric prefix, file name, y label) of the per-layer figures.
 LAYER_FIGURES = (
@@ -38,7 +40,6 @@ def _split(study):
 
 def _series(study, column):
     """{panel: {line: {epoch: [values over seeds]}}} for one history column (ok runs only)."""
-    from .report import condition
     ok = {r["run_id"] for r in study["runs"] if r.get("status") == "ok"}
     line_key, panel_keys = _split(study)
     out: dict = {}
@@ -54,7 +55,6 @@ def _series(study, column):
 
 def _panel_order(study, panels) -> list:
     """Panels in grid order (the order of runs.csv), not alphabetical."""
-    from .report import condition
     _, panel_keys = _split(study)
     order = []
     for row in study["runs"]:
@@ -78,7 +78,6 @@ def _draw(ax, lines: dict, colors: dict) -> None:
 
 def _colors(study, plt) -> dict:
     line_key, _ = _split(study)
-    from .report import condition
     names = []
     for row in study["runs"]:
         name = condition(row, [line_key])[0] if line_key else "all"
@@ -133,7 +132,6 @@ def learning_curves(study, path: Path, plt) -> bool:
 
 
 def layer_figure(study, metric: str, ylabel: str, path: Path, plt) -> bool:
-    from .report import final_layer_values
     layers, _ = final_layer_values(study, metric)
     series = {layer: _series(study, f"{metric}:{layer}") for layer in layers}
     panels = _panel_order(study, {p for s in series.values() for p in s})
@@ -175,7 +173,6 @@ def write_figures(study: dict) -> list[str]:
 def intervals_figure(study, summary, path: Path, plt) -> bool:
     """Test score at the best validation epoch per condition: each seed (dots), the mean and its
     95 % t interval (bar); lines of the study on the x axis, panels as colours."""
-    from .summary import columns
     line_key, panel_keys = _split(study)
     keys = study["conditions"]
     column = columns(summary.classification)[0]

@@ -1,7 +1,7 @@
-"""Validation of a spec's ``[search]`` and ``[compare]`` tables (the rest is in :mod:`.spec`).
+"""Validation of a spec's ``[search]`` and ``[compare]`` tables (the rest is in :mod:`.grid`).
 
 ``[search]`` maps dotted keys to candidate lists; every condition of the grid is run at every
-combination of them (their Cartesian product), and :mod:`.selection` picks one per condition on
+combination of them (their Cartesian product), and :mod:`biofa.experiment.report.selection` picks one per condition on
 validation. ``[compare]`` maps a grid key to ``[a, b]``: the paired difference b - a is reported
 for every combination of the other grid keys; ``"*"`` on one side stands for every other value of
 that key (``feedback = ["bp", "*"]``: each rule against bp).
@@ -9,8 +9,10 @@ that key (``feedback = ["bp", "*"]``: each rule against bp).
 
 from __future__ import annotations
 
-from ..errors import SpecError
-from .spec import _check_run_value, _where, canonical, display, flatten
+from ...errors import SpecError
+from .expand import value_text
+from .paths import canonical, display, flatten
+from .schema import check_run_value, located
 
 #: Keys that cannot be searched: they define the conditions or the seeds.
 _NOT_SEARCHABLE = ("seed", "model.feedback")
@@ -34,11 +36,6 @@ def override_search(tree, path, value) -> bool:
     return True
 
 
-def value_text(value) -> str:
-    from .selection import value_text as text  # selection imports the grid, which imports spec
-    return text(value)
-
-
 def validate_search(tree: dict, base: dict, grid: dict, per_rule: dict, source: str,
                     origins: dict) -> dict[str, list]:
     """``{full dotted path: candidates}`` of ``tree["search"]``; writes the canonical form back into
@@ -49,7 +46,7 @@ def validate_search(tree: dict, base: dict, grid: dict, per_rule: dict, source: 
     search: dict[str, list] = {}
     for key, values in flatten(table).items():
         path = canonical(key)
-        where = _where(source, origins, "search." + path)
+        where = located(source, origins, "search." + path)
         if not isinstance(values, list) or not values:
             raise SpecError(f"{where}: [search] {key} must be a non-empty list of candidate values, "
                             f"got {values!r}")
@@ -68,7 +65,7 @@ def validate_search(tree: dict, base: dict, grid: dict, per_rule: dict, source: 
         if len({value_text(v) for v in values}) != len(values):  # 1 and 1.0 are one column value
             raise SpecError(f"{where}: [search] {key} repeats a value: {values!r}")
         for value in values:
-            _check_run_value(path, value, source, origins, f"[search] {key}")
+            check_run_value(path, value, source, origins, f"[search] {key}")
         search[path] = values
     if search and base["data"].get("validation") == 0:
         raise SpecError(f"{source}: [search] chooses on the validation split, but [data] validation "

@@ -1,0 +1,118 @@
+"""What a run trains: its model (a ``biofa.models`` architecture or a circuit), optimizer,
+learning-rate schedule and loss, built from the run's configuration.
+
+The runner, the study's preflight and the checkpoint loader build through these functions, so a
+model rebuilt to load a checkpoint is the model the run trained.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ... import circuit, models
+from ...errors import ConfigError
+from ...circuit.synapses import rule_name  # TODO(merge): biofa.feedback.rule_name
+from ..spec.schema import NONE_WORDS
+
+def _none(value):
+    """None for the words that mean "no constraint" (``free``, ``none``), else the value."""
+    return None if isinstance(value, str) and value in NONE_WORDS else value
+
+
+def build_model(model_config: dict, splits, generator: torch.Generator | None = None, seed: int = 0):
+    """The model of a run: ``biofa.models.build`` or a circuit from ``biofa.circuit``."""
+    options = dict(model_config)
+    if "circuit" in options:
+        return _build_circuit(options, splits, seed)
+    feedback = options.pop("feedback")
+    sign = _none(options.pop("sign"))
+    norm = _none(options.pop("norm"))
+    batch_manhattan = options.pop("batch_manhattan")
+    name = options.pop("name")
+    return models.build(name, input_shape=tuple(splits.input_shape), n_outputs=splits.n_outputs,
+                        feedback=feedback, sign=sign, norm=norm, batch_manhattan=batch_manhattan,
+                        generator=generator, **options)
+
+
+def _build_circuit(options: dict, splits, seed: int):
+    """A circuit spec with the run's feedback / sign / norm written into every synapse table.
+
+    Only the keys the experiment sets are written (``sign = "free"`` lifts Dale's law from
+    populations that have a type; without a ``sign`` the circuit's own constraints stay).
+    """
+    name = options.pop("circuit")
+    overrides = {k: options.pop(k) for k in ("feedback", "sign", "norm") if k in options}
+    if options.pop("batch_manhattan", False):
+        raise ConfigError(f"circuit {name!r}: batch_manhattan is not an option of circuits")
+    if options:
+        raise ConfigError(f"circuit {name!r}: unknown option(s) {sorted(options)}; a circuit takes "
+                          "feedback, sign and norm (everything else is in its own spec)")
+    spec = circuit.read(name)
+    if rule_name(overrides.get("feedback", "")) == "dfa":
+        raise ConfigError(f"circuit {name!r}: feedback = 'dfa' needs direct [[feedback]] tables in the "
+                          "circuit spec itself (write a circuit with rule = 'dfa' feedback tables)")
+    for table in spec.get("synapses", []):
+        for key, value in overrides.items():
+            if key == "norm" and _none(value) is None:
+                table.pop("norm", None)
+            else:
+                table[key] = value
+    model = circuit.from_spec(spec, seed=seed)
+    sizes = {p.name: p.size for p in model.populations}
+    n_in, n_out = sizes[model.input], sizes[model.output]
+    n_features = int(np.prod(splits.input_shape))
+    if n_in != n_features or n_out != splits.n_outputs:
+        raise ConfigError(f"circuit {name!r}: its input population has {n_in} neurons and its output "
+                          f"{n_out}, but dataset {splits.name!r} has {n_features} features and "
+                          f"{splits.n_outputs} outputs")
+    if len(splits.input_shape) > 1:
+        model = torch.nn.Sequential(torch.nn.Flatten(), model)
+    return model
+
+
+def make_optimizer(parameters, opt: dict) -> torch.optim.Optimizer:
+    name, lr, wd = opt["name"], opt["lr"], opt["weight_decay"]
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=opt["momentum"], weight_decay=wd,
+                               nesterov=opt["nesterov"])
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=lr, momentum=opt["momentum"], weight_decay=wd)
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    betas = tuple(opt.get("betas", (0.9, 0.999)))
+    return cls(parameters, lr=lr, betas=betas, weight_decay=wd)
+
+
+def make_schedule(optimizer, schedule: dict, epochs: int):
+    """A per-epoch learning-rate schedule, or None."""
+    name = schedule["name"]
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, schedule["step_size"], schedule["gamma"])
+    if name == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, schedule["milestones"], schedule["gamma"])
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    return None
+
+
+class Loss:
+    """The training loss: softmax cross-entropy, or squared error (one-hot targets for labels).
+
+    .. math:: L_\\mathrm{CE} = -\\frac1N\\sum_n \\log\\mathrm{softmax}(y_n)_{c_n}, \\qquad
+              L_\\mathrm{MSE} = \\frac{1}{N K}\\sum_{n,k} (y_{nk} - t_{nk})^2
+    """
+
+    def __init__(self, kind: str, task: str, n_outputs: int):
+        if kind == "auto":
+            kind = "cross_entropy" if task == "classification" else "mse"
+        self.kind, self.task, self.n_outputs = kind, task, n_outputs
+
+    def __call__(self, output, target, reduction: str = "mean"):
+        if self.kind == "cross_entropy":
+            return F.cross_entropy(output, target, reduction=reduction)
+        if self.task == "classification":
+            target = F.one_hot(target, self.n_outputs).to(output.dtype)
+        target = target.reshape(output.shape).to(output.dtype)
+        loss = F.mse_loss(output, target, reduction="none").flatten(1).mean(1)
+        return loss.mean() if reduction == "mean" else loss.sum()
