@@ -27,7 +27,7 @@ from .executors import Executor
 from .executors.local import LocalExecutor
 from .report import Tables, write_report
 from .results import environment
-from .runner import Loss, build_model, data_key, load_data
+from .runner import Loss, build_model, check_loss, data_key, load_data
 from .runner.devices import check as check_device
 from .runner.metrics import check_metrics
 from .spec import Spec, expand, label
@@ -75,10 +75,10 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
             except (ConfigError, TypeError) as err:
                 raise SpecError(f"{spec.source}: [data] {err}") from None
             splits = seen_data[key]
-            loss = Loss(config["train"]["loss"], splits.task, splits.n_outputs)
-            if loss.kind == "cross_entropy" and splits.task != "classification":
-                raise SpecError(f"{spec.source}: [train] loss = 'cross_entropy' needs a classification "
-                                f"dataset; {splits.name!r} is a regression task (use 'mse' or 'auto')")
+            try:
+                check_loss(Loss(config["train"]["loss"], splits.task, splits.n_outputs), splits)
+            except SpecError as err:
+                raise SpecError(f"{spec.source}: {err}") from None
         splits = seen_data[key]
         model_key = key + repr(sorted((k, repr(v)) for k, v in config["model"].items()))
         if model_key in seen_models:

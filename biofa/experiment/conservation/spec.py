@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ...errors import SpecError
 from ..spec.overrides import override_items
 from ..spec.paths import set_path
+from ..spec.schema import check_tables
 from ..spec.values import is_int, is_num, nonempty_string, positive_int, positive_num, string, suggest
 
 KIND = "conservation_laws"
@@ -81,12 +82,7 @@ def from_dict(tree: dict, *, source: str = "<spec>", quick: bool = False, overri
               default_name: str = "conservation_laws") -> ConservationSpec:
     """Validate a conservation-laws spec given as nested dicts; ``overrides`` as ``--set``."""
     tree = copy.deepcopy(tree)
-    for section, table in tree.items():
-        if section not in SECTIONS:
-            raise SpecError(f"{source}: unknown table [{section}]{suggest(section, SECTIONS)} in a "
-                            f"{KIND} spec; expected some of {', '.join(f'[{s}]' for s in SECTIONS)}")
-        if not isinstance(table, dict):
-            raise SpecError(f"{source}: {section} must be a table [{section}], got {table!r}")
+    check_tables(tree, SECTIONS, source, KIND)
     origins = {}
     for key, value, origin in override_items(tree, source=source, quick=quick, overrides=overrides,
                                              example="drift.lrs=[0.1,0.01]"):

@@ -15,11 +15,11 @@ a model rebuilt anywhere is the model the run trained.
 
 from __future__ import annotations
 
-from .build import Loss, build_model, make_optimizer, make_schedule
+from .build import Loss, build_model, check_loss, make_optimizer, make_schedule
 from .checkpoints import checkpoint_info, evaluate_run, find_run, load_model
 from .data import augmentation, data_key, load_data, seed_data_cache
 from .train import Diverged, run
 
-__all__ = ["run", "Diverged", "Loss", "build_model", "make_optimizer", "make_schedule", "load_data",
+__all__ = ["run", "Diverged", "Loss", "build_model", "check_loss", "make_optimizer", "make_schedule", "load_data",
            "data_key", "seed_data_cache", "augmentation", "load_model", "evaluate_run", "checkpoint_info",
            "find_run"]

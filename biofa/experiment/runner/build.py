@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import circuit, models
-from ...errors import ConfigError
+from ...errors import ConfigError, SpecError
 from ...circuit.synapses import rule_name  # TODO(merge): biofa.feedback.rule_name
 from ..spec.schema import NONE_WORDS
 
@@ -116,3 +116,10 @@ class Loss:
         target = target.reshape(output.shape).to(output.dtype)
         loss = F.mse_loss(output, target, reduction="none").flatten(1).mean(1)
         return loss.mean() if reduction == "mean" else loss.sum()
+
+
+def check_loss(loss: Loss, splits) -> None:
+    """Raise :class:`~biofa.errors.SpecError` when cross-entropy is asked of a regression dataset."""
+    if loss.kind == "cross_entropy" and splits.task != "classification":
+        raise SpecError(f"[train] loss = 'cross_entropy' needs a classification dataset; "
+                        f"{splits.name!r} is a regression task (use 'mse' or 'auto')")

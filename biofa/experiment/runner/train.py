@@ -30,12 +30,12 @@ import warnings
 import numpy as np
 import torch
 
-from ...errors import BiofaError, BiofaWarning, SpecError
+from ...errors import BiofaError, BiofaWarning
 from ...feedback import reset_step
 from ..results import utc_now
 from . import checkpoints, devices
 from .batches import evaluate, run_batches, sum_dtype
-from .build import Loss, build_model, make_optimizer, make_schedule
+from .build import Loss, build_model, check_loss, make_optimizer, make_schedule
 from .data import augmentation, load_data
 from .metrics import conservation_columns, initial_invariants, layer_columns
 
@@ -183,9 +183,7 @@ class _Training:
         generator = torch.Generator().manual_seed(seed)
         self.model = build_model(config["model"], splits, generator, seed).to(device=self.device, dtype=dtype)
         self.loss_fn = Loss(train_cfg["loss"], splits.task, splits.n_outputs)
-        if self.loss_fn.kind == "cross_entropy" and splits.task != "classification":
-            raise SpecError(f"[train] loss = 'cross_entropy' needs a classification dataset; "
-                            f"{splits.name!r} is a regression task (use 'mse' or 'auto')")
+        check_loss(self.loss_fn, splits)
         self.optimizer = make_optimizer(self.model.parameters(), train_cfg["optimizer"])
         self.schedule = make_schedule(self.optimizer, train_cfg["schedule"], train_cfg["epochs"])
         self.train_batches, self.val_batches, self.test_batches = run_batches(

@@ -19,9 +19,8 @@ from .loader import read_tree
 from .overrides import override_items
 from .paths import canonical, flatten, get_path, set_path
 from .published import validate_published
-from .schema import RUN_TABLES, SECTIONS, check_run_value, check_schedule, fill_table, located
+from .schema import RUN_TABLES, SECTIONS, check_run_value, check_schedule, check_tables, fill_table, value_lists
 from .search import override_search, validate_compare, validate_search
-from .values import suggest
 
 #: The value of ``[experiment] kind`` for this kind of study (the default).
 KIND = "grid"
@@ -82,12 +81,7 @@ def from_dict(tree: dict, *, source: str = "<spec>", quick: bool = False, overri
     if get_path(tree, "experiment.kind") == "conservation_laws":
         raise SpecError(f"{source}: [experiment] kind = {tree['experiment']['kind']!r} is not a grid of "
                         "runs; run it with `biofa run` (biofa.experiment.conservation.load/run)")
-    for section in tree:
-        if section not in SECTIONS:
-            raise SpecError(f"{source}: unknown table [{section}]{suggest(section, SECTIONS)}; "
-                            f"expected some of {', '.join(f'[{s}]' for s in SECTIONS)}")
-        if not isinstance(tree[section], dict):
-            raise SpecError(f"{source}: {section} must be a table [{section}], got {tree[section]!r}")
+    check_tables(tree, SECTIONS, source)
     origins: dict[str, str] = {}
     for key, value, origin in override_items(tree, source=source, quick=quick, overrides=overrides,
                                              example="train.epochs=3"):
@@ -180,18 +174,12 @@ def _base(tree, source, origins) -> dict:
 def _grid(tree, source, origins) -> dict[str, list]:
     """``{full dotted path: values}`` of ``[grid]``, with ``seed`` ([0] unless given)."""
     grid: dict[str, list] = {}
-    for key, values in flatten(tree.get("grid", {})).items():
-        path = canonical(key)
-        if not isinstance(values, list) or not values:
-            raise SpecError(f"{located(source, origins, 'grid.' + key)}: [grid] {key} must be a "
-                            f"non-empty list of values, got {values!r}")
-        if path in grid:
-            raise SpecError(f"{source}: [grid] {key} is given twice (as {key!r} and another alias)")
+    for key, path, values, where in value_lists(tree.get("grid", {}), "grid", source, origins):
         for value in values:
             check_run_value(path, value, source, origins, f"[grid] {key}")
         names = [label(v) for v in values]
         if len(set(names)) != len(names):
-            raise SpecError(f"{located(source, origins, 'grid.' + key)}: [grid] {key} has two values named "
+            raise SpecError(f"{where}: [grid] {key} has two values named "
                             f"alike ({', '.join(names)}); give each table value its own label")
         grid[path] = values
     grid.setdefault("seed", [0])

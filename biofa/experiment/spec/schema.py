@@ -14,7 +14,7 @@ import copy
 from ...constraints import NORMS, SIGNS
 from ...errors import SpecError
 from ...feedback import RULES
-from .paths import get_path
+from .paths import canonical, flatten, get_path
 from .values import (betas, boolean, device, folder_name, gamma, is_int, layers, milestones, nonempty_string,
                      nonneg_int, nonneg_num, one_of, positive_int, positive_num, sbatch_options, string, strings,
                      suggest, unit_interval_open, validation_size)
@@ -178,3 +178,32 @@ def without_execution_keys(config: dict) -> dict:
         table, _, key = path.rpartition(".")
         (get_path(config, table, {}) if table else config).pop(key, None)
     return config
+
+
+def value_lists(table: dict, name: str, source: str, origins: dict, *, what: str = "values",
+                origin_by_path: bool = False):
+    """``(key, full dotted path, values, where)`` for each key of a ``[grid]`` or ``[search]``
+    table ``name``: every value a non-empty list, no key given twice under two aliases. ``where``
+    names the file (and ``[quick]`` / ``--set`` when the list came from there)."""
+    seen = set()
+    for key, values in flatten(table).items():
+        path = canonical(key)
+        where = located(source, origins, f"{name}.{path if origin_by_path else key}")
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{where}: [{name}] {key} must be a non-empty list of {what}, got {values!r}")
+        if path in seen:
+            raise SpecError(f"{source}: [{name}] {key} is given twice (as {key!r} and another alias)")
+        seen.add(path)
+        yield key, path, values, where
+
+
+def check_tables(tree: dict, sections, source: str, kind: str = "") -> None:
+    """Every top-level entry of a spec ``tree`` is a table among ``sections`` (``kind``, e.g.
+    ``"conservation_laws"``, is named in the message when given)."""
+    in_kind = f" in a {kind} spec" if kind else ""
+    for section, table in tree.items():
+        if section not in sections:
+            raise SpecError(f"{source}: unknown table [{section}]{suggest(section, sections)}{in_kind}; "
+                            f"expected some of {', '.join(f'[{s}]' for s in sections)}")
+        if not isinstance(table, dict):
+            raise SpecError(f"{source}: {section} must be a table [{section}], got {table!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ...errors import SpecError
 from .expand import value_text
 from .paths import canonical, display, flatten
-from .schema import check_run_value, located
+from .schema import check_run_value, value_lists
 
 #: Keys that cannot be searched: they define the conditions or the seeds.
 _NOT_SEARCHABLE = ("seed", "model.feedback")
@@ -44,14 +44,8 @@ def validate_search(tree: dict, base: dict, grid: dict, per_rule: dict, source: 
     if not isinstance(table, dict):
         raise SpecError(f"{source}: search must be a table [search] of key = [values], got {table!r}")
     search: dict[str, list] = {}
-    for key, values in flatten(table).items():
-        path = canonical(key)
-        where = located(source, origins, "search." + path)
-        if not isinstance(values, list) or not values:
-            raise SpecError(f"{where}: [search] {key} must be a non-empty list of candidate values, "
-                            f"got {values!r}")
-        if path in search:
-            raise SpecError(f"{source}: [search] {key} is given twice (as {key!r} and another alias)")
+    for key, path, values, where in value_lists(table, "search", source, origins, what="candidate values",
+                                                origin_by_path=True):
         if path in _NOT_SEARCHABLE:
             raise SpecError(f"{source}: [search] cannot search {key}: it defines the conditions (put "
                             "it in [grid])")
