@@ -159,3 +159,36 @@ def test_min_norm_point_is_the_analysis_distance():
     assert point["distance"] == analysis.distance_to_min_norm(analysis.effective_weight(Ws), X, Y)
     assert point["angle"] == analysis.angle(Ws[1], Bs[1])
     assert math.isnan(measure.min_norm_point(12, 5, 6, 1, "bp", 0.5, 0.1, 3, 3)["angle"])
+
+
+# -- a study kind like the grid: the same loader, folder handling and report command ----------
+def test_conservation_is_a_study_kind(tmp_path, capsys):
+    """biofa.experiment.load/run take a conservation spec; `biofa report` regenerates its report
+    from the folder alone (the same table as the run wrote); grid-only options exit 2."""
+    import biofa.experiment as ex
+    spec = ex.load(SPEC, quick=True)
+    assert isinstance(spec, conservation.ConservationSpec)
+    assert ex.default_out(spec) == Path("results") / "conservation_laws_quick"
+    out = tmp_path / "cl"
+    done = ex.run(spec, out)
+    assert done.exit_code == 0 and (out / "environment.json").is_file() and (out / "timings.json").is_file()
+    first = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == first
+    for extra, needle in ((["--executor", "slurm"], "runs grid studies"), (["--log", "tensorboard"], "no per-run logs")):
+        capsys.readouterr()
+        assert main(["run", str(SPEC), "--quick", "--out", str(tmp_path / "no"), *extra]) == 2
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+
+
+def test_quick_without_a_quick_table_warns_like_a_grid_study(tmp_path, capsys):
+    spec = tmp_path / "c.toml"
+    spec.write_text('[experiment]\nkind = "conservation_laws"\n')
+    args = ["run", str(spec), "--quick", "--out", str(tmp_path / "o"), "--set", "drift.seeds=[0]",
+            "--set", "drift.lrs=[0.1]", "--set", "drift.networks=['linear']", "--set", "drift.points=2",
+            "--set", "alignment.steps=4", "--set", "alignment.seeds=[0]", "--set", "min_norm.steps=4",
+            "--set", "min_norm.seeds=[0]", "--set", "min_norm.init_scales=[0.1]"]
+    assert main(args) == 0
+    assert "--quick, but the spec has no [quick] table" in capsys.readouterr().err
