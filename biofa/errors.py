@@ -6,8 +6,7 @@ Every error derives from :class:`BiofaError` and also from the matching builtin,
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 
 class BiofaError(Exception):
@@ -62,22 +61,3 @@ def check_choice(owner: str, param: str, value, choices: Iterable) -> None:
         raise ConfigError(
             f"The {param!r} parameter of {owner} must be one of {{{listed}}}. Got {value!r} instead."
         )
-
-
-def build_from_table(table: Mapping, registry: Mapping, owner: str, kind: str):
-    """Build ``registry[table["rule"]](**options)`` from a spec table, validating every key.
-
-    ``kind`` names the parameter in messages (``"feedback"``, ``"sign"``, ``"norm"``): an unknown
-    rule gets :func:`check_choice`'s message, an unknown option a message listing the allowed ones.
-    """
-    options = dict(table)
-    name = options.pop("rule", None)
-    check_choice(owner, f"{kind}.rule", name, sorted(registry))
-    cls = registry[name]
-    allowed = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"Unknown option(s) {unknown} for {kind} rule {name!r} of {owner}; expected some of {allowed}."
-        )
-    return cls(**options)

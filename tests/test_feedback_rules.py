@@ -419,3 +419,14 @@ def test_reset_step_sets_the_counter_that_brsf_draws_from(f64):
     assert torch.equal(layer.feedback.matrix(), first)
     with pytest.raises(ValueError, match="non-negative int"):
         fb.reset_step(-1)
+
+
+def test_rule_name_and_check_value_read_every_form_of_a_feedback_value():
+    """One reading of a feedback value for every caller (circuit synapses, experiment specs)."""
+    assert fb.rule_name("fa") == "fa" and fb.rule_name({"rule": "usf", "scale": "sn"}) == "usf"
+    assert fb.rule_name(fb.KolenPollack()) == "kp"
+    assert fb.rule_name(None) is None and fb.rule_name("none") is None and fb.rule_name({}) is None
+    assert fb.check_value("fa") is None and fb.check_value({"rule": "brsf", "scale": "sn"}) is None
+    expected = "a feedback rule, one of " + ", ".join(sorted(fb.RULES)) + " (or a table {rule = ..., ...})"
+    for bad in ("fa2", None, "none", {"scale": "sn"}, {"rule": "nope"}, 3):
+        assert fb.check_value(bad) == expected

@@ -19,18 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
-
-
-def _as64(x, name: str = "tensor") -> torch.Tensor:
-    """``x`` (tensor or array) detached, as float64 on its device (CPU for MPS, which has no f64)."""
-    try:
-        t = torch.as_tensor(x)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ConfigError(f"{name} must be a tensor or an array of numbers, got {type(x).__name__}") from err
-    t = t.detach()
-    if t.device.type == "mps":
-        t = t.cpu()
-    return t.to(torch.float64)
+from ._tensors import as64
 
 
 def _same_shape(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
@@ -50,7 +39,7 @@ def angle(a, b) -> float:
     arccos loses half the digits: identical directions give exactly 0. Returns NaN when either
     tensor is all zeros (no direction).
     """
-    a, b = _as64(a, "a"), _as64(b, "b")
+    a, b = as64(a, "a"), as64(b, "b")
     _same_shape(a, b, "angle")
     a, b = a.reshape(-1), b.reshape(-1)
     na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
@@ -71,7 +60,7 @@ def weight_alignment(W, B) -> float:
     For frSF pass the *effective* :math:`B = \\mathrm{sign}(W)\\circ|R|`
     (``layer.feedback.matrix()``), never :math:`|R|` alone.
     """
-    W, B = _as64(W, "W"), _as64(B, "B")
+    W, B = as64(W, "W"), as64(B, "B")
     _same_shape(W, B, "weight_alignment")
     return angle(W, B)
 
@@ -81,8 +70,8 @@ def norm_ratio(W, B) -> float:
 
     1 under "sn" scaling; inf when W is zero and B is not; NaN when both are zero.
     """
-    nw = float(torch.linalg.vector_norm(_as64(W, "W")))
-    nb = float(torch.linalg.vector_norm(_as64(B, "B")))
+    nw = float(torch.linalg.vector_norm(as64(W, "W")))
+    nb = float(torch.linalg.vector_norm(as64(B, "B")))
     if nw == 0:
         return math.nan if nb == 0 else math.inf
     return nb / nw
@@ -97,7 +86,7 @@ def sign_agreement(W, B) -> float:
     entry. So uSF/frSF, whose B is 0 exactly where W is 0 (e.g. synapses clamped by a Dale
     projection), score exactly 1, and random FA scores about 1/2.
     """
-    W, B = _as64(W, "W"), _as64(B, "B")
+    W, B = as64(W, "W"), as64(B, "B")
     _same_shape(W, B, "sign_agreement")
     if W.numel() == 0:
         return math.nan

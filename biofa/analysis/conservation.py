@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
-from .alignment import _as64, feedback_layers
+from ._tensors import as64
+from .alignment import feedback_layers
 
 
 def feedback_chain(model: nn.Module) -> tuple[list, list, list]:
@@ -51,9 +52,9 @@ def feedback_chain(model: nn.Module) -> tuple[list, list, list]:
         if Ws and Ws[-1].shape[0] != layer.in_features:
             raise ShapeError(f"feedback_chain: layer {name!r} takes {layer.in_features} inputs but "
                              f"the layer before it has {Ws[-1].shape[0]} outputs; not a chain")
-        Ws.append(_as64(layer.weight).clone())
-        bs.append(None if layer.bias is None else _as64(layer.bias).clone())
-        Bs.append(_as64(layer.feedback.matrix()).clone())
+        Ws.append(as64(layer.weight).clone())
+        bs.append(None if layer.bias is None else as64(layer.bias).clone())
+        Bs.append(as64(layer.feedback.matrix()).clone())
     return Ws, bs, Bs
 
 
@@ -63,7 +64,7 @@ def _chain(Ws, bs, Bs, owner: str):
         if bs is not None or Bs is not None:
             raise ConfigError(f"{owner}: pass either a model or lists (Ws, bs, Bs), not both")
         return feedback_chain(Ws)
-    Ws = [_as64(w, "W") for w in Ws]
+    Ws = [as64(w, "W") for w in Ws]
     L = len(Ws)
     if L < 2:
         raise ConfigError(f"{owner}: a chain needs at least two weight matrices, got {L}")
@@ -75,8 +76,8 @@ def _chain(Ws, bs, Bs, owner: str):
     if len(Bs) != L:
         raise ConfigError(f"{owner}: expected {L} feedback matrices (B_1 may be None) or {L - 1} "
                           f"(B_2..B_L), got {len(Bs)}")
-    Bs = [None if B is None else _as64(B, "B") for B in Bs]
-    bs = [None] * L if bs is None else [None if b is None else _as64(b, "b") for b in bs]
+    Bs = [None if B is None else as64(B, "B") for B in Bs]
+    bs = [None] * L if bs is None else [None if b is None else as64(b, "b") for b in bs]
     if len(bs) != L:
         raise ConfigError(f"{owner}: expected {L} biases (None for none), got {len(bs)}")
     for l, W in enumerate(Ws):
@@ -143,7 +144,7 @@ def balancedness(Ws, bs=None) -> list[torch.Tensor]:
     """
     if isinstance(Ws, nn.Module):
         Ws, bs, _ = feedback_chain(Ws)
-    Ws = [_as64(w, "W") for w in Ws]
+    Ws = [as64(w, "W") for w in Ws]
     Bs = [None, *[w / 2 for w in Ws[1:]]]
     return linear_invariants(Ws, Bs, bs=bs)
 
@@ -163,7 +164,7 @@ def drift(initial, current, scale=None) -> float:
         raise ShapeError(f"drift: {len(initial)} initial invariants but {len(current)} current ones")
     num = den = 0.0
     for l, (a, b) in enumerate(zip(initial, current)):
-        a, b = _as64(a), _as64(b)
+        a, b = as64(a), as64(b)
         if a.shape != b.shape:
             raise ShapeError(f"drift: invariant {l} has shape {tuple(a.shape)} initially and "
                              f"{tuple(b.shape)} now")

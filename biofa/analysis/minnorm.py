@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError, ShapeError
-from .alignment import _as64
+from ._tensors import as64
 
 
 def min_norm_solution(X, Y):
@@ -24,7 +24,7 @@ def min_norm_solution(X, Y):
     row). Computed in float64 with ``torch.linalg.pinv``; returns a torch tensor if ``X`` is one,
     else a numpy array, of shape (k, d).
     """
-    Xt, Yt = _as64(X, "X"), _as64(Y, "Y")
+    Xt, Yt = as64(X, "X"), as64(Y, "Y")
     if Yt.dim() == 1:
         Yt = Yt.unsqueeze(0)
     if Xt.dim() != 2 or Yt.dim() != 2 or Xt.shape[1] != Yt.shape[1]:
@@ -46,7 +46,7 @@ def effective_weight(Ws):
 
     if isinstance(Ws, nn.Module):
         Ws = feedback_chain(Ws)[0]
-    Ws = [_as64(w, "W") for w in Ws]
+    Ws = [as64(w, "W") for w in Ws]
     if not Ws:
         raise ConfigError("effective_weight: no weights given")
     out = Ws[0]
@@ -63,8 +63,8 @@ def distance_to_min_norm(W_eff, X, Y) -> float:
 
     .. math:: \\frac{\\|W_\\mathrm{eff} - Y X^+\\|_F}{\\|Y X^+\\|_F}
     """
-    target = _as64(min_norm_solution(_as64(X, "X"), Y))
-    W = _as64(W_eff, "W_eff")
+    target = as64(min_norm_solution(as64(X, "X"), Y))
+    W = as64(W_eff, "W_eff")
     if W.dim() == 1:
         W = W.unsqueeze(0)
     if W.shape != target.shape:

@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
-from .plan import ACTIVATIONS, _as_numpy, _Plan, _read_circuit
+from .plan import ACTIVATIONS, Plan, as_numpy, read_circuit
 
 __all__ = ["Brian2Circuit", "build_network", "schedule_order", "schedule_table"]
 
@@ -38,7 +38,7 @@ class Brian2Circuit:
     only}, ``monitors`` {population name: StateMonitor of r}, ``batch``, ``dt``, ``plan``.
     """
 
-    def __init__(self, plan: _Plan, x: dict, y, r0: dict, dt: float, eta: float, record: bool, name: str):
+    def __init__(self, plan: Plan, x: dict, y, r0: dict, dt: float, eta: float, record: bool, name: str):
         import brian2 as b2
 
         self.plan, self.dt, self.eta = plan, float(dt), float(eta)
@@ -300,7 +300,7 @@ def schedule_table(model: Brian2Circuit) -> list:
 
 
 def _batched(value, size: int, owner: str) -> np.ndarray:
-    a = _as_numpy(value)
+    a = as_numpy(value)
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2 or a.shape[1] != size:
@@ -308,7 +308,7 @@ def _batched(value, size: int, owner: str) -> np.ndarray:
     return a
 
 
-def _initial(plan: _Plan, r0, batch: int) -> dict:
+def _initial(plan: Plan, r0, batch: int) -> dict:
     r0 = {} if r0 is None else dict(r0)
     out = {}
     for p in plan.pops:
@@ -316,7 +316,7 @@ def _initial(plan: _Plan, r0, batch: int) -> dict:
             continue
         value = np.zeros((batch, p.size))
         if p.name in r0:
-            value = value + _as_numpy(r0[p.name])
+            value = value + as_numpy(r0[p.name])
         out[p.name] = value
     unknown = sorted(set(r0) - set(out))
     if unknown:
@@ -335,7 +335,7 @@ def build_network(circuit, x, *, dt: float, target=None, lr: float = 0.0, r0=Non
     brian2 cannot express.
     """
     learning = lr != 0.0 and target is not None
-    plan = _read_circuit(circuit, learning=learning, learn_bias=learn_bias)
+    plan = read_circuit(circuit, learning=learning, learn_bias=learn_bias)
     inp = plan.pops[plan.index[circuit.input]]
     xs = _batched(x, inp.size, f"input x of population {inp.name!r}")
     batch = xs.shape[0]

@@ -67,20 +67,24 @@ class _FB:
 
 
 @dataclass
-class _Plan:
+class Plan:
+    """What :func:`read_circuit` reads: populations, feedforward and feedback objects, and the index
+    of each population by name (internal to :mod:`biofa.brian2`)."""
+
     pops: list
     ffs: list
     fbs: list
     index: dict = field(default_factory=dict)
 
 
-def _as_numpy(t) -> np.ndarray:
+def as_numpy(t) -> np.ndarray:
+    """A float64 numpy copy of a tensor (detached, on the CPU) or of an array-like."""
     if torch.is_tensor(t):
         return t.detach().cpu().to(torch.float64).numpy().copy()
     return np.array(t, dtype=float)
 
 
-def _read_circuit(circuit, *, learning: bool, learn_bias: bool = True) -> _Plan:
+def read_circuit(circuit, *, learning: bool, learn_bias: bool = True) -> Plan:
     """Read a :class:`~biofa.circuit.Circuit` into numpy; raise on what brian2 cannot express."""
     if learning and circuit.output is None:
         raise ConfigError("biofa.brian2: online learning needs the circuit's output population; set output=")
@@ -89,7 +93,7 @@ def _read_circuit(circuit, *, learning: bool, learn_bias: bool = True) -> _Plan:
     for p in circuit.populations:
         role = "input" if p.name == circuit.input else "output" if p.name == circuit.output else "hidden"
         check_choice(f"Population {p.name!r} (brian2 export)", "activation", p.activation, sorted(ACTIVATIONS))
-        bias = np.zeros(p.size) if role == "input" else _as_numpy(circuit.bias(p.name))
+        bias = np.zeros(p.size) if role == "input" else as_numpy(circuit.bias(p.name))
         plan_pops.append(_Pop(p.name, int(p.size), float(p.tau), p.activation, bias,
                               bool(learn_bias and p.learn_bias), role))
     ffs, ff_index = [], {}
@@ -105,27 +109,27 @@ def _read_circuit(circuit, *, learning: bool, learn_bias: bool = True) -> _Plan:
         if layer.sign is not None and learning:
             # every enforce mode ends in the projection S*max(S*W, 0) after an online update
             # (a reparameterised weight is written through its right inverse)
-            signs = np.broadcast_to(_as_numpy(layer.sign.signs), tuple(layer.weight.shape)).copy()
+            signs = np.broadcast_to(as_numpy(layer.sign.signs), tuple(layer.weight.shape)).copy()
         ff_index[id(s)] = len(ffs)
-        ff = _FF(s.name, index[s.pre.name], index[s.post.name], _as_numpy(s.weight), signs)
+        ff = _FF(s.name, index[s.pre.name], index[s.post.name], as_numpy(s.weight), signs)
         if learning and s.has_feedback and layer.feedback.name == "kp":
             # Kolen–Pollack B learns with W's update even where its error is not used
-            ff.learned_b, ff.b_matrix = True, _as_numpy(layer.feedback.B)
+            ff.learned_b, ff.b_matrix = True, as_numpy(layer.feedback.B)
             if s.feedback_synapses.signs is not None:
-                ff.b_signs = np.broadcast_to(_as_numpy(s.feedback_synapses.signs)[:, None], ff.weight.shape).copy()
+                ff.b_signs = np.broadcast_to(as_numpy(s.feedback_synapses.signs)[:, None], ff.weight.shape).copy()
         ffs.append(ff)
     fbs = []
     if learning:
         for f in circuit.feedback:
             if f.target.name != circuit.input:  # an error sent to a clamped input is never used
                 fbs.append(_read_feedback(f, index, ff_index, ffs))
-    return _Plan(plan_pops, ffs, fbs, index)
+    return Plan(plan_pops, ffs, fbs, index)
 
 
 def _read_feedback(f, index, ff_index, ffs) -> _FB:
     name, owner = f.name, f"FeedbackSynapses {f.name!r}"
     source, target = index[f.source.name], index[f.target.name]
-    matrix = _as_numpy(f.matrix())
+    matrix = as_numpy(f.matrix())
     if f.direct:
         return _FB(name, source, target, "fixed", True, None, matrix)
     rule = f.synapse.layer.feedback
@@ -143,5 +147,5 @@ def _read_feedback(f, index, ff_index, ffs) -> _FB:
 
         fb.scale = float(init_std(tuple(ffs[ff].weight.shape), rule.init_scheme))
     elif kind == "frsf":
-        fb.magnitude = _as_numpy(rule.magnitude)
+        fb.magnitude = as_numpy(rule.magnitude)
     return fb

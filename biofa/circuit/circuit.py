@@ -20,6 +20,7 @@ from ..errors import ConfigError, ShapeError
 from ..nn.functional import exact_gradients_active
 from .populations import Population
 from .synapses import FeedbackSynapses, FeedforwardSynapses
+from .writer import save, to_spec
 
 
 class _DirectFeedback(torch.autograd.Function):
@@ -300,14 +301,10 @@ class Circuit(nn.Module):
     # -- specs -------------------------------------------------------------------------------
     def to_spec(self) -> dict:
         """The circuit as a spec dict (TOML-ready); ``biofa.circuit.from_spec`` rebuilds it."""
-        from .spec import to_spec
-
         return to_spec(self)
 
     def save(self, path) -> None:
         """Write :meth:`to_spec` as TOML to ``path`` (atomically)."""
-        from .spec import save
-
         save(self, path)
 
     def extra_repr(self) -> str:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -49,6 +48,7 @@ from ..errors import ConfigError, SpecError
 from .circuit import Circuit, topological_order
 from .populations import Population
 from .synapses import FeedbackSynapses, FeedforwardSynapses
+from .writer import dump, save, to_spec  # the writing half, re-exported here
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -173,23 +173,6 @@ def from_spec(spec: dict, *, seed: int | None = None, dtype=None, device=None) -
     return circuit
 
 
-def to_spec(circuit: Circuit) -> dict:
-    """The spec dict of ``circuit`` (every key, None values omitted); :func:`from_spec` inverts it."""
-    spec = {}
-    if circuit.description is not None:
-        spec["description"] = circuit.description
-    if circuit.seed is not None:
-        spec["seed"] = circuit.seed
-    spec["input"] = circuit.input
-    if circuit.output is not None:
-        spec["output"] = circuit.output
-    spec["balance"] = circuit.balance
-    spec["populations"] = {p.name: p.to_spec() for p in circuit.declared_populations}
-    spec["synapses"] = [s.to_spec() for s in circuit.feedforward]
-    spec["feedback"] = [fb.to_spec() for fb in circuit.direct]
-    return spec
-
-
 def available() -> list[str]:
     """Names of the packaged circuit specs (``biofa.circuit.load(name)`` reads them)."""
     return sorted(p.stem for p in packaged_dir("circuits").glob("*.toml"))
@@ -223,25 +206,3 @@ def load(name_or_path, *, seed: int | None = None, dtype=None, device=None) -> C
         return from_spec(spec, seed=seed, dtype=dtype, device=device)
     except SpecError as err:
         raise SpecError(f"{name_or_path}: {err}") from None
-
-
-def dump(spec: dict, path) -> None:
-    """Write a spec dict as TOML to ``path`` atomically (a temporary file, then a rename)."""
-    import tomli_w
-
-    path = Path(path)
-    text = tomli_w.dumps(spec)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def save(circuit: Circuit, path) -> None:
-    """Write ``circuit.to_spec()`` as TOML to ``path`` (atomically)."""
-    dump(to_spec(circuit), path)

@@ -21,7 +21,7 @@ from .. import _hooks
 from ..constraints import functional as CF
 from ..constraints.sign import Dale, make_sign
 from ..errors import ConfigError, check_choice
-from ..feedback.base import RULES, Feedback
+from ..feedback.base import RULES, Feedback, rule_name  # rule_name: also importable from here
 from ..init import check_init, init_weight
 from ..nn.layers import Linear
 from .populations import Population
@@ -32,17 +32,6 @@ PAIRED_RULES = tuple(sorted(set(RULES) - {"dfa"}))
 SIGNABLE_RULES = ("fa", "kp", "wm", "dfa")
 #: values of ``feedback_sign`` / ``FeedbackSynapses(sign=)``
 FEEDBACK_SIGNS = (None, "E", "I", "dale")
-
-
-def rule_name(feedback) -> str | None:
-    """The rule name of a ``feedback`` argument; None for no pathway (``None`` or ``"none"``)."""
-    if feedback is None or feedback == "none":
-        return None
-    if isinstance(feedback, Feedback):
-        return feedback.name
-    if isinstance(feedback, dict):
-        return feedback.get("rule")
-    return feedback
 
 
 def _check_population(owner: str, role: str, pop) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import build_from_table, check_choice
+from .._registry import build_from_table
+from ..errors import check_choice
 from . import functional as F
 
 

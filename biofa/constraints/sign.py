@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ShapeError, build_from_table, check_choice
+from .._registry import build_from_table
+from ..errors import ConfigError, ShapeError, check_choice
 from . import functional as F
 
 ENFORCE = ("project", "abs", "relu", "softplus")

@@ -29,7 +29,7 @@ import torch
 from ..errors import ConfigError, DataFileError
 from . import transforms
 from .files import ENV_VAR, default_base
-from .splits import Splits, _count, split_indices
+from .splits import Splits, count_examples, split_indices
 
 EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 SOURCES = {
@@ -210,7 +210,7 @@ def folder_splits(files: ImageFiles, name: str, *, validation=0.1, normalize: bo
     ``n_test`` files in class order). ``normalize`` applies the ImageNet mean and std."""
     train_idx, val_idx = split_indices(len(files.train_paths), name, validation=validation, seed=seed,
                                        n_train=n_train)
-    n_te = _count(n_test, len(files.test_paths), "n_test", name)
+    n_te = count_examples(n_test, len(files.test_paths), "n_test", name)
     mean, std = (transforms.IMAGENET_MEAN, transforms.IMAGENET_STD) if normalize else (None, None)
     common = dict(image_size=files.image_size, resize=files.resize, scale=files.scale, ratio=files.ratio,
                   mean=mean, std=std)

@@ -109,7 +109,9 @@ def n_validation(validation, n_pool: int, name: str) -> int:
     return n_val
 
 
-def _count(value, available: int, key: str, name: str) -> int:
+def count_examples(value, available: int, key: str, name: str) -> int:
+    """How many of ``available`` examples the option ``key`` (``n_train``, ``n_test``) keeps: all when
+    ``value`` is None, else ``value``, a positive int no larger than ``available``."""
     if value is None:
         return available
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -155,7 +157,7 @@ def split_indices(n_total: int, name: str, *, validation=0.1, seed: int = 0,
     examples (the rest); ``n_train`` keeps only that many examples before the hold-out, chosen by
     the same permutation.
     """
-    n_pool = _count(n_train, n_total, "n_train", name)
+    n_pool = count_examples(n_train, n_total, "n_train", name)
     n_val = n_validation(validation, n_pool, name)
     perm = np.random.default_rng(seed).permutation(n_total)[:n_pool]
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
@@ -174,7 +176,7 @@ def make_splits(raw: RawData, name: str, *, validation=0.1, normalize: bool = Tr
     if len(raw.x_train) != len(raw.y_train) or len(raw.x_test) != len(raw.y_test):
         raise ConfigError(f"dataset {name!r}: inputs and targets differ in length")
     train_idx, val_idx = split_indices(len(raw.x_train), name, validation=validation, seed=seed, n_train=n_train)
-    n_te = _count(n_test, len(raw.x_test), "n_test", name)
+    n_te = count_examples(n_test, len(raw.x_test), "n_test", name)
     x_tr, y_tr = raw.x_train[train_idx], raw.y_train[train_idx]
     x_va, y_va = raw.x_train[val_idx], raw.y_train[val_idx]
     x_te, y_te = raw.x_test[:n_te], raw.y_test[:n_te]

@@ -17,13 +17,13 @@ The equations: :ref:`Background, feedback rules <background-feedback-rules>`.
 
 from .._hooks import next_step, reset_step, step_tensor, training_step
 from . import functional
-from .base import RULES, Feedback, make_feedback, register_rule
+from .base import RULES, Feedback, check_value, make_feedback, register_rule, rule_name
 from .dense import DenseFA
 from .direct import DFA, DirectFeedbackHub
 from .rules import BP, BRSF, FA, FRSF, USF, KolenPollack, WeightMirror
 
 __all__ = [
-    "RULES", "Feedback", "make_feedback", "register_rule", "functional",
+    "RULES", "Feedback", "make_feedback", "register_rule", "rule_name", "check_value", "functional",
     "BP", "FA", "DenseFA", "USF", "FRSF", "BRSF", "DFA", "KolenPollack", "WeightMirror", "DirectFeedbackHub",
     "training_step", "next_step", "reset_step", "step_tensor",
 ]

@@ -9,7 +9,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..errors import ConfigError, build_from_table, check_choice
+from .._registry import build_from_table
+from ..errors import ConfigError, check_choice
 
 
 class Feedback(nn.Module, metaclass=abc.ABCMeta):
@@ -148,3 +149,28 @@ def make_feedback(spec, owner: str = "layer") -> Feedback:
         return build_from_table(spec, RULES, owner, "feedback")
     check_choice(owner, "feedback", spec, sorted(RULES))
     return RULES[spec]()
+
+
+def rule_name(value) -> str | None:
+    """The registry name of a feedback value: a name (``"fa"``), a table with ``"rule"``
+    (``{"rule": "usf", "scale": "sn"}``) or a :class:`Feedback` object.
+
+    None for no pathway (``None`` or ``"none"``) and for a table without ``"rule"``; anything else
+    is returned as it is (not validated: :func:`check_value` and :func:`make_feedback` do that).
+    """
+    if value is None or value == "none":
+        return None
+    if isinstance(value, Feedback):
+        return value.name
+    if isinstance(value, dict):
+        return value.get("rule")
+    return value
+
+
+def check_value(value) -> str | None:
+    """Check a feedback value in a spec: None when it names a registered rule (a name, or a table
+    whose ``"rule"`` does), else what was expected, for a message ``"<key>: expected <text>"``."""
+    if isinstance(value, dict):
+        value = value.get("rule")
+    return None if value in RULES else "a feedback rule, one of " + ", ".join(sorted(RULES)) + \
+        " (or a table {rule = ..., ...})"

@@ -129,7 +129,72 @@ def _learned_grad(layer, mode, need_fb, weight, grad_w, fb_input):
     return None
 
 
-class FeedbackLinearFunction(PositionalFunction):
+def _linear_grads(grad_out, x, weight, fb_input, layer, mode, to_x, to_w, to_b):
+    """A linear map's gradients: ``g @ B`` to the input, :math:`g^\\top x` to W, :math:`\\sum g` to b
+    (each None unless asked for)."""
+    grad_x = grad_w = grad_b = None
+    if to_x:
+        grad_x = grad_out @ _feedback_matrix(layer, mode, weight, fb_input).to(grad_out.dtype)
+    g2 = grad_out.reshape(-1, grad_out.shape[-1])
+    if to_w:
+        grad_w = g2.T @ x.reshape(-1, x.shape[-1])
+    if to_b:
+        grad_b = g2.sum(0)
+    return grad_x, grad_w, grad_b
+
+
+def _conv_grads(grad_out, x, weight, fb_input, layer, mode, to_x, to_w, to_b):
+    """A convolution's gradients: g convolved with the transposed kernel B (DenseFA: one matmul
+    with its dense B) to the input, the local gradient to W, g summed over batch and space to b."""
+    grad_x = grad_w = grad_b = None
+    if to_x and mode == RULE and layer.feedback.untied:  # DenseFA: one matmul, no kernel
+        b = _feedback_matrix(layer, mode, weight, fb_input)
+        grad_x = (grad_out.flatten(1) @ b.to(grad_out.dtype)).reshape(x.shape)
+        to_x = False
+    if to_x or to_w:
+        b = _feedback_matrix(layer, mode, weight, fb_input).to(weight.dtype) if to_x else weight
+        nd = weight.dim() - 2
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            grad_out, x, b, None, layer.stride, layer._pad_in_conv, layer.dilation,
+            False, [0] * nd, layer.groups, [to_x, to_w, False],
+        )
+        if to_x:
+            grad_x = gx
+        grad_w = gw
+    if to_b:
+        grad_b = grad_out.sum(dim=[0, *range(2, grad_out.dim())])
+    return grad_x, grad_w, grad_b
+
+
+class _FeedbackFunction(PositionalFunction):
+    """What the linear and convolution functions share: their arguments (see
+    :class:`FeedbackLinearFunction`), what they save and their backward, which differ only in the
+    gradients of the op itself (:func:`_linear_grads` for W of shape (out, in), :func:`_conv_grads`
+    for a kernel (out, in/groups, *size))."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, _, fb_input, layer, mode = inputs
+        ctx.save_for_backward(x, weight, fb_input)
+        ctx.layer, ctx.mode = layer, RULE if mode is None else mode
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, fb_input = ctx.saved_tensors
+        layer, mode = ctx.layer, ctx.mode
+        need_x, need_w, need_b, need_fb = ctx.needs_input_grad[:4]
+        if need_x:
+            _check_direct(layer, mode)
+        to_x = need_x and mode in (RULE, EXACT)  # DFA: the input's error comes from the output layer
+        op_grads = _linear_grads if weight.dim() == 2 else _conv_grads
+        grad_x, grad_w, grad_b = op_grads(grad_out, x, weight, fb_input, layer, mode, to_x, need_w or need_fb, need_b)
+        grad_fb = _learned_grad(layer, mode, need_fb, weight, grad_w, fb_input)
+        return grad_x, grad_w if need_w else None, grad_b, grad_fb, None, None
+
+
+class FeedbackLinearFunction(_FeedbackFunction):
     """``F.linear`` whose backward sends ``g @ B`` to the input (nothing for DFA).
 
     ``apply(x, weight, bias, fb_input, layer, mode)``: ``fb_input`` is the layer's
@@ -138,79 +203,17 @@ class FeedbackLinearFunction(PositionalFunction):
     :func:`call_mode` (None: the layer's rule).
     """
 
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(x, weight, bias, fb_input, layer, mode):
         return F.linear(x, weight, bias)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, weight, _, fb_input, layer, mode = inputs
-        ctx.save_for_backward(x, weight, fb_input)
-        ctx.layer, ctx.mode = layer, RULE if mode is None else mode
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight, fb_input = ctx.saved_tensors
-        layer, mode = ctx.layer, ctx.mode
-        need_x, need_w, need_b, need_fb = ctx.needs_input_grad[:4]
-        grad_x = grad_w = grad_b = grad_fb = None
-        if need_x:
-            _check_direct(layer, mode)
-            if mode in (RULE, EXACT):
-                grad_x = grad_out @ _feedback_matrix(layer, mode, weight, fb_input).to(grad_out.dtype)
-        g2 = grad_out.reshape(-1, grad_out.shape[-1])
-        if need_w or need_fb:
-            grad_w = g2.T @ x.reshape(-1, x.shape[-1])
-            grad_fb = _learned_grad(layer, mode, need_fb, weight, grad_w, fb_input)
-        if need_b:
-            grad_b = g2.sum(0)
-        return grad_x, grad_w if need_w else None, grad_b, grad_fb, None, None
-
-
-class FeedbackConvFunction(PositionalFunction):
+class FeedbackConvFunction(_FeedbackFunction):
     """N-d convolution whose backward convolves g with the feedback kernel B (transposed).
 
     Arguments as :class:`FeedbackLinearFunction`.
     """
 
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(x, weight, bias, fb_input, layer, mode):
         return layer._conv(x, weight, bias)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, weight, _, fb_input, layer, mode = inputs
-        ctx.save_for_backward(x, weight, fb_input)
-        ctx.layer, ctx.mode = layer, RULE if mode is None else mode
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight, fb_input = ctx.saved_tensors
-        layer, mode = ctx.layer, ctx.mode
-        need_x, need_w, need_b, need_fb = ctx.needs_input_grad[:4]
-        grad_x = grad_w = grad_b = grad_fb = None
-        if need_x:
-            _check_direct(layer, mode)
-        conv_x = need_x and mode in (RULE, EXACT)
-        if conv_x and mode == RULE and layer.feedback.untied:  # DenseFA: one matmul, no kernel
-            b = _feedback_matrix(layer, mode, weight, fb_input)
-            grad_x = (grad_out.flatten(1) @ b.to(grad_out.dtype)).reshape(x.shape)
-            conv_x = False
-        if conv_x or need_w or need_fb:
-            b = _feedback_matrix(layer, mode, weight, fb_input).to(weight.dtype) if conv_x else weight
-            nd = weight.dim() - 2
-            gx, gw, _ = torch.ops.aten.convolution_backward(
-                grad_out, x, b, None, layer.stride, layer._pad_in_conv, layer.dilation,
-                False, [0] * nd, layer.groups, [conv_x, need_w or need_fb, False],
-            )
-            if conv_x:
-                grad_x = gx
-            grad_w = gw
-            grad_fb = _learned_grad(layer, mode, need_fb, weight, grad_w, fb_input)
-        if need_b:
-            grad_b = grad_out.sum(dim=[0, *range(2, grad_out.dim())])
-        return grad_x, grad_w if need_w else None, grad_b, grad_fb, None, None
