@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ... import circuit, models
 from ...errors import ConfigError, SpecError
-from ...circuit.synapses import rule_name  # TODO(merge): biofa.feedback.rule_name
+from ...feedback import rule_name
 from ..spec.schema import NONE_WORDS
 
 def _none(value):

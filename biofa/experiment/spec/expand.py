@@ -13,7 +13,7 @@ import itertools
 import json
 import re
 
-from ...circuit.synapses import rule_name  # TODO(merge): biofa.feedback.rule_name
+from ...feedback import rule_name
 from ..results import cell_text, parse_cell
 from .paths import display, set_path
 from .schema import without_execution_keys

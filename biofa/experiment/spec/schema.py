@@ -13,7 +13,7 @@ import copy
 
 from ...constraints import NORMS, SIGNS
 from ...errors import SpecError
-from ...feedback import RULES
+from ...feedback import check_value as check_feedback
 from .paths import canonical, flatten, get_path
 from .values import (betas, boolean, device, folder_name, gamma, is_int, layers, milestones, nonempty_string,
                      nonneg_int, nonneg_num, one_of, positive_int, positive_num, sbatch_options, string, strings,
@@ -36,13 +36,6 @@ EXECUTION_KEYS = ("train.device", "train.threads", "train.keep_last", "log")
 NONE_WORDS = ("free", "none")
 
 
-def feedback_value(v):
-    if isinstance(v, dict):
-        v = v.get("rule")
-    return None if v in RULES else "a feedback rule, one of " + ", ".join(sorted(RULES)) + \
-        " (or a table {rule = ..., ...})"
-
-
 def sign_value(v):
     if isinstance(v, dict):
         v = v.get("rule")
@@ -63,7 +56,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                    "kind": (one_of("grid", "conservation_laws"), "grid")},
     "data": {"name": (nonempty_string, "mnist1d"), "validation": (validation_size, 0.1),
              "normalize": (boolean, True), "seed": (nonneg_int, 0)},
-    "model": {"name": (nonempty_string, None), "circuit": (nonempty_string, None), "feedback": (feedback_value, "bp"),
+    "model": {"name": (nonempty_string, None), "circuit": (nonempty_string, None), "feedback": (check_feedback, "bp"),
               "sign": (sign_value, "free"), "norm": (norm_value, "none"), "free_norm": (layers, None),
               "batch_manhattan": (boolean, False),
               "init_scale": (positive_num, None), "feedback_init_scale": (positive_num, None)},
