@@ -1,5 +1,7 @@
 """Interrupting a run the way a kill would, at a chosen epoch (tests share it)."""
 
+import copy
+
 import pytest
 
 from biofa.experiment.runner import checkpoints
@@ -11,7 +13,11 @@ class Stop(BaseException):
 
 
 def run_killed_after_epoch(task, out, epoch: int, monkeypatch) -> None:
-    """Run ``task`` into ``out`` and stop it right after epoch ``epoch``'s checkpoint is written."""
+    """Run ``task`` into ``out`` and stop it right after epoch ``epoch``'s checkpoint is written
+    (the run checkpoints every epoch here: ``[train] checkpoint_s = 0``, a key that leaves the
+    run's id and results as they are)."""
+    task = copy.deepcopy(task)
+    task["config"]["train"]["checkpoint_s"] = 0
     save_last = checkpoints.save_last
 
     def killed(folder, **kw):

@@ -38,6 +38,7 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     device = "cpu"                 # "auto" (CUDA, else MPS, else CPU), "cpu", "cuda", "cuda:N", "mps"
     threads = 1                    # torch threads per run
     keep_last = false              # keep runs/<run_id>/last.pt when the run is done (best.pt is kept)
+    checkpoint_s = 10.0            # seconds between a run's checkpoints, after its first epoch (0: every epoch)
     [train.optimizer]              # or optimizer = "adam"; lr/momentum/weight_decay may sit in [train]
     name = "sgd"                   # sgd adam adamw rmsprop
     lr = 0.01
@@ -125,8 +126,8 @@ all comparisons (:mod:`biofa.experiment.report.stats`).
 Model selection uses the validation split only; the report gives test scores at the
 best-validation epoch and at the final epoch, labelled as such.
 
-Every run checkpoints into ``runs/<run_id>/`` after each epoch and an interrupted run continues
-from there (:mod:`biofa.experiment.runner.checkpoints`); :func:`load_model` gives a finished run's
+Every run checkpoints into ``runs/<run_id>/`` after its first epoch and then every
+``[train] checkpoint_s`` seconds, and an interrupted run continues from there (:mod:`biofa.experiment.runner.checkpoints`); :func:`load_model` gives a finished run's
 best model and :func:`evaluate_run` its scores on a split.
 
 **The wings**, in the order a study flows through them: :mod:`~biofa.experiment.spec` (what a

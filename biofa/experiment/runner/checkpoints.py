@@ -2,11 +2,13 @@
 
 Layout, beside the run's result ``runs/<run_id>.json``::
 
-    runs/<run_id>/last.pt   after every finished epoch: model, optimizer, schedule, the feedback
+    runs/<run_id>/last.pt   after the first epoch, then every ``[train] checkpoint_s`` seconds
+                            (at the end of an epoch): model, optimizer, schedule, the feedback
                             step counter, RNG states, the data order's generator, the epoch, the
                             history so far and the best epoch so far (with its weights).
                             Deleted when the run finishes, unless ``[train] keep_last = true``.
-    runs/<run_id>/best.pt   the weights of the best-validation epoch (rewritten when it improves),
+    runs/<run_id>/best.pt   the weights of the best-validation epoch (written with each
+                            ``last.pt`` when a better epoch came since, and when the run ends),
                             the run's configuration and the data's shapes: kept, for
                             :func:`load_model`.
     runs/<run_id>/tb/       TensorBoard event files, with ``[log] tensorboard = true``.

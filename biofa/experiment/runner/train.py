@@ -152,17 +152,25 @@ def _train(config, result, seed, folder, progress):
     if progress:
         from tqdm.auto import tqdm
         epoch_bar = tqdm(total=epochs, initial=start - 1, desc=result["run_id"][:40], leave=False, unit="ep")
+    interval = config["train"].get("checkpoint_s", 0.0)
+    last_checkpoint = None
     try:
         for epoch in range(start, epochs + 1):
-            improved, val = training.epoch(epoch)
-            if folder is not None:
-                training.checkpoint(folder, epoch, improved, val, time.perf_counter() - t_run)
+            training.epoch(epoch)
+            now = time.perf_counter()
+            due = last_checkpoint is None or now - last_checkpoint >= interval or (
+                epoch == epochs and config["train"].get("keep_last", False))
+            if folder is not None and due:  # the first epoch, then every `interval` seconds
+                training.checkpoint(folder, epoch, now - t_run)
+                last_checkpoint = time.perf_counter()
             if epoch_bar is not None:
                 epoch_bar.update(1)
     finally:
         if epoch_bar is not None:
             epoch_bar.close()
         training.record_best()
+    if folder is not None:
+        training.save_best(folder)  # the best epoch's weights, for load_model
     training.finish(folder)
 
 
@@ -200,6 +208,7 @@ class _Training:
         # before any checkpoint is loaded: a resumed run's model is rebuilt with the same initial weights
         self.invariants_at_init = initial_invariants(self.model, self.metrics_cfg)
         self.best, self.best_state = None, None
+        self.best_written = None  # the epoch whose weights best.pt holds
 
     def resume(self, folder) -> int:
         """Continue an interrupted run from its ``last.pt`` (model, optimizer, schedule, RNG
@@ -276,12 +285,18 @@ class _Training:
             self.best_state = checkpoints.snapshot(model.state_dict())
         return improved, val
 
-    def checkpoint(self, folder, epoch: int, improved: bool, val: dict, seconds: float) -> None:
-        """Write ``best.pt`` (when the epoch improved) before ``last.pt``."""
+    def save_best(self, folder) -> None:
+        """Write ``best.pt`` unless it holds the best epoch already."""
+        if self.best is not None and self.best["epoch"] != self.best_written:
+            checkpoints.save_best(folder, self.best_state, epoch=self.best["epoch"], val=self.best,
+                                  config=self.config, splits=self.splits)
+            self.best_written = self.best["epoch"]
+
+    def checkpoint(self, folder, epoch: int, seconds: float) -> None:
+        """Write ``best.pt`` (when a better epoch came since it was written) before ``last.pt``:
+        everything a killed run needs to continue after ``epoch`` exactly as if never stopped."""
+        self.save_best(folder)
         best = self.best
-        if improved:
-            checkpoints.save_best(folder, self.best_state, epoch=epoch, val=val, config=self.config,
-                                  splits=self.splits)
         checkpoints.save_last(folder, model=self.model, optimizer=self.optimizer, scheduler=self.schedule, extra={
             # the history as one JSON string: torch.save pickles many small objects slowly
             "epoch": epoch, "history": json.dumps(self.result["history"]), "best": best,

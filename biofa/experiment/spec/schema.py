@@ -29,7 +29,7 @@ RUN_TABLES = ("data", "model", "grid")
 
 #: Keys that say where and how a run executes, not what it computes: left out of its run id, so
 #: a study resumed on another device, with other threads or logs, keeps the runs it finished.
-EXECUTION_KEYS = ("train.device", "train.threads", "train.keep_last", "log")
+EXECUTION_KEYS = ("train.device", "train.threads", "train.keep_last", "train.checkpoint_s", "log")
 
 
 #: Values of ``sign`` / ``norm`` that mean "no constraint" (TOML has no null).
@@ -64,7 +64,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
               "loss": (one_of("auto", "cross_entropy", "mse"), "auto"),
               "dtype": (one_of("float32", "float64"), "float32"),
               "eval_batch_size": (positive_int, 1024), "device": (device, "cpu"),
-              "threads": (positive_int, 1), "keep_last": (boolean, False)},
+              "threads": (positive_int, 1), "keep_last": (boolean, False),
+              "checkpoint_s": (nonneg_num, 10.0)},
     "train.optimizer": {"name": (one_of("sgd", "adam", "adamw", "rmsprop"), "sgd"),
                         "lr": (positive_num, 0.01), "momentum": (unit_interval_open, 0.0),
                         "weight_decay": (nonneg_num, 0.0), "nesterov": (boolean, False),
