@@ -6,7 +6,6 @@ no number; the "ours" column is computed here from the rows of ``measurements.cs
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import statistics
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from .. import results
+from ..report.figures import pyplot, save_png
 from .spec import KIND, from_dict
 
 #: The study's files: every measured value, and the seconds each part took.
@@ -123,20 +123,6 @@ def _monotone_fraction(rows, quantity) -> float:
     return ups / total if total else math.nan
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    results.atomic_write_bytes(path, buffer.getvalue())
-
-
 def _curve(rows, **match):
     """{seed: (times, values)} sorted by time."""
     out = {}
@@ -147,7 +133,7 @@ def _curve(rows, **match):
 
 def drift_figure(rows, settings):
     """(a) drift against time: FA's law and balancedness under FA, balancedness under GD."""
-    plt = _pyplot()
+    plt = pyplot()
     d = settings["drift"]
     nets = d["networks"]
     fig, axes = plt.subplots(len(nets), 2, figsize=(10, 3.6 * len(nets)), squeeze=False, sharey=True)
@@ -179,7 +165,7 @@ def drift_figure(rows, settings):
 
 def alignment_figure(rows, settings):
     """(b) ⟨W_l, B_l⟩ and cos ∠(W_l, B_l) against ‖W_(l-1)‖² + ‖b_(l-1)‖²."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     norm = {(r["seed"], r["step"], r["layer"]): r["value"] for r in select(rows, part="alignment",
                                                                           quantity="norm_below")}
@@ -210,7 +196,7 @@ def alignment_figure(rows, settings):
 
 def min_norm_figure(rows, settings):
     """(c) distance to Y X^+ and 1 − cos ∠(W_2, B_2) against the init scale."""
-    plt = _pyplot()
+    plt = pyplot()
     m = settings["min_norm"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for rule, marker in (("fa", "o"), ("bp", "s")):
@@ -244,7 +230,7 @@ FIGURES = (("drift.png", drift_figure), ("alignment.png", alignment_figure), ("m
 def write_figures(out, rows, settings) -> list[str]:
     """Draw and write the three figures; returns their file names."""
     for name, draw in FIGURES:
-        _save(draw(rows, settings), out / name)
+        save_png(draw(rows, settings), out / name)
     return [name for name, _ in FIGURES]
 
 

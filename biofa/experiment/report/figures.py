@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from pathlib import Path
 
 from .. import results
@@ -24,11 +25,20 @@ LAYER_FIGURES = (
 )
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display), imported on first use."""
     import matplotlib
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     return plt
+
+
+def prefetch() -> threading.Thread:
+    """Import matplotlib in a background thread, so that the half second it takes overlaps the
+    runs of a study instead of adding to its report (returns the started thread)."""
+    thread = threading.Thread(target=pyplot, name="biofa-prefetch-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def _split(study):
@@ -95,9 +105,11 @@ def _legend(axes, size) -> None:
             return
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
+    """Write ``fig`` as a PNG (110 dpi, tight box) atomically, and close it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    pyplot().close(fig)
     results.atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -126,8 +138,7 @@ def learning_curves(study, path: Path, plt) -> bool:
                 ax.set_yscale("log")
     _legend(axes, 8)
     fig.suptitle(f"{study['meta']['name']}: learning curves (mean ± sd over seeds)", fontsize=11)
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)
     return True
 
 
@@ -152,14 +163,13 @@ def layer_figure(study, metric: str, ylabel: str, path: Path, plt) -> bool:
                 ax.set_xlabel("epoch")
     _legend(axes, 7)
     fig.suptitle(f"{study['meta']['name']}: {metric.replace('_', ' ')} per layer", fontsize=11)
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)
     return True
 
 
 def write_figures(study: dict) -> list[str]:
     """Write every figure the study's data allow; returns the file names written."""
-    plt = _pyplot()
+    plt = pyplot()
     out = Path(study["out"])
     written = []
     if learning_curves(study, out / "learning_curves.png", plt):
@@ -210,8 +220,7 @@ def intervals_figure(study, summary, path: Path, plt) -> bool:
         ax.legend(fontsize=8, loc="best")
     ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{study['meta']['name']}: mean and 95% t interval over seeds (dots: seeds)", fontsize=11)
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)
     return True
 
 
@@ -235,14 +244,13 @@ def comparisons_figure(summary, name: str, path: Path, plt) -> bool:
     ax.set_xlabel(f"{unit}, paired over seeds")
     ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"{name}: paired differences, mean and 95% t interval", fontsize=11)
-    _save(fig, path)
-    plt.close(fig)
+    save_png(fig, path)
     return True
 
 
 def write_interval_figures(study: dict, summary) -> list[str]:
     """Write the per-condition interval figure and the comparisons figure; returns their names."""
-    plt = _pyplot()
+    plt = pyplot()
     out = Path(study["out"])
     written = []
     if intervals_figure(study, summary, out / "intervals.png", plt):
