@@ -101,7 +101,7 @@ def _manhattan_parameters(layer):
     return params
 
 
-@torch.compiler.disable  # eager in a compiled step: it walks Python frames and reads hook state
+@torch._disable_dynamo  # torch.compiler.disable, imported lazily (torch._dynamo takes 1.5 s): eager in a compiled step: it walks Python frames and reads hook state
 def _before_optimizer_step(optimizer, args, kwargs) -> None:
     stack = _stepping()
     # a step() that raised never ran its post-hook; an optimizer is never nested in itself
@@ -119,7 +119,7 @@ def _before_optimizer_step(optimizer, args, kwargs) -> None:
                     p.grad.sign_()
 
 
-@torch.compiler.disable  # run eagerly in a compiled step: reading _step would recompile every step
+@torch._disable_dynamo  # torch.compiler.disable, imported lazily (torch._dynamo takes 1.5 s): run eagerly in a compiled step: reading _step would recompile every step
 def _after_optimizer_step(optimizer, args, kwargs) -> None:
     stack = _stepping()
     if optimizer in stack:

@@ -155,7 +155,7 @@ class DenseFA(Feedback):
                 "biofa.nn.densefa_memory(model, input_shape) lists every layer's size."
             )
 
-    @torch.compiler.disable  # a one-off draw with a seeded generator: eager
+    @torch._disable_dynamo  # torch.compiler.disable, imported lazily (torch._dynamo takes 1.5 s): a one-off draw with a seeded generator: eager
     @torch.no_grad()
     def materialize(self, in_size) -> None:
         """Draw B for inputs of spatial size ``in_size`` (``(L,)`` or ``(H, W)``) now.

@@ -418,7 +418,7 @@ class WeightMirror(_Learned):
         super().reset_parameters(weight, generator)
         self.seed = torch.randint(0, 2**62, (), generator=generator, dtype=torch.int64)
 
-    @torch.compiler.disable  # a torch.Generator and a draw counter: Python state, run eagerly
+    @torch._disable_dynamo  # torch.compiler.disable, imported lazily (torch._dynamo takes 1.5 s): a torch.Generator and a draw counter: Python state, run eagerly
     def feedback_grad(self, weight, grad_weight, fb_input=None):
         b = self.B if fb_input is None else fb_input
         gen = torch.Generator(device=weight.device)
