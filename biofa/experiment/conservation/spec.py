@@ -12,7 +12,7 @@ import copy
 from dataclasses import dataclass
 
 from ...errors import SpecError
-from ..spec.overrides import override_items
+from ..spec.paths import override_items
 from ..spec.paths import set_path
 from ..spec.schema import check_tables
 from ..spec.values import is_int, is_num, nonempty_string, positive_int, positive_num, string, suggest

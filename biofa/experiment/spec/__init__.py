@@ -3,8 +3,8 @@
 Modules, in the order a spec flows through them:
 
 - :mod:`.loader` finds the file (a path or a packaged name) and reads the TOML, once;
-- :mod:`.paths` is the one alias table (``lr`` → ``train.optimizer.lr``) and the dotted key paths;
-- :mod:`.overrides` reads ``[quick]`` and ``--set`` the same way for every study kind;
+- :mod:`.paths` is the one alias table (``lr`` → ``train.optimizer.lr``), the dotted key paths
+  and the ``[quick]`` / ``--set`` overrides, read the same way for every study kind;
 - :mod:`.values` holds the checks of single values, :mod:`.schema` the grid study's tables;
 - :mod:`.grid` validates a grid study into a :class:`Spec`, with :mod:`.search` (``[search]``,
   ``[compare]``) and :mod:`.published` (``[published]``);

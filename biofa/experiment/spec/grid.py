@@ -16,8 +16,7 @@ from ...errors import SpecError
 from ...feedback import RULES
 from .expand import label
 from .loader import read_tree
-from .overrides import override_items
-from .paths import canonical, flatten, get_path, set_path
+from .paths import canonical, flatten, get_path, override_items, set_path
 from .published import validate_published
 from .schema import RUN_TABLES, SECTIONS, check_run_value, check_schedule, check_tables, fill_table, value_lists
 from .search import override_search, validate_compare, validate_search

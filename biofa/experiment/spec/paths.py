@@ -1,17 +1,23 @@
-"""Key paths of a spec: short names (aliases), dotted paths into nested tables, ``--set`` values.
+"""Key paths of a spec: short names (aliases), dotted paths into nested tables, and the
+``[quick]`` / ``--set key=value`` overrides every study kind reads the same way.
 
 Every spelling of a key goes through :data:`ALIASES` once, here: ``lr``, ``train.lr`` and
-``train.optimizer.lr`` are one key, ``train.optimizer.lr``.
+``train.optimizer.lr`` are one key, ``train.optimizer.lr``. A spec's ``[quick]`` table (with
+``quick=True``) comes first, then the ``--set`` items in order, each value parsed as TOML (bare
+words are strings); each study kind applies them to its own tables.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+from ...errors import BiofaWarning, SpecError
 
 
 #: Short names accepted in ``[grid]``, ``[quick]``, ``[per_rule.*]`` and ``--set``.
@@ -84,3 +90,30 @@ def parse_value(text: str):
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+QUICK, SET = "[quick]", "--set"
+
+
+def override_items(tree: dict, *, source: str, quick: bool, overrides, example: str) -> list[tuple]:
+    """``(key, value, origin)`` for each entry of ``[quick]`` (when ``quick``), then of ``overrides``
+    (``["key=value", ...]``, ``[(key, value), ...]`` or ``{key: value}``); ``origin`` is
+    ``"[quick]"`` or ``"--set"``. ``example`` is a key=value shown when an item has no ``=``.
+
+    Warns (:class:`~biofa.errors.BiofaWarning`) when ``quick`` is asked of a spec without ``[quick]``.
+    """
+    if quick and not tree.get("quick"):
+        warnings.warn(f"{source}: --quick, but the spec has no [quick] table: running the full study",
+                      BiofaWarning, stacklevel=3)
+    items = [(key, value, QUICK) for key, value in flatten(tree.get("quick", {})).items()] if quick else []
+    if isinstance(overrides, dict):
+        overrides = list(overrides.items())
+    for item in overrides or []:
+        if isinstance(item, str):
+            if "=" not in item:
+                raise SpecError(f"--set {item}: expected key=value, e.g. --set {example}")
+            key, _, text = item.partition("=")
+            item = (key.strip(), parse_value(text.strip()))
+        key, value = item
+        items.append((key, value, SET))
+    return items
