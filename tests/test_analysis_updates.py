@@ -201,7 +201,22 @@ def test_shared_layer_is_compared_over_all_calls(f64):
 
     x, y = torch.randn(8, 4, generator=g), torch.randn(8, 2, generator=g)
     got = update_alignment(Twice(), x, y, mse)
-    assert set(got) == {"shared"} and 0.0 < got["shared"] < 180.0
+    assert set(got) == {"shared"}
+    # by hand: a1 = shared(x), a2 = shared(relu(a1)), out = head(relu(a2)); e = d mse / d out
+    W, B = shared.weight.detach(), shared.feedback.matrix()
+    Wh, Bh = head.weight.detach(), head.feedback.matrix()
+    with torch.no_grad():
+        a1 = shared(x)
+        a2 = shared(torch.relu(a1))
+        e = (head(torch.relu(a2)) - y) / x.shape[0]
+    bp2 = (e @ Wh) * (a2 > 0)  # the second call's output error, then the first call's through W
+    bp1 = (bp2 @ W) * (a1 > 0)
+    fa2 = (e @ Bh) * (a2 > 0)  # the same through the feedback matrices
+    fa1 = (fa2 @ B) * (a1 > 0)
+    both = angle(torch.cat([fa1.reshape(-1), fa2.reshape(-1)]), torch.cat([bp1.reshape(-1), bp2.reshape(-1)]))
+    assert got["shared"] == pytest.approx(both, abs=1e-9)
+    # and not the angle of either call alone (the layer is compared over all its calls at once)
+    assert abs(both - angle(fa1, bp1)) > 1e-3 and abs(both - angle(fa2, bp2)) > 1e-3
 
 
 def test_model_that_skips_its_layers(f64):
