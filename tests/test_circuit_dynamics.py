@@ -217,14 +217,41 @@ def test_online_learning_learns_the_lillicrap_task(f64, seed):
     assert tr.loss[-1] < 1e-2 * tr.loss[0]
 
 
-def test_online_learning_keeps_dale_and_feedback_signs(f64):
-    c = bc.load("dale_mlp_dale_feedback", dtype=torch.float64)
+def _feedback_sign_violations(c) -> int:
+    """Entries of every feedback B whose sign differs from the type of the neuron sending the error
+    (row k of B: sender k of the source population, E = +1, I = -1), counted here from the
+    populations, not from the synapses' own bookkeeping."""
+    total = 0
+    for fb in c.feedback:
+        sign = {"E": 1.0, "I": -1.0}[fb.source.sign]
+        total += int((fb.matrix() * sign < 0).sum())
+    return total
+
+
+@pytest.mark.parametrize("rule", ["fa", "kp"])  # kp: B learns W's update, then is projected
+def test_online_learning_keeps_dale_and_feedback_signs(f64, rule):
+    spec = bc.read("dale_mlp_dale_feedback")
+    for table in spec["synapses"]:
+        if table.get("feedback") == "fa":
+            table["feedback"] = rule
+    c = bc.from_spec(spec, dtype=torch.float64)
+    assert c.feedback and all(fb.sign == "dale" for fb in c.feedback)
+    assert {fb.rule for fb in c.feedback} == {rule}
+    b0 = {fb.name: fb.matrix().clone() for fb in c.feedback}
+    assert _feedback_sign_violations(c) == 0
     x, y = torch.rand(8, 40), torch.randn(8, 10)
     rates = bc.dynamics.initial_rates(c, x)
     for _ in range(30):
         rates = c.online_step(rates, y, 1e-3, 200.0).rates
-    assert sum(dale_violations(c).values()) == 0
+        assert sum(dale_violations(c).values()) == 0
+        assert _feedback_sign_violations(c) == 0
+        assert sum(fb.violations() for fb in c.feedback) == 0
     assert any((s.weight == 0).any() for s in c.feedforward if s.pre.sign == "E")
+    if rule == "fa":  # a fixed B never moves
+        assert all(torch.equal(fb.matrix(), b0[fb.name]) for fb in c.feedback)
+    else:  # Kolen-Pollack's B moved, and the sign projection had work to do (entries clamped at 0)
+        assert any(not torch.equal(fb.matrix(), b0[fb.name]) for fb in c.feedback)
+        assert any(bool((fb.matrix() == 0).any()) for fb in c.feedback)
 
 
 def test_online_learning_errors(f64):
