@@ -105,7 +105,7 @@ def stop(*processes):
     """Kill what is still running of ``processes`` and close their pipes."""
     for process in processes:
         process.kill()
-        process.wait(timeout=60)
+        process.wait(timeout=WAIT_S)
         if process.stdout is not None:
             process.stdout.close()
 
@@ -239,7 +239,7 @@ def test_sigkill_of_the_submitter_then_the_same_command_computes_no_run_twice(cl
         wait_for(one_done_one_running, "a finished run and a run in flight")
         hold.touch()
         follower.send_signal(signal.SIGKILL)
-        follower.wait(timeout=60)
+        follower.wait(timeout=WAIT_S)
         before = json.loads((out / "slurm" / "manifest.json").read_text())["runs"]
         assert squeue(name)  # the jobs outlive the submitting process
         with open(again_log, "w") as log:
@@ -392,7 +392,7 @@ def test_bad_executor_settings_exit_2_before_anything_is_submitted(cluster, tmp_
     environ = env()
     if case == "no slurm":  # a PATH without SLURM's commands
         environ["PATH"] = str(Path(sys.executable).parent)
-    done = biofa(spec, "--executor", "slurm", "--out", out, env=environ, timeout=300)
+    done = biofa(spec, "--executor", "slurm", "--out", out, env=environ)
     assert done.returncode == 2, done.stdout + done.stderr
     said = {"unknown key": "runs_per_jobs", "unknown partition": "nosuchpart", "no slurm": "sinfo"}[case]
     assert said in done.stderr and done.stderr.startswith("biofa: error:")
