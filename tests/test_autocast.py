@@ -20,6 +20,8 @@ norm-wise on a bias, from cancellation). fp16 (u = 2^-11) gets the same bound wi
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -101,6 +103,11 @@ def check_against_float32(model, x, y, dtype, device="cpu"):
     seen = {}
     ref = grads(model, x, y, None, device, capture=seen)
     low = grads(model, x, y, dtype, device)
+    assert_within_bound(model, seen, ref, low, dtype)
+
+
+def assert_within_bound(model, seen, ref, low, dtype):
+    """Every gradient of ``low`` (autocast in ``dtype``) within γu·scale of ``ref`` (float32)."""
     names = {m: n for n, m in model.named_modules()}
     gamma_u = tolerance(dtype)
     for layer, (inp, out_grad) in seen.items():
@@ -204,26 +211,61 @@ def test_cuda_autocast_gradients_match_float32(rule, kind, dtype):
     check_against_float32(model, x.cuda(), y.cuda(), dtype, "cuda")
 
 
+FP16_MAX = 65504.0
+
+
+def safe_loss_scale(ref: dict, seen: dict) -> float:
+    """The largest power of two that keeps every scaled gradient a factor 64 below fp16's maximum.
+
+    With the loss scaled by s, every tensor of the fp16 backward is s times its float32 value up to
+    rounding: the layers' output gradients (``seen``) and the parameter gradients (``ref``); the
+    errors at the layers' inputs are the previous layers' output gradients before the activation's
+    mask (or, under DFA, slices of e B of the same size). A factor 64 covers those and the weights'
+    change over the test's steps, so no fp16 value overflows and GradScaler must skip no step:
+    a skipped step (the scale halved, W unchanged) means an inf or NaN the float32 math does not
+    have. (GradScaler's default 2^16 is a guess it backs off from, skipping steps, by design.)"""
+    top = max(max(float(g.abs().max()) for g in ref.values() if g is not None),
+              max(float(g.abs().max()) for _, g in seen.values()))
+    return 2.0 ** math.floor(math.log2(FP16_MAX / (64 * top)))
+
+
 @pytest.mark.cuda
 @cuda
-@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("rule", [
+    *[r for r in RULES if r != "wm"],
+    pytest.param("wm", marks=pytest.mark.xfail(strict=True, reason=(
+        "library bug: weight mirror's B gradient (decay B - M) does not depend on the loss, so "
+        "GradScaler's unscale_ divides it by the loss scale: B learns scale times too slowly"))),
+])
 def test_cuda_fp16_trains_with_grad_scaler(rule):
     g = torch.Generator().manual_seed(0)
     model = bnn.convert(native("conv2d"), feedback=rule, generator=g).cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    scaler = torch.amp.GradScaler("cuda")
     x, y = (t.cuda() for t in batch("conv2d", g))
-    losses = []
+    scaler = None
     for _ in range(5):
-        opt.zero_grad()
+        seen = {}
+        ref = grads(model, x, y, None, "cuda", capture=seen)  # float32 gradients at these weights
+        if scaler is None:
+            scaler = torch.amp.GradScaler("cuda", init_scale=safe_loss_scale(ref, seen))
+        scale = scaler.get_scale()
+        before = [p.detach().clone() for p in model.parameters()]
+        model.zero_grad(set_to_none=True)
+        fb.reset_step(3)  # the same brSF draw and weight-mirror noise as the reference
+        for m in model.modules():
+            if isinstance(m, bnn.FeedbackLayer) and isinstance(m.feedback, fb.WeightMirror):
+                m.feedback.draws.zero_()
         with torch.autocast("cuda", dtype=torch.float16):
             loss = F.cross_entropy(model(x), y)
         scaler.scale(loss).backward()
+        scaler.unscale_(opt)  # the gradients the step uses: within the file's bound of float32
+        assert_within_bound(model, seen, ref, {n: p.grad for n, p in model.named_parameters()}, torch.float16)
         scaler.step(opt)
         scaler.update()
-        losses.append(float(loss))
-        assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert scaler.get_scale() > 0
+        # no step skipped: an inf/NaN gradient would have halved the scale and left W as it was
+        assert scaler.get_scale() == scale
+        for p, p0 in zip(model.parameters(), before):
+            assert torch.isfinite(p).all() and not torch.equal(p, p0)
 
 
 @pytest.mark.cuda

@@ -71,9 +71,23 @@ def test_trains_with_rules_constraints_and_a_free_readout(f64, feedback):
                      channels=4, hidden=(8, 6))
     layers = [m for m in model.modules() if isinstance(m, bnn.FeedbackLayer)]
     assert len(layers) == 5 and layers[-1].norm is None and all(m.norm is not None for m in layers[:-1])
-    loss = F.cross_entropy(model(torch.randn(3, 3, 24, 24)), torch.tensor([0, 1, 2]))
-    loss.backward()
-    assert all(torch.isfinite(m.weight.grad).all() for m in layers)
+    held = [m.norm.target.clone() for m in layers[:-1]]  # the Frobenius norms recorded at init
+    signs = [torch.sign(m.weight.detach()) for m in layers]
+    free0 = float(layers[-1].weight.detach().norm())
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x, y = torch.randn(3, 3, 24, 24), torch.tensor([0, 1, 2])
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        assert all(torch.isfinite(m.weight.grad).all() for m in layers)
+        opt.step()
+    for m, target in zip(layers[:-1], held):  # const: each constrained W back on its initial norm
+        assert float(m.weight.detach().norm()) == pytest.approx(float(target), rel=1e-12)
+    for m, s0 in zip(layers, signs):  # fixed signs: no weight crossed to the other sign
+        assert m.sign is not None and m.sign.violations(m.weight.detach()) == 0
+        assert torch.all(torch.sign(m.weight.detach()) * s0 >= 0)
+    # the free read-out is not rescaled: its norm moved (by far more than rounding)
+    assert abs(float(layers[-1].weight.detach().norm()) - free0) > 1e-6 * free0
 
 
 def test_bad_input_shape():

@@ -42,7 +42,12 @@ def write_spec(folder, name="tiny.toml", **fields):
     return path
 
 
-def cli(*args, timeout=120):
+#: A hang guard, not a speed requirement: a cold `python -m biofa.cli` imports torch, which takes
+#: seconds on an idle machine and minutes on a loaded one; only a hang should ever reach it.
+HANG_S = 900
+
+
+def cli(*args, timeout=HANG_S):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "biofa.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env)
@@ -113,12 +118,12 @@ def test_sigkill_then_resume_redoes_only_unfinished_runs(tmp_path, capsys):
                              "--jobs", "1", "--no-progress"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 900  # a hang guard, not a speed requirement: waits on the first run file
+        deadline = time.monotonic() + HANG_S  # a hang guard, not a speed requirement: waits on the first run file
         while not _finished(out) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
-        proc.wait(timeout=30)
+        proc.wait(timeout=HANG_S)
     before = {p.name: p.read_bytes() for p in _finished(out)}
     assert 1 <= len(before) < 6, "the study should have been killed part-way"
     assert proc.returncode == -signal.SIGKILL
@@ -157,13 +162,33 @@ def test_ctrl_c_stops_parallel_workers_at_once(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "biofa.cli", "run", str(spec), "--out", str(out),
                              "--jobs", "2", "--no-progress"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_S  # a hang guard: waits on the first run file
     while not _finished(out) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert _finished(out) and proc.poll() is None, "the study should be running with a finished run"
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 130
     assert "interrupted; finished runs are kept" in err
     n = len(_finished(out))
-    time.sleep(2)
+    # not a fixed sleep: wait (hang guard) until no process of the study's session is left, so a
+    # worker that went on with the queue would certainly have written its run file by then
+    deadline = time.monotonic() + HANG_S
+    while _session_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _session_alive(proc.pid), "study processes outlived the interrupted main process"
     assert len(_finished(out)) == n < 6  # no worker goes on running the queue
+
+
+def _session_alive(sid: int) -> bool:
+    """Whether a live (not zombie) process of session ``sid`` is left, from /proc."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                return True
+    return False

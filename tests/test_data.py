@@ -241,13 +241,59 @@ def test_linear_teacher_is_exactly_linear():
     assert small.input_shape == (5,) and small.n_outputs == 2 and small.train.tensors[1].shape[1] == 2
 
 
+def _relu_teacher_by_hand(n_train, n_test, in_dim, hidden, out_dim, data_seed):
+    """The documented draw order (biofa/data/teacher.py): W1 ~ N(0, 1/in), b1 ~ N(0, 0.1²),
+    W2 ~ N(0, 1/hidden), then the training inputs, then the test inputs, all from
+    numpy.random.default_rng(data_seed); y = W2 relu(W1 x + b1). Returns the rng (where the noise
+    comes next), the inputs and the clean targets, in float64."""
+    rng = np.random.default_rng(data_seed)
+    w1 = rng.standard_normal((hidden, in_dim)) / np.sqrt(in_dim)
+    b1 = 0.1 * rng.standard_normal(hidden)
+    w2 = rng.standard_normal((out_dim, hidden)) / np.sqrt(hidden)
+    x_tr, x_te = rng.standard_normal((n_train, in_dim)), rng.standard_normal((n_test, in_dim))
+
+    def teacher(x):
+        return np.maximum(x @ w1.T + b1, 0.0) @ w2.T
+
+    return rng, x_tr, teacher(x_tr), x_te, teacher(x_te)
+
+
 def test_relu_teacher():
+    from scipy.stats import chi2
+
+    from biofa.data.teacher import relu_teacher
     s = bd.load("relu_teacher", n_train=100, n_test=30, hidden=7, out_dim=3, noise=0.0)
     assert s.task == "regression" and s.n_outputs == 3 and s.sizes() == {"train": 90, "val": 10, "test": 30}
     assert torch.isfinite(s.train.tensors[1]).all() and s.train.tensors[1].dtype == torch.float32
     assert not torch.equal(bd.load("relu_teacher", data_seed=1).test.tensors[1], bd.load("relu_teacher").test.tensors[1])
     with pytest.raises(ConfigError, match="hidden"):
         bd.load("relu_teacher", hidden=0)
+    # the teacher rebuilt from its seed gives the targets exactly (float64), and through load
+    # (float32, the test split does not depend on the split seed) the same values rounded once
+    _, x_tr, y_tr, x_te, y_te = _relu_teacher_by_hand(100, 30, 30, 7, 3, data_seed=0)
+    raw = relu_teacher(n_train=100, n_test=30, hidden=7, out_dim=3, data_seed=0)
+    for got, want in ((raw.x_train, x_tr), (raw.y_train, y_tr), (raw.x_test, x_te), (raw.y_test, y_te)):
+        assert np.array_equal(got, want)
+    plain = bd.load("relu_teacher", n_train=100, n_test=30, hidden=7, out_dim=3, normalize=False)
+    assert torch.equal(plain.test.tensors[0], torch.from_numpy(x_te).float())
+    assert torch.equal(plain.test.tensors[1], torch.from_numpy(y_te).float())
+    # noise: y + sigma z, z ~ N(0, 1) i.i.d., on training and test targets alike. The residual r is
+    # known exactly (same draws before the noise), its mean is 0, so sum(r²)/sigma² ~ chi²_n and the
+    # sample std sqrt(sum(r²)/n) lies in sigma * sqrt(chi²_n quantiles / n) but for a 1e-9 tail.
+    sigma, n_tr, n_te, out = 0.3, 700, 500, 4
+    rng, _, y_tr, _, y_te = _relu_teacher_by_hand(n_tr, n_te, 30, 20, out, data_seed=5)
+    noisy = relu_teacher(n_train=n_tr, n_test=n_te, out_dim=out, noise=sigma, data_seed=5)
+    for residual in (noisy.y_train - y_tr, noisy.y_test - y_te):
+        n = residual.size
+        lo, hi = (sigma * np.sqrt(chi2.ppf(q, n) / n) for q in (0.5e-9, 1 - 0.5e-9))
+        assert lo < np.sqrt(np.mean(residual ** 2)) < hi, (lo, np.sqrt(np.mean(residual ** 2)), hi)
+        assert abs(residual.mean()) < 6 * sigma / np.sqrt(n)  # zero mean: 6 standard errors
+    # and they are the documented draws: the noise of the training targets, then of the test ones
+    np.testing.assert_array_equal(noisy.y_train, y_tr + sigma * rng.standard_normal(y_tr.shape))
+    np.testing.assert_array_equal(noisy.y_test, y_te + sigma * rng.standard_normal(y_te.shape))
+    through_load = bd.load("relu_teacher", n_train=n_tr, n_test=n_te, out_dim=out, noise=sigma, data_seed=5,
+                           normalize=False)
+    assert torch.equal(through_load.test.tensors[1], torch.from_numpy(noisy.y_test).float())
 
 
 # -- splits, options, registry --------------------------------------------------------------------

@@ -77,7 +77,34 @@ def test_pooled_output_gives_a_shape_error_that_explains(f64):
         assert model(x).shape == (4, 3)
     # pooling after the output layer gives every token its own error e_t @ B
     ok = bnn.convert(PerToken(pool_first=False), feedback="dfa")
+    hub = ok.out.feedback.hub
+    seen = {}
+
+    def keep_input(mod, inp, out):
+        inp[0].retain_grad()
+        seen["h"] = inp[0]
+
+    handle = ok.out.register_forward_hook(keep_input)
     out = ok(x)
+    handle.remove()
     e = torch.randn(4, 3)
     out.backward(e)
-    assert x.grad is not None and ok.hidden.weight.grad is not None
+    # the output layer's error per token: mean(1)'s backward gives e_t = e / 5 to each of the 5 tokens
+    e_t = (e / 5)[:, None, :].expand(4, 5, 3)
+    # every token's own row e_t @ [B_hidden | B_out] (one matmul over the 4 * 5 rows), exactly
+    projected = (e_t.reshape(20, 3) @ hub.matrix_all).reshape(4, 5, 6 + 8)
+    o, w = ok.out.feedback.slot  # the read-out's input h gets e_t @ B, not W_out^T e_t
+    assert torch.equal(seen["h"].grad, projected[..., o:o + w])
+    o, w = ok.hidden.feedback.slot  # and so does the network input x (the hidden layer's input)
+    assert torch.equal(x.grad, projected[..., o:o + w])
+    # the hidden weight gradient is the local one, summed over batch and tokens: (f'(a) * e_t B)^T x
+    a = ok.hidden(x)
+    delta = seen["h"].grad * (1 - torch.tanh(a) ** 2)
+    torch.testing.assert_close(ok.hidden.weight.grad, delta.reshape(-1, 8).T @ x.detach().reshape(-1, 6),
+                               rtol=1e-13, atol=1e-15)
+    # tokens with different errors (the read-out applied per token, no pooling): each its own e_t @ B
+    x2 = x.detach().clone().requires_grad_(True)
+    e_tokens = torch.randn(4, 5, 3)
+    ok.out(torch.tanh(ok.hidden(x2))).backward(e_tokens)
+    own = (e_tokens.reshape(20, 3) @ hub.matrix_all).reshape(4, 5, 6 + 8)
+    assert torch.equal(x2.grad, own[..., o:o + w])

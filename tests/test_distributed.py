@@ -25,7 +25,7 @@ from biofa import feedback as fb
 from biofa.errors import ConfigError
 
 STEPS, BATCH, WORLD = 3, 8, 2
-HANG_GUARD_S = 300  # a few seconds are enough; a hang in torch's gloo teardown used to block forever
+HANG_GUARD_S = 900  # a few seconds are enough idle, minutes loaded; a hang in gloo's teardown used to block forever
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,7 @@ def test_conv_dfa_skips_input_convolution(f64):
 def test_eval_mode_and_changing_batch_size(f64):
     model = dfa_mlp()
     hub = model[4].feedback.hub
+    b0 = hub.matrix_all.clone()
     model.eval()
     for batch in (3, 11, 1):
         x, e = torch.randn(batch, 5), torch.randn(batch, 3)
@@ -129,8 +130,13 @@ def test_eval_mode_and_changing_batch_size(f64):
     with torch.no_grad():
         model(torch.randn(4, 5))
     model.train()
-    x = torch.randn(4, 5)
-    model(x).sum().backward()
+    x, e = torch.randn(4, 5), torch.randn(4, 3)
+    h2, h4 = hidden_errors(model, x, e, [model[2], model[4]])  # back in training mode: still e @ B
+    projected = e @ b0  # the B drawn at construction: no forward changed it
+    for layer, h in ((model[2], h2), (model[4], h4)):
+        o, w = layer.feedback.slot
+        assert torch.equal(h, projected[:, o:o + w])
+    assert not hub._pending
 
 
 def test_state_dict_deepcopy_and_dtype_keep_feedback(f64):
@@ -160,12 +166,33 @@ def test_dfa_resnet_trains_and_uses_channel_feedback(f64):
                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
     model = bnn.convert(native, feedback="dfa")
     assert model[8].feedback.hub.matrix_all.shape == (5, 3 + 4 + 8)
+    hub = model[8].feedback.hub
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
     w0 = model[0].weight.detach().clone()
     for _ in range(3):
         opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
+        # every hidden input hears its channel slice of e @ B, the same at every pixel, at every step
+        store = {}
+
+        def hook(mod, inp, out, store=store):
+            inp[0].retain_grad()
+            store[mod] = inp[0]
+
+        handles = [model[i].register_forward_hook(hook) for i in (3, 8)]
+        out = model(x)
+        for h in handles:
+            h.remove()
+        out.retain_grad()
+        nn.functional.cross_entropy(out, y).backward()
+        projected = out.grad @ hub.matrix_all
+        for i in (3, 8):
+            o, w = model[i].feedback.slot
+            got = store[model[i]].grad
+            if got.dim() == 4:  # a convolution's input: one feedback weight per channel, over space
+                assert torch.equal(got, projected[:, o:o + w, None, None].expand_as(got))
+            else:
+                assert torch.equal(got, projected[:, o:o + w])
         opt.step()
     assert not torch.equal(model[0].weight.detach(), w0)
 

@@ -93,17 +93,19 @@ def biofa(*args, timeout=WAIT_S, **kwargs):
                           cwd=ROOT, **kwargs)
 
 
-def start_biofa(*args):
-    """Start the biofa command; the Popen (output in files beside the study)."""
+def start_biofa(*args, environ=None):
+    """Start the biofa command (in ``environ``, default :func:`env`); the Popen (output in files
+    beside the study)."""
     return subprocess.Popen([sys.executable, "-m", "biofa.cli", "run", *map(str, args), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(), cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env() if environ is None else environ, cwd=ROOT)
 
 
 def stop(*processes):
     """Kill what is still running of ``processes`` and close their pipes."""
     for process in processes:
         process.kill()
-        process.wait(timeout=60)
+        process.wait(timeout=WAIT_S)
         if process.stdout is not None:
             process.stdout.close()
 
@@ -237,7 +239,7 @@ def test_sigkill_of_the_submitter_then_the_same_command_computes_no_run_twice(cl
         wait_for(one_done_one_running, "a finished run and a run in flight")
         hold.touch()
         follower.send_signal(signal.SIGKILL)
-        follower.wait(timeout=60)
+        follower.wait(timeout=WAIT_S)
         before = json.loads((out / "slurm" / "manifest.json").read_text())["runs"]
         assert squeue(name)  # the jobs outlive the submitting process
         with open(again_log, "w") as log:
@@ -283,32 +285,69 @@ def test_detach_submits_and_returns_and_the_same_command_collects(cluster, tmp_p
     assert squeue(name) == []
 
 
+#: sitecustomize.py of a folder put on PYTHONPATH by test_time_limit_requeues_...: registers the
+#: model "held_mlp", biofa's MLP behind a layer that, in a training forward, waits while a file
+#: matching $BIOFA_TEST_HOLD_GLOB (the study's runs/*/last.pt) exists and $BIOFA_TEST_GO does not.
+#: So once a run has checkpointed an epoch it cannot go on, let alone end, until the test says so.
+#: The wait changes no number: the run computes exactly what the plain MLP computes.
+HOLD_HOOK = """
+import os
+
+if os.environ.get("BIOFA_TEST_HOLD_GLOB"):
+    import glob
+    import time
+
+    import torch
+    from torch import nn
+
+    from biofa.models.mlp import MLP
+    from biofa.models.registry import register_model
+
+    class _Hold(nn.Module):
+        def forward(self, x):
+            pattern, go = os.environ["BIOFA_TEST_HOLD_GLOB"], os.environ["BIOFA_TEST_GO"]
+            if self.training and torch.is_grad_enabled():
+                while glob.glob(pattern) and not os.path.exists(go):
+                    time.sleep(0.2)
+            return x
+
+    def held_mlp(input_shape, n_outputs, hidden=(100, 100), activation="relu", bias=True):
+        return nn.Sequential(_Hold(), MLP(input_shape, n_outputs, hidden, activation, bias))
+
+    register_model("held_mlp", held_mlp)
+"""
+
+
 @pytest.mark.slurm
 def test_time_limit_requeues_and_the_run_ends_as_an_uninterrupted_one(cluster, tmp_path):
-    # One run, sized from this machine's measured epoch time to last minutes. Once it has
-    # checkpointed its first epoch, its time limit is cut to end within two minutes, inside the
-    # signal delay: SLURM signals the job at its next check, submitit requeues it, and the same
-    # chunk runs again; the run continues from its last epoch checkpoint (where the runner keeps
-    # one) and must end exactly as a run never interrupted.
-    spec, _ = write_spec(tmp_path, epochs=3, seeds=(0,), feedback=("fa",))
-    spec.write_text(spec.read_text().replace("n_train = 300", "n_train = 1000").replace("batch_size = 32", "batch_size = 8").replace("lr = 0.1", "lr = 0.02"))
-    calibrate = biofa(spec, "--out", tmp_path / "calibrate")
-    assert calibrate.returncode == 0, calibrate.stdout + calibrate.stderr
-    epoch_s = max(float(r["time_s"]) for r in table(tmp_path / "calibrate" / "history.csv", drop=()).values()
-                  if r["epoch"] != "0")
-    epochs = max(10, int(180 / epoch_s) + 1)  # about three minutes of training
-    spec, name = write_spec(tmp_path, epochs=epochs, seeds=(0,), feedback=("fa",),
-                            executor="time_min = 10\nsignal_delay_s = 150\nmax_requeues = 5")
-    spec.write_text(spec.read_text().replace("n_train = 300", "n_train = 1000").replace("batch_size = 32", "batch_size = 8").replace("lr = 0.1", "lr = 0.02"))
-    out = tmp_path / "study"
-    follower = start_biofa(spec, "--executor", "slurm", "--out", out)
-    local = start_biofa(spec, "--out", tmp_path / "local")  # the uninterrupted run, meanwhile
-    resumable = _runner_checkpoints()
+    # One run whose model waits, once the run has checkpointed an epoch, on a file the test creates
+    # (HOLD_HOOK): it cannot end before its time limit, however fast the machine trains. Its time
+    # limit is then cut to end within two minutes, inside the signal delay: SLURM signals the job at
+    # its next check, submitit requeues it, and the same chunk runs again; the run continues from
+    # its last epoch checkpoint and must end exactly as a run never interrupted (run meanwhile,
+    # held the same way on its own checkpoint, released by the same file).
+    hook, go = tmp_path / "hook", tmp_path / "go"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_HOOK)
+    out, local_out = tmp_path / "study", tmp_path / "local"
+    path = f"{hook}{os.pathsep}{ROOT}"
+    setup = [f"export PYTHONPATH={path}:${{PYTHONPATH:-}}", f"export BIOFA_TEST_HOLD_GLOB='{out}/runs/*/last.pt'",
+             f"export BIOFA_TEST_GO='{go}'"]
+    spec, name = write_spec(tmp_path, epochs=3, seeds=(0,), feedback=("fa",),
+                            executor=f"time_min = 10\nsignal_delay_s = 150\nmax_requeues = 5\nsetup = {json.dumps(setup)}")
+    spec.write_text(spec.read_text().replace('name = "mlp"', 'name = "held_mlp"'))
+
+    def held(study):
+        return {**env(), "PYTHONPATH": path + os.pathsep + env()["PYTHONPATH"],
+                "BIOFA_TEST_HOLD_GLOB": f"{study}/runs/*/last.pt", "BIOFA_TEST_GO": str(go)}
+
+    follower = start_biofa(spec, "--executor", "slurm", "--out", out, environ=held(out))
+    local = start_biofa(spec, "--out", local_out, environ=held(local_out))  # the uninterrupted run
     try:
         run_id = wait_for(lambda: starts(out), "the run to start")[0][0]
-        if resumable:
-            wait_for((out / "runs" / run_id / "last.pt").is_file, "the run's first epoch checkpoint")
+        wait_for((out / "runs" / run_id / "last.pt").is_file, "the run's first epoch checkpoint")
         job = json.loads((out / "slurm" / "manifest.json").read_text())["runs"][run_id][-1]["job"]
+        assert not (out / "runs" / f"{run_id}.json").exists()  # held: it cannot have ended
         elapsed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%M"], capture_output=True,
                                  text=True, check=True).stdout.strip()
         subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={_minutes(elapsed) + 2}"], check=True)
@@ -316,19 +355,21 @@ def test_time_limit_requeues_and_the_run_ends_as_an_uninterrupted_one(cluster, t
         wait_for(lambda: [s for j, s in squeue(name) if j == job and s != "RUNNING"]
                  or f"Requeued job {job}" in err.read_text(), "the job to be requeued")
         subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True)
+        go.touch()  # release both runs
         output, _ = follower.communicate(timeout=WAIT_S)
         local_output, _ = local.communicate(timeout=WAIT_S)
     finally:
+        go.touch()
         stop(follower, local)
     assert follower.returncode == 0, output
     assert local.returncode == 0, local_output
     log = Path(json.loads((out / "slurm" / "manifest.json").read_text())["runs"][run_id][-1]["stdout"])
     assert f"Requeued job {job}" in log.with_suffix(".err").read_text() + log.read_text()
     kinds = [kind for _, kind in starts(out)]
-    assert kinds == ["starts", "resumes" if resumable else "starts"], kinds
-    assert result(out, run_id)["epochs_done"] == epochs
+    assert kinds == ["starts", "resumes"], kinds  # the runner keeps epoch checkpoints: it resumes
+    assert result(out, run_id)["epochs_done"] == 3
     for name_ in ("runs.csv", "history.csv"):
-        assert table(out / name_) == table(tmp_path / "local" / name_), name_
+        assert table(out / name_) == table(local_out / name_), name_
 
 
 def _minutes(elapsed: str) -> int:
@@ -341,15 +382,6 @@ def _minutes(elapsed: str) -> int:
     return -(-seconds // 60)
 
 
-def _runner_checkpoints() -> bool:
-    """Whether runs keep epoch checkpoints that a requeued run continues from."""
-    try:
-        import biofa.experiment.checkpoints  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.mark.slurm
 @pytest.mark.parametrize("case", ["unknown key", "unknown partition", "no slurm"])
 def test_bad_executor_settings_exit_2_before_anything_is_submitted(cluster, tmp_path, case):
@@ -360,7 +392,7 @@ def test_bad_executor_settings_exit_2_before_anything_is_submitted(cluster, tmp_
     environ = env()
     if case == "no slurm":  # a PATH without SLURM's commands
         environ["PATH"] = str(Path(sys.executable).parent)
-    done = biofa(spec, "--executor", "slurm", "--out", out, env=environ, timeout=300)
+    done = biofa(spec, "--executor", "slurm", "--out", out, env=environ)
     assert done.returncode == 2, done.stdout + done.stderr
     said = {"unknown key": "runs_per_jobs", "unknown partition": "nosuchpart", "no slurm": "sinfo"}[case]
     assert said in done.stderr and done.stderr.startswith("biofa: error:")
