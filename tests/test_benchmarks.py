@@ -68,10 +68,17 @@ def test_bench_dfa_memory_quick(tmp_path):
 @pytest.mark.timeout(HANG_S + 60)
 def test_bench_runner_overhead_quick(tmp_path):
     stdout, data = run("bench_runner_overhead.py", tmp_path)
-    assert "runner / bare loop" in stdout
+    assert "runner / bare loop" in stdout and "study fixed cost" in stdout
     assert data["meta"]["runs"] == 2 and data["meta"]["epochs"] == 2 and len(data["rows"]) == data["meta"]["rounds"]
     for row in data["rows"]:
         assert row["runner_cpu_s"] > 0 and row["bare_cpu_s"] > 0
         assert row["ratio"] == row["runner_cpu_s"] / row["bare_cpu_s"]
+        assert row["wall_ratio"] == row["runner_wall_s"] / row["bare_wall_s"]
+        assert row["every_epoch_wall_ratio"] == row["every_epoch_wall_s"] / row["bare_wall_s"]
+    assert data["wall_ratio"] == statistics.median(r["wall_ratio"] for r in data["rows"])
     assert data["ratio"] == statistics.median(r["ratio"] for r in data["rows"])
-    assert data["target"] == 1.25
+    assert data["target"] == 1.15 and data["fixed_target_s"] == 3.0
+    assert len(data["studies"]) == data["meta"]["rounds"]
+    for study in data["studies"]:  # the fixed cost is what the command took beyond its runs
+        assert study["fixed_s"] == study["study_wall_s"] - study["runs_s"] and study["runs_s"] > 0
+    assert data["fixed_s"] == statistics.median(s["fixed_s"] for s in data["studies"])
