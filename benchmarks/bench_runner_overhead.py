@@ -18,7 +18,8 @@ disk) and in the process's CPU time (one torch thread). Target: wall ratio <= 1.
 **Per study.** ``biofa run`` of the same two runs (``--jobs 1``) in a fresh process, ``--rounds``
 times: the fixed cost is the command's wall time less the runs' own ``time_s`` (process start,
 imports, the spec, the preflight, the tables, the report and its figures). Target: median <= 3 s;
-the load average before and after is reported (these machines are shared).
+the load average before and after is reported (these machines are shared), and so is the wall
+time of a process that does nothing but ``import torch``, the floor under any command.
 
 Usage: ``python benchmarks/bench_runner_overhead.py [--quick] [--json PATH] [--rounds N]``.
 """
@@ -110,16 +111,20 @@ def study_spec(folder: str, epochs: int, n_train: int | None, feedback) -> str:
 
 
 def fixed_cost(spec: str, folder: str) -> dict:
-    """One ``biofa run`` in a fresh process: its wall time and its runs' own time."""
+    """One ``biofa run`` in a fresh process: its wall time and its runs' own time; and, just
+    before it, the wall time of a process that only imports torch (the floor of any command)."""
     out = tempfile.mkdtemp(dir=folder)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], env=env, check=True)
+    floor = time.perf_counter() - t0
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "biofa.cli", "run", spec, "--out", out, "--jobs", "1",
                     "--no-progress"], env=env, check=True, capture_output=True)
     wall = time.perf_counter() - t0
     with open(os.path.join(out, "runs.csv"), newline="") as fh:
         runs = sum(float(row["time_s"]) for row in csv.DictReader(fh))
-    return {"study_wall_s": wall, "runs_s": runs, "fixed_s": wall - runs}
+    return {"study_wall_s": wall, "runs_s": runs, "fixed_s": wall - runs, "import_torch_s": floor}
 
 
 def timed(fn, *args):
@@ -175,6 +180,7 @@ def main(argv=None) -> dict:
     wall_ratio = statistics.median(row["wall_ratio"] for row in rows)
     every_epoch_ratio = statistics.median(row["every_epoch_wall_ratio"] for row in rows)
     fixed = statistics.median(row["fixed_s"] for row in studies)
+    floor = statistics.median(row["import_torch_s"] for row in studies)
     meta = {"runs": len(tasks), "epochs": epochs, "rounds": rounds, "quick": args.quick,
             "torch": torch.__version__, "cpus": os.cpu_count(),
             "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]}
@@ -186,10 +192,10 @@ def main(argv=None) -> dict:
     each = ", ".join(f"{r['fixed_s']:.2f}" for r in studies)
     print(f"study fixed cost: median {fixed:.2f} s over {rounds} fresh `biofa run` processes "
           f"({each} s; target <= {FIXED_TARGET_S} s: "
-          f"{'yes' if fixed <= FIXED_TARGET_S else 'NO'})")
+          f"{'yes' if fixed <= FIXED_TARGET_S else 'NO'}); a process that only imports torch: median {floor:.2f} s")
     out = {"meta": meta, "rows": rows, "ratio": ratio, "wall_ratio": wall_ratio, "target": TARGET,
            "every_epoch_wall_ratio": every_epoch_ratio,
-           "studies": studies, "fixed_s": fixed, "fixed_target_s": FIXED_TARGET_S}
+           "studies": studies, "fixed_s": fixed, "import_torch_s": floor, "fixed_target_s": FIXED_TARGET_S}
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)
