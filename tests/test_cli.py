@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from _procs import session_alive
 from biofa.cli import main
 from biofa.feedback import RULES
 
@@ -174,21 +175,7 @@ def test_ctrl_c_stops_parallel_workers_at_once(tmp_path):
     # not a fixed sleep: wait (hang guard) until no process of the study's session is left, so a
     # worker that went on with the queue would certainly have written its run file by then
     deadline = time.monotonic() + HANG_S
-    while _session_alive(proc.pid) and time.monotonic() < deadline:
+    while session_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _session_alive(proc.pid), "study processes outlived the interrupted main process"
+    assert not session_alive(proc.pid), "study processes outlived the interrupted main process"
     assert len(_finished(out)) == n < 6  # no worker goes on running the queue
-
-
-def _session_alive(sid: int) -> bool:
-    """Whether a live (not zombie) process of session ``sid`` is left, from /proc."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                return True
-    return False

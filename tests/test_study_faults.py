@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from _procs import processes
 from biofa.cli import main
 from biofa.experiment import from_dict, run_study
 from biofa.experiment.results import environment
@@ -102,20 +103,6 @@ def wait_for(condition, what, proc=None, deadline_s=DEADLINE_S):
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} within {deadline_s} s")
         time.sleep(0.05)
-
-
-def processes():
-    """``{pid: (state, parent pid, session id)}`` of every process, from /proc."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            table[int(entry)] = (fields[0], int(fields[1]), int(fields[3]))
-    return table
 
 
 def session_processes(sid):
