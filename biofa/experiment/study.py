@@ -26,7 +26,6 @@ from . import results
 from .executors import Executor
 from .executors.local import LocalExecutor
 from .report import Tables, write_report
-from .report.figures import prefetch
 from .results import environment
 from .runner import Loss, build_model, check_loss, data_key, load_data
 from .runner.devices import check as check_device
@@ -125,7 +124,6 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
     if len(set(ids)) != len(ids):
         raise SpecError(f"{spec.source}: [grid] produces identical runs (a value repeated in a grid list?)")
     datasets = preflight(spec, runs)
-    prefetch()  # the report's matplotlib, while the runs train
     results.make_folder(out)
     with results.FolderLock(out):
         results.remove_stale_temporaries(out)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import math
-import threading
 from pathlib import Path
 
 from .. import results
@@ -31,14 +30,6 @@ def pyplot():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     return plt
-
-
-def prefetch() -> threading.Thread:
-    """Import matplotlib in a background thread, so that the half second it takes overlaps the
-    runs of a study instead of adding to its report (returns the started thread)."""
-    thread = threading.Thread(target=pyplot, name="biofa-prefetch-matplotlib", daemon=True)
-    thread.start()
-    return thread
 
 
 def _split(study):
