@@ -21,8 +21,7 @@ import pytest
 
 from _procs import processes
 from biofa.cli import main
-from biofa.experiment import from_dict, run_study
-from biofa.experiment.results import environment
+from biofa.experiment import environment, from_dict, run_study
 from biofa.experiment.executors import Executor, execute
 
 SPEC = """
@@ -455,7 +454,7 @@ def test_a_write_error_without_root_exits_2_naming_the_file(tmp_path, capsys, mo
     # where no tmpfs can be mounted: the disk is "full" at the first fsync
     import errno
 
-    from biofa.experiment.results import files as results
+    from biofa.experiment import results
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

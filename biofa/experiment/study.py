@@ -22,11 +22,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import BiofaWarning, ConfigError, DataFileError, SpecError
-from . import results
+from . import environment, results
 from .executors import Executor
 from .executors.local import LocalExecutor
 from .report import Tables, write_report
-from .results import environment
 from .runner import Loss, build_model, check_loss, data_key, load_data
 from .runner.devices import check as check_device
 from .runner.metrics import check_metrics

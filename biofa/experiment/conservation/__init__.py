@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ..spec.loader import read_tree
 from .report import write_report
-from .spec import KIND, SCHEMA, ConservationSpec, from_dict, is_kind
+from .spec import KIND, SCHEMA, ConservationSpec, from_dict
 from .study import ConservationOutcome, run
 
 
@@ -27,5 +27,5 @@ def load(spec, *, quick: bool = False, overrides=None) -> ConservationSpec:
     return from_dict(tree, source=source, quick=quick, overrides=overrides, default_name=stem)
 
 
-__all__ = ["KIND", "SCHEMA", "ConservationSpec", "ConservationOutcome", "from_dict", "is_kind", "load", "run",
+__all__ = ["KIND", "SCHEMA", "ConservationSpec", "ConservationOutcome", "from_dict", "load", "run",
            "write_report"]

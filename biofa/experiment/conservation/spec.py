@@ -123,10 +123,4 @@ def from_dict(tree: dict, *, source: str = "<spec>", quick: bool = False, overri
                             description=experiment["description"], settings=settings, quick=quick, tree=tree)
 
 
-def is_kind(tree: dict) -> bool:
-    """Whether a spec tree (what ``tomllib`` returns) asks for this kind of study."""
-    experiment = tree.get("experiment")
-    return isinstance(experiment, dict) and experiment.get("kind") == KIND
-
-
-__all__ = ["KIND", "SCHEMA", "ConservationSpec", "from_dict", "is_kind"]
+__all__ = ["KIND", "SCHEMA", "ConservationSpec", "from_dict"]

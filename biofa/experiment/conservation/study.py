@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import results
-from ..results import environment
+from .. import environment, results
 from . import measure
 from .report import MEASUREMENTS, TIMINGS, write_report
 from .spec import KIND, ConservationSpec

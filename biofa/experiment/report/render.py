@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from .. import results
-from ..results import condition, environment
+from .. import environment
+from ..results import condition
 from ..spec import published
 from ..spec.expand import value_text
 from ..spec.paths import display, tomllib

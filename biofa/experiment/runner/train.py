@@ -247,8 +247,8 @@ class _Training:
             self.log.epoch(row)
         return val
 
-    def epoch(self, epoch: int) -> tuple[bool, dict]:
-        """Train one epoch, record it; ``(whether it is the best so far, its validation scores)``.
+    def epoch(self, epoch: int) -> None:
+        """Train one epoch, record it, and keep its weights when it is the best so far.
         Raises :class:`Diverged` on a non-finite loss or weight."""
         t_epoch = time.perf_counter()
         model, optimizer, loss_fn, augment = self.model, self.optimizer, self.loss_fn, self.augment
@@ -283,7 +283,6 @@ class _Training:
         if improved:
             self.best = dict(val, epoch=epoch)
             self.best_state = checkpoints.snapshot(model.state_dict())
-        return improved, val
 
     def save_best(self, folder) -> None:
         """Write ``best.pt`` unless it holds the best epoch already."""

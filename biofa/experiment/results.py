@@ -38,7 +38,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from ...errors import ConfigError, FolderBusyError
+from ..errors import ConfigError, FolderBusyError
 
 TMP_PREFIX = ".tmp-biofa-"
 LOCK_NAME = ".biofa.lock"

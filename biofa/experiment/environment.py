@@ -16,7 +16,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import files as results
+from . import results
 
 FILE_NAME = "environment.json"
 #: The lock file of exact dependency versions, relative to the source checkout.
@@ -26,7 +26,7 @@ _GIT_TIMEOUT_S = 5
 
 def source_root() -> Path | None:
     """The source checkout biofa is imported from (None when it is an installed package)."""
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").is_file() and (root / "biofa").is_dir() else None
 
 
@@ -64,7 +64,7 @@ def capture(jobs: int | None = None) -> dict:
     import numpy
     import torch
 
-    from ... import __version__
+    from .. import __version__
     root = source_root()
     commit = _git(root, "rev-parse", "HEAD") if root else None
     status = _git(root, "status", "--porcelain", "--untracked-files=no") if commit else None
