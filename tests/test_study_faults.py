@@ -412,6 +412,7 @@ def test_any_executor_writes_the_same_study(tmp_path):
 def test_report_records_the_environment(tmp_path, monkeypatch):
     import numpy
     import platform
+    import scipy
     import torch
     root = tmp_path / "checkout"
     (root / "requirements").mkdir(parents=True)
@@ -427,6 +428,9 @@ def test_report_records_the_environment(tmp_path, monkeypatch):
     assert session["numpy"] == numpy.__version__ and session["git_commit"] == "unknown"
     assert session["lock_file_sha256"] == hashlib.sha256(b"torch==2.13.0\n").hexdigest()
     assert session["jobs"] == 1 and session["torch_threads"] == torch.get_num_threads()
+    assert session["scipy"] == scipy.__version__ and session["command"] == environment.command_line()
+    first_wall = session["wall_s"]
+    assert first_wall > 0 and session["runs_run"] == 1
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0  # later, from the folder alone
     report = (out / "report.md").read_text()
@@ -434,8 +438,15 @@ def test_report_records_the_environment(tmp_path, monkeypatch):
     for text in (f"| Python | {platform.python_version()} |", f"| torch | {torch.__version__} |",
                  f"| lock file sha256 | {session['lock_file_sha256']} |", "| git commit | unknown |"):
         assert text in report
-    run_study(spec, out, jobs=1, progress=False)  # the same environment is not recorded twice
-    assert len(environment.read(out)) == 1
+    run_study(spec, out, jobs=1, progress=False)  # the same environment is not recorded twice,
+    (session,) = environment.read(out)            # its sessions' wall times add up
+    assert session["wall_s"] >= first_wall and session["runs_run"] == 1
+
+
+def test_command_line_is_what_a_shell_would_type():
+    assert environment.command_line(["/x/bin/biofa", "run", "a b.toml", "--set", "lr=0.1"]) == \
+        "biofa run 'a b.toml' --set lr=0.1"
+    assert environment.command_line(["/x/biofa/__main__.py", "run", "q"]) == "python -m biofa run q"
 
 
 def test_git_commit_of_this_checkout():

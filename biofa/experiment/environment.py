@@ -12,7 +12,10 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import subprocess
+import sys
+from importlib import metadata
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -59,8 +62,32 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+#: Libraries whose versions a study's numbers can depend on (read from package metadata: nothing
+#: is imported for it).
+LIBRARIES = ("scipy", "matplotlib", "mnist1d", "scikit-learn", "brian2", "submitit")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command this process runs, as a shell would type it (``biofa run ...``)."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return ""
+    program = Path(argv[0]).name or argv[0]
+    if program == "__main__.py":  # python -m biofa
+        return " ".join(["python -m biofa", *map(shlex.quote, argv[1:])])
+    return shlex.join([program, *argv[1:]])
+
+
 def capture(jobs: int | None = None) -> dict:
-    """The environment of this process: versions, git commit, platform, threads, lock file hash."""
+    """The environment of this process: versions, git commit, platform, threads, lock file hash,
+    and the command line."""
     import numpy
     import torch
 
@@ -76,6 +103,7 @@ def capture(jobs: int | None = None) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
+        **{name: _version(name) for name in LIBRARIES},
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpus": os.cpu_count(),
@@ -83,6 +111,7 @@ def capture(jobs: int | None = None) -> dict:
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "jobs": jobs,
         "lock_file_sha256": (_sha256(lock) if lock and lock.is_file() else None),
+        "command": command_line(),
         "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -97,22 +126,48 @@ def read(out: str | os.PathLike) -> list[dict]:
     return [s for s in sessions if isinstance(s, dict)]
 
 
+#: Keys that differ between two sessions of one environment.
+_PER_SESSION = ("recorded_at", "wall_s", "runs_run")
+
+
+def _same(a: dict, b: dict) -> bool:
+    return ({k: v for k, v in a.items() if k not in _PER_SESSION}
+            == {k: v for k, v in b.items() if k not in _PER_SESSION})
+
+
+def _write(out, sessions: list[dict]) -> None:
+    results.atomic_write_text(Path(out) / FILE_NAME, json.dumps({"sessions": sessions}, indent=1))
+
+
 def record(out: str | os.PathLike, env: dict) -> None:
     """Add ``env`` to ``out/environment.json`` unless it equals the last session there."""
     sessions = read(out)
-    same = sessions and {k: v for k, v in sessions[-1].items() if k != "recorded_at"} == \
-        {k: v for k, v in env.items() if k != "recorded_at"}
-    if not same:
+    if not (sessions and _same(sessions[-1], env)):
         sessions.append(env)
-        results.atomic_write_text(Path(out) / FILE_NAME, json.dumps({"sessions": sessions}, indent=1))
+        _write(out, sessions)
+
+
+def add_time(out: str | os.PathLike, wall_s: float, runs_run: int | None = None) -> None:
+    """Add a finished session's wall time (and the number of runs it ran) to the last session
+    of ``out/environment.json``: a study resumed in the same environment sums its sessions."""
+    sessions = read(out)
+    if not sessions:
+        return
+    last = sessions[-1]
+    last["wall_s"] = round(float(last.get("wall_s") or 0.0) + wall_s, 1)
+    if runs_run is not None:
+        last["runs_run"] = int(last.get("runs_run") or 0) + runs_run
+    _write(out, sessions)
 
 
 def markdown(sessions: list[dict]) -> str:
     """The sessions as a Markdown table, one column per session."""
     rows = [("biofa", "biofa"), ("git commit", "git_commit"), ("Python", "python"), ("torch", "torch"),
-            ("numpy", "numpy"), ("platform", "platform"), ("CPU", "cpu"), ("CPUs", "cpus"),
+            ("numpy", "numpy"), *((name, name) for name in LIBRARIES), ("platform", "platform"),
+            ("CPU", "cpu"), ("CPUs", "cpus"),
             ("torch threads", "torch_threads"), ("OMP_NUM_THREADS", "OMP_NUM_THREADS"),
-            ("--jobs", "jobs"), ("lock file sha256", "lock_file_sha256"), ("recorded", "recorded_at")]
+            ("--jobs", "jobs"), ("lock file sha256", "lock_file_sha256"), ("command", "command"),
+            ("recorded", "recorded_at"), ("wall time (s)", "wall_s"), ("runs run", "runs_run")]
 
     def cell(session, key):
         value = session.get(key)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
     if len(set(ids)) != len(ids):
         raise SpecError(f"{spec.source}: [grid] produces identical runs (a value repeated in a grid list?)")
     datasets = preflight(spec, runs)
+    started = time.perf_counter()
     results.make_folder(out)
     with results.FolderLock(out):
         results.remove_stale_temporaries(out)
@@ -163,6 +165,8 @@ def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bo
             raise
         finally:
             bar.close()
+            with contextlib.suppress(Exception):
+                environment.add_time(out, time.perf_counter() - started, done[0] - n_resumed)
         rows = tables.write()
         write_report(out)
     n_failed = sum(1 for r in rows if r["status"] != "ok")

@@ -113,5 +113,6 @@ def run(spec: ConservationSpec, out, *, progress: bool = False) -> ConservationO
                 row["value"] = math.nan
         results.write_csv(out / MEASUREMENTS, list(COLUMNS), rows)
         results.atomic_write_text(out / TIMINGS, json.dumps(timings, indent=1))
+        environment.add_time(out, sum(timings.values()))
         _, table = write_report(out)
     return ConservationOutcome(out=out, rows=rows, timings=timings, claims=table)
