@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from .. import results
+from ..report.excerpts import Excerpt, parse
 from ..report.figures import pyplot, save_png
 from .spec import KIND, from_dict
 
@@ -239,6 +240,21 @@ def table_markdown(table) -> str:
     lines = ["| claim | paper | ours |", "|---|---|---|"]
     lines += [f"| {c} | {p} | {o} |" for c, p, o in table]
     return "\n".join(lines)
+
+
+def excerpt(out, text: str) -> Excerpt:
+    """The table ``text`` names of the study in ``out``: ``claims``, the report's claims table."""
+    kind, options = parse(text)
+    if kind != "claims" or options:
+        raise ConfigError(f"excerpt {text!r}: a {KIND} study has one table, 'claims' (no options)")
+    out = Path(out)
+    tree, _ = results.read_spec(out)
+    if not tree or not (out / MEASUREMENTS).is_file():
+        raise ConfigError(f"{out}: no spec.toml and measurements.csv here; give the folder a "
+                          f"{KIND} study wrote (biofa run ... --out DIR)")
+    settings = from_dict(tree, source=str(out / results.SPEC_NAME)).settings
+    table = claims(results.read_csv(out / MEASUREMENTS)[1], settings)
+    return Excerpt(["claim", "paper", "ours"], [list(row) for row in table])
 
 
 def write_report(out) -> tuple[Path, list[tuple[str, str, str]]]:
