@@ -154,7 +154,7 @@ def add_time(out: str | os.PathLike, wall_s: float, runs_run: int | None = None)
     if not sessions:
         return
     last = sessions[-1]
-    last["wall_s"] = round(float(last.get("wall_s") or 0.0) + wall_s, 1)
+    last["wall_s"] = round(float(last.get("wall_s") or 0.0) + wall_s, 3)
     if runs_run is not None:
         last["runs_run"] = int(last.get("runs_run") or 0) + runs_run
     _write(out, sessions)
