@@ -190,20 +190,56 @@ def differences(block: Block, have: list[str], want: list[str]) -> list[str]:
     return out
 
 
-def unmarked(path: Path) -> list[str]:
-    """Table lines with intervals outside any marked block."""
+def _plain(text: str) -> str:
+    """Intervals as the reports write them: ASCII minus, no emphasis."""
+    return text.replace("\u2212", "-").replace("\\*", "*")
+
+
+def _cell_starts_with_interval(s: str, rst: bool) -> bool:
+    """A table cell whose value is an interval (``- 80.3 [71.5, 89.1]`` in RST, a pipe cell in
+    Markdown): a table of results, which must be generated."""
+    if rst:
+        if not s.startswith(("* - ", "- ")):
+            return False
+        return bool(_INTERVAL.match(_plain(s.split("- ", 1)[1].strip())))
+    if not s.startswith("|"):
+        return False
+    return any(_INTERVAL.match(_plain(cell.strip())) for cell in s.strip("|").split("|"))
+
+
+def recorded_intervals(root: Path = ROOT) -> set[str]:
+    """Every interval printed in a record's report (``records/*/report.md``)."""
+    found = set()
+    for report in (root / "records").glob("*/report.md"):
+        found.update(m.group(0).rstrip("*") for m in _INTERVAL.finditer(_plain(report.read_text())))
+    return found
+
+
+def unmarked(path: Path, recorded: set[str] | None = None) -> list[str]:
+    """Problems with the intervals outside marked blocks: a table of them (it must be generated
+    from its record), or one quoted in prose that no record's report contains (a typo, or a number
+    whose record changed)."""
     lines = path.read_text(encoding="utf-8").split("\n")
     inside = set()
     for block in blocks(path):
         inside.update(range(block.start, block.end))
     rst = path.suffix == ".rst"
+    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     out = []
     for i, line in enumerate(lines):
+        if i in inside:
+            continue
         s = line.strip()
-        is_cell = s.startswith(("* - ", "- ")) if rst else s.startswith("|")
-        if is_cell and i not in inside and _INTERVAL.search(s):
-            out.append(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{i + 1}: a table "
-                       f"of intervals without a biofa-table marker naming its record: {s[:70]!r}")
+        if _cell_starts_with_interval(s, rst):
+            out.append(f"{where}:{i + 1}: a table of intervals without a biofa-table marker naming "
+                       f"its record: {s[:70]!r}")
+            continue
+        if recorded is None:
+            continue
+        for m in _INTERVAL.finditer(_plain(s)):
+            if m.group(0).rstrip("*") not in recorded:
+                out.append(f"{where}:{i + 1}: the interval {m.group(0)!r} is in no record's report "
+                           "(quote the record's numbers, or regenerate the record)")
     return out
 
 
@@ -211,6 +247,7 @@ def check(paths: list[Path] | None = None, root: Path = ROOT) -> list[str]:
     """Every difference between a document's marked tables and their records, and every unmarked
     table of intervals; [] when all agree."""
     problems = []
+    recorded = recorded_intervals(root)
     for path in paths if paths is not None else documents(root):
         lines = path.read_text(encoding="utf-8").split("\n")
         for block in blocks(path):
@@ -220,7 +257,7 @@ def check(paths: list[Path] | None = None, root: Path = ROOT) -> list[str]:
                 problems.append(f"{path}:{block.line}: table '{block.name}': {type(err).__name__}: {err}")
                 continue
             problems += differences(block, lines[block.start:block.end], want)
-        problems += unmarked(path)
+        problems += unmarked(path, recorded)
     if paths is None:
         problems += figure_problems(root)
     return problems

@@ -173,6 +173,8 @@ def markdown(sessions: list[dict]) -> str:
         value = session.get(key)
         if key == "git_commit" and session.get("git_modified"):
             value = f"{value} (with local changes)"
+        if key == "wall_s" and value is not None:
+            value = f"{float(value):.1f}"
         if key == "lock_file_sha256" and value is None:
             value = f"no {LOCK_FILE.as_posix()}"
         return "–" if value is None else str(value).replace("|", "/")
