@@ -29,8 +29,9 @@ The kinds (``KEY=VALUE`` options in brackets):
     name starts with one of ``tasks``); ``*`` marks an engine run for a shorter model time.
 ``rate_dynamics_ratios [tasks=PREFIX,...]``
     the speed ratios (> 1: biofa faster) with their targets.
-``rate_dynamics_build``
-    brian2's build times, first build in a fresh cache or folder against a cached build.
+``rate_dynamics_build [sizes=N,...]``
+    brian2's build times, first build in a fresh cache or folder against a cached build (for the
+    circuits of ``sizes`` neurons).
 ``runner_overhead``
     ``bench_runner_overhead.py``: runner / bare loop ratios (median over rounds, interquartile
     range) and the study's fixed cost against their targets.
@@ -341,9 +342,11 @@ def rate_dynamics_ratios(data: dict, record: Path, tasks: str | None = None) -> 
     return Excerpt(["task", "time ratio", "value", "target", "met"], table, notes + provenance(data))
 
 
-def rate_dynamics_build(data: dict, record: Path) -> Excerpt:
+def rate_dynamics_build(data: dict, record: Path, sizes: str | None = None) -> Excerpt:
     kind = "rate_dynamics_build"
     rows = _field(data, "compile", record=record, kind=kind)
+    if sizes:
+        rows = [r for r in rows if str(_field(r, "N", record=record, kind=kind)) in sizes.split(",")]
     table = [[str(_field(r, "N", record=record, kind=kind)), _field(r, "target", record=record, kind=kind),
               f"{_field(r, 'first_build_s', record=record, kind=kind):.1f}",
               f"{_field(r, 'cached_build_s', record=record, kind=kind):.2f}"] for r in rows]
@@ -388,7 +391,7 @@ KINDS = {"training_step": training_step, "training_step_vs_eager": training_step
          "rate_dynamics_build": rate_dynamics_build, "runner_overhead": runner_overhead}
 _OPTIONS = {"training_step": {"model", "variants", "rules"},
             "training_step_vs_eager": {"model", "variants", "rules"},
-            "rate_dynamics": {"tasks"}, "rate_dynamics_ratios": {"tasks"}}
+            "rate_dynamics": {"tasks"}, "rate_dynamics_ratios": {"tasks"}, "rate_dynamics_build": {"sizes"}}
 
 
 def excerpt(record: str | Path, text: str) -> Excerpt:

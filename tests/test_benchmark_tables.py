@@ -121,7 +121,8 @@ def rate_record(tmp_path):
     ratios = [{"task": "dynamics N=1000", "ratio": "brian2 cython / biofa float32", "value": 50.0, "target": 5.0},
               {"task": "dynamics N=1000", "ratio": "numpy float32 / biofa float32", "value": 0.4, "target": 0.5},
               {"task": "online FA N=500", "ratio": "brian2 cython / biofa float32", "value": 2.0, "target": None}]
-    compile_rows = [{"N": 1000, "target": "cython", "first_build_s": 61.234, "cached_build_s": 0.8}]
+    compile_rows = [{"N": 1000, "target": "cython", "first_build_s": 61.234, "cached_build_s": 0.8},
+                    {"N": 500, "target": "cython (learning)", "first_build_s": 50.0, "cached_build_s": 0.5}]
     return write(tmp_path, "rate", {"rows": rows, "ratios": ratios, "compile": compile_rows})
 
 
@@ -137,7 +138,9 @@ def test_rate_dynamics_tables(tables, rate_record):
     assert ratios.rows == [["dynamics N=1000", "brian2 cython / biofa float32", "50.00", "≥ 5", "met"],
                            ["dynamics N=1000", "numpy float32 / biofa float32", "0.40", "≥ 0.5", "missed"],
                            ["online FA N=500", "brian2 cython / biofa float32", "2.00", "–", "–"]]
-    assert tables.excerpt(rate_record, "rate_dynamics_build").rows == [["1000", "cython", "61.2", "0.80"]]
+    assert tables.excerpt(rate_record, "rate_dynamics_build").rows == [["1000", "cython", "61.2", "0.80"],
+                                                                       ["500", "cython (learning)", "50.0", "0.50"]]
+    assert tables.excerpt(rate_record, "rate_dynamics_build sizes=1000").rows == [["1000", "cython", "61.2", "0.80"]]
 
 
 def test_runner_overhead_table(tables, tmp_path):
