@@ -110,11 +110,12 @@ def median_iqr(values: list[float], digits: int = 2) -> str:
 
 
 def significant(value: float, digits: int = 3) -> str:
-    """``value`` to ``digits`` significant digits, without an exponent for usual magnitudes."""
-    text = f"{value:.{digits}g}"
+    """``value`` to ``digits`` significant digits, trailing zeros kept ("3.00", "0.0520", "113"),
+    without an exponent for usual magnitudes."""
+    text = f"{value:#.{digits}g}"
     if "e" in text:
-        text = f"{value:.{digits - 1}e}"
-    return text
+        return f"{value:.{digits - 1}e}"
+    return text.rstrip(".")
 
 
 def megabytes(nbytes: float) -> str:

@@ -129,8 +129,8 @@ def rate_record(tmp_path):
 def test_rate_dynamics_tables(tables, rate_record):
     table = tables.excerpt(rate_record, "rate_dynamics")
     assert table.header == ["engine", "dynamics N=1000 (ms/step)", "online FA N=500 (ms/step)"]
-    assert table.rows == [["biofa float32", "0.04", "0.5"], ["numpy float32", "0.016", "–"],
-                          ["brian2 cython", "2*", "1"]]
+    assert table.rows == [["biofa float32", "0.0400", "0.500"], ["numpy float32", "0.0160", "–"],
+                          ["brian2 cython", "2.00*", "1.00"]]
     only = tables.excerpt(rate_record, "rate_dynamics tasks=dynamics")
     assert only.header == ["engine", "dynamics N=1000 (ms/step)"]
     ratios = tables.excerpt(rate_record, "rate_dynamics_ratios")
