@@ -112,6 +112,8 @@ def median_iqr(values: list[float], digits: int = 2) -> str:
 def significant(value: float, digits: int = 3) -> str:
     """``value`` to ``digits`` significant digits, trailing zeros kept ("3.00", "0.0520", "113"),
     without an exponent for usual magnitudes."""
+    if abs(value) >= 10 ** digits:
+        return f"{value:.0f}"
     text = f"{value:#.{digits}g}"
     if "e" in text:
         return f"{value:.{digits - 1}e}"
