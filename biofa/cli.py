@@ -8,6 +8,7 @@
     biofa report RESULTS_DIR [--table TEXT ...] [--format md|rst]
     biofa evaluate RESULTS_DIR RUN_ID [--split test|val|train] [--which best|last]
     biofa record RESULTS_DIR RECORD_DIR
+    biofa compare RESULTS_DIR RECORD_DIR
 
 ``SPEC`` is a TOML file or the name of a packaged experiment (``biofa list experiments``).
 
@@ -95,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
                                         "checkpoints) into a folder to commit: its record")
     rec.add_argument("results_dir")
     rec.add_argument("record_dir")
+    cmp = sub.add_parser("compare", help="a study (or part of one) against the record of the same study: "
+                                         "runs equal bit for bit, and each condition's score beside the record's")
+    cmp.add_argument("results_dir")
+    cmp.add_argument("record_dir")
     ev = sub.add_parser("evaluate", help="loss and accuracy of a run's stored best (or last) model")
     ev.add_argument("results_dir")
     ev.add_argument("run_id", help="a run id of runs.csv (a unique prefix is enough)")
@@ -125,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "record":
             return _record(args)
+        if args.command == "compare":
+            from .experiment import records
+            print(records.compare(args.results_dir, args.record_dir))
+            return EXIT_OK
         return _report(args)
     except BiofaError as err:
         print(f"biofa: error: {err}", file=sys.stderr)

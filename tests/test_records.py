@@ -214,3 +214,22 @@ def test_every_packaged_study_still_plans_its_records_runs():
                               f"{record}/STANDS.md why the old numbers still stand")
         checked += 1
     assert checked >= 1
+
+
+def test_compare_finds_the_same_runs_bit_for_bit_and_names_one_that_differs(study, tmp_path, capsys):
+    out, record = study
+    rerun = tmp_path / "rerun"
+    run_study(from_dict(tiny_tree(grid={"feedback": ["bp", "fa"], "sign": ["free", "dale"], "seed": [1]}),
+                        source="tiny.toml"), rerun, jobs=1, progress=False)
+    assert main(["compare", str(rerun), str(record)]) == 0
+    text = capsys.readouterr().out
+    assert "8 of this study's 8 runs are in the record" in text and "8 agree with it bit for bit" in text
+    assert "| bp | free |" in text and "record: test % [95% CI]" in text
+    changed = tmp_path / "changed"
+    shutil.copytree(record, changed)
+    columns, runs = read_csv(changed / "runs.csv")
+    next(r for r in runs if r["seed"] == 1)["final_train_loss"] += 1e-12
+    from biofa.experiment.results import write_csv
+    write_csv(changed / "runs.csv", columns, runs)
+    text = records.compare(rerun, changed)
+    assert "7 agree with it bit for bit on every score, 1 differ" in text

@@ -21,7 +21,9 @@ the lines keep the marker's indentation.
     python tools/doc_tables.py --write   # rewrite every table from its record
 
 A table of intervals ("61.0 [59.6, 62.5]") outside any marker is an error too: a number without
-its record.
+its record. The figures the docs show live in ``docs/_static/reproductions/<study>_<figure>.png``
+(Sphinx needs them inside its source folder): each must be a copy of
+``records/<study>/<figure>.png``; ``--write`` copies them.
 """
 
 from __future__ import annotations
@@ -60,6 +62,33 @@ class Block:
     @property
     def name(self) -> str:
         return f"{self.record} {self.text}"
+
+
+#: Where the docs keep copies of records' figures.
+FIGURES = "docs/_static/reproductions"
+
+
+def figure_source(path: Path, root: Path = ROOT) -> Path | None:
+    """The record figure ``docs/_static/reproductions/<study>_<figure>.png`` copies (None: no
+    record of that name)."""
+    for record in sorted((root / "records").iterdir(), key=lambda p: -len(p.name)):
+        if path.name.startswith(record.name + "_"):
+            return record / path.name[len(record.name) + 1:]
+    return None
+
+
+def figure_problems(root: Path = ROOT) -> list[str]:
+    """Figures of the docs that are not a copy of their record's."""
+    out = []
+    for path in sorted((root / FIGURES).glob("*.png")):
+        source = figure_source(path, root)
+        if source is None or not source.is_file():
+            out.append(f"{path.relative_to(root)}: no record figure records/<study>/<figure>.png "
+                       "to copy it from (name it <study>_<figure>.png after its record)")
+        elif source.read_bytes() != path.read_bytes():
+            out.append(f"{path.relative_to(root)}: differs from {source.relative_to(root)}; run "
+                       "python tools/doc_tables.py --write")
+    return out
 
 
 def documents(root: Path = ROOT) -> list[Path]:
@@ -192,6 +221,8 @@ def check(paths: list[Path] | None = None, root: Path = ROOT) -> list[str]:
                 continue
             problems += differences(block, lines[block.start:block.end], want)
         problems += unmarked(path)
+    if paths is None:
+        problems += figure_problems(root)
     return problems
 
 
@@ -206,6 +237,12 @@ def write(paths: list[Path] | None = None, root: Path = ROOT) -> list[Path]:
         if text != path.read_text(encoding="utf-8"):
             path.write_text(text, encoding="utf-8")
             changed.append(path)
+    if paths is None:
+        for path in sorted((root / FIGURES).glob("*.png")):
+            source = figure_source(path, root)
+            if source is not None and source.is_file() and source.read_bytes() != path.read_bytes():
+                path.write_bytes(source.read_bytes())
+                changed.append(path)
     return changed
 
 

@@ -29,6 +29,7 @@ from . import environment, results
 from .kinds import kind_of, load
 from .kinds import write_report as write_any_report
 from .report import read_study
+from .report.excerpts import selection_cells
 from .report.summary import analyse, reported
 from .spec.expand import expand
 from .spec.grid import Spec
@@ -122,3 +123,38 @@ def spec_differences(record_dir: str | os.PathLike, spec: str | os.PathLike) -> 
     return [f"[{part}] differs: record {recorded.settings.get(part)!r}, spec {loaded.settings.get(part)!r}"
             for part in sorted(set(recorded.settings) | set(loaded.settings))
             if recorded.settings.get(part) != loaded.settings.get(part)]
+
+
+#: The columns two runs of one configuration must agree on to be "the same run" (all of a run's
+#: scores; its timing and dates differ).
+SAME_RUN_COLUMNS = ("status", "epochs_done", "best_epoch", "best_val_acc", "best_val_loss",
+                    "test_acc_at_best_val", "test_loss_at_best_val", "test_acc_final", "test_loss_final",
+                    "final_train_loss", "final_train_acc", "final_val_acc", "final_val_loss")
+
+
+def compare(study_dir: str | os.PathLike, record_dir: str | os.PathLike) -> str:
+    """A re-run (or part of one) against the record of the same study, as Markdown text.
+
+    Runs of the same id have the same configuration; they are compared on every score
+    (:data:`SAME_RUN_COLUMNS`): on the machine and library versions of the record they agree bit
+    for bit. Then each condition's reported score beside the record's (each chosen on its own
+    validation runs, so a re-run with fewer seeds may choose another candidate).
+    """
+    mine, theirs = read_study(study_dir), read_study(record_dir)
+    recorded = {r["run_id"]: r for r in theirs["runs"]}
+    both = [r for r in mine["runs"] if r["run_id"] in recorded]
+    differ = [r["run_id"] for r in both
+              if any(results.cell_text(r.get(c)) != results.cell_text(recorded[r["run_id"]].get(c))
+                     for c in SAME_RUN_COLUMNS)]
+    lines = [f"{len(both)} of this study's {len(mine['runs'])} runs are in the record {record_dir} "
+             f"(same run id: same configuration); {len(both) - len(differ)} agree with it bit for bit "
+             f"on every score, {len(differ)} differ"
+             + (f" (e.g. {differ[0]}: another machine or library version can change the last digits, "
+                "and then the training path)" if differ else "") + ".", ""]
+    if mine["conditions"] != theirs["conditions"]:
+        return "\n".join(lines)
+    mine["summary"], theirs["summary"] = analyse(mine), analyse(theirs)
+    header, rows = selection_cells(mine, theirs)
+    lines += ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

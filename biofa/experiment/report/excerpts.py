@@ -205,3 +205,23 @@ def layers(study: dict, metric: str, where: str | None = None, digits: str = "1"
              *(mean_sd([per_run.get(r["run_id"], {}).get(x) for r in group], digits=int(digits))
                for x in names)] for cond, group in groups.items()]
     return Excerpt([*shown_keys, *(f"layer {x}" if x.isdigit() else x for x in names)], rows)
+
+
+def selection_cells(study: dict, record: dict) -> tuple[list[str], list[list[str]]]:
+    """Per condition: this study's choice and test score beside the record's (both analysed)."""
+    keys = study["conditions"]
+    search = list(study.get("search") or {})
+    digits = 1 if study["summary"].classification else 4
+    unit = " %" if study["summary"].classification else ""
+
+    def side(summary, cond):
+        item = summary.conditions.get(cond)
+        selected = item.choice.selected if item and item.choice else None
+        return ([selected.values[s] if selected else "–" for s in search]
+                + [interval_text(item.test if item else None, digits), str(item.n_ok if item else 0)])
+    header = [*keys, *(f"this study: {_short(s)}" for s in search), f"this study: test{unit}",
+              "this study: seeds", *(f"record: {_short(s)}" for s in search),
+              f"record: test{unit} [95% CI]", "record: seeds"]
+    rows = [[*cond, *side(study["summary"], cond), *side(record["summary"], cond)]
+            for cond in study["summary"].conditions]
+    return header, rows
