@@ -12,7 +12,9 @@ The kinds (``KEY=VALUE`` options in brackets):
 ``training_step [model=mlp] [variants=eager,compiled] [rules=fa,usf,...]``
     ``bench_training_step.py``: per rule, the median over rounds of (step CPU time / native
     torch's in the same round and variant), with the interquartile range over rounds; the target
-    and whether the median meets it, per variant that has a target (eager and compiled).
+    and whether the median meets it, per variant that has a target (eager and compiled), with
+    where the interquartile range lies (``yes, IQR within``; ``no, IQR across``: on both sides of
+    the target, so the median alone decides).
 ``training_step_vs_eager [model=mlp] [variants=compiled,bf16] [rules=native,fa,...]``
     the median over rounds of (a configuration's step time / the same configuration's eager
     float32 step time): compiled / eager, bf16 autocast / float32.
@@ -27,17 +29,19 @@ The kinds (``KEY=VALUE`` options in brackets):
 ``rate_dynamics [tasks=PREFIX,...]``
     ``bench_rate_dynamics.py``: ms per Euler step per engine (rows) and task (columns, those whose
     name starts with one of ``tasks``); ``*`` marks an engine run for a shorter model time.
-``rate_dynamics_ratios [tasks=PREFIX,...]``
-    the speed ratios (> 1: biofa faster) with their targets.
+``rate_dynamics_ratios [tasks=PREFIX,...] [targets=all|only]``
+    the speed ratios (> 1: biofa faster) with their targets (``targets=only``: the ratios that
+    have one).
 ``rate_dynamics_build [sizes=N,...]``
     brian2's build times, first build in a fresh cache or folder against a cached build (for the
     circuits of ``sizes`` neurons).
 ``runner_overhead``
     ``bench_runner_overhead.py``: runner / bare loop ratios (median over rounds, interquartile
-    range) and the study's fixed cost against their targets.
+    range) and the study's fixed cost against their targets (met as for the training step).
 
 Every table's notes name the record's command, load average and commit (from its ``environment``
-entry, which ``benchmarks/_record.py`` writes).
+entry, which ``benchmarks/_record.py`` writes); a record older than that entry gets the command
+that writes it again.
 """
 
 from __future__ import annotations
@@ -128,8 +132,38 @@ def _met(value: float, target: float, at_most: bool = True) -> str:
     return "yes" if (value <= target if at_most else value >= target) else "no"
 
 
-def provenance(data: dict) -> list[str]:
-    """A note naming the record's command, commit, machine and load (its ``environment``)."""
+def met_spread(values: list[float], target: float) -> str:
+    """Whether the median is within an upper ``target`` ("yes"/"no"), and where the interquartile
+    range lies: wholly within it, wholly outside it, or across it (then the median alone decides,
+    and another run on a loaded machine may decide otherwise)."""
+    q1, q3 = quartiles(values)
+    met = _met(statistics.median(values), target)
+    spread = "IQR within" if q3 <= target else "IQR outside" if q1 > target else "IQR across"
+    return f"{met}, {spread}"
+
+
+
+#: The benchmark script that writes each kind's record.
+SCRIPTS = {"training_step": "bench_training_step.py", "training_step_vs_eager": "bench_training_step.py",
+           "forward_projection": "bench_forward_projection.py", "ddp_buffers": "bench_ddp_buffers.py",
+           "dfa_memory": "bench_dfa_memory.py", "rate_dynamics": "bench_rate_dynamics.py",
+           "rate_dynamics_ratios": "bench_rate_dynamics.py", "rate_dynamics_build": "bench_rate_dynamics.py",
+           "runner_overhead": "bench_runner_overhead.py"}
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shown(record: Path) -> str:
+    """The record's path as the documents name it: relative to the repository where it lies inside."""
+    record = Path(record)
+    try:
+        return record.resolve().relative_to(_ROOT).as_posix()
+    except ValueError:
+        return record.as_posix()
+
+
+def provenance(data: dict, record: Path | None = None, kind: str | None = None) -> list[str]:
+    """A note naming the record's command, commit, machine and load (its ``environment``). A record
+    written before benchmarks kept their environment gets the command that writes it again."""
     env = data.get("environment")
     if not isinstance(env, dict):
         meta = data.get("meta") or {}
@@ -137,8 +171,11 @@ def provenance(data: dict) -> list[str]:
         if "loadavg_1min_before" in meta:
             load = (f"; load average (1 min) {meta['loadavg_1min_before']:.1f} before, "
                     f"{meta['loadavg_1min_after']:.1f} after")
+        again = ""
+        if record is not None and kind in SCRIPTS:
+            again = f" ``python benchmarks/{SCRIPTS[kind]} --json {_shown(record)}`` writes it again."
         return [f"Recorded before benchmarks recorded their environment: torch {meta.get('torch', '?')}, "
-                f"{meta.get('cpus', '?')} CPUs{load}."]
+                f"{meta.get('cpus', '?')} CPUs{load}.{again}"]
     commit = str(env.get("git_commit", "unknown"))[:9]
     if env.get("git_modified"):
         commit += " (with local changes)"
@@ -187,15 +224,15 @@ def training_step(data: dict, record: Path, model: str = "mlp", variants: str = 
             target = found[targeted[0]].get("target")
             cells.append("–" if target is None else f"≤ {target:.2f}")
             for v in targeted:
-                ratio = statistics.median(found[v]["ratio_rounds"])
-                cells.append("–" if target is None else _met(ratio, target))
+                cells.append("–" if target is None else met_spread(found[v]["ratio_rounds"], target))
         table.append(cells)
     first = rows[0]
     notes = [f"Step CPU time / native torch's in the same round and variant: median over "
              f"{first.get('rounds', '?')} interleaved rounds (interquartile range over rounds); batch "
              f"{first.get('batch', '?')}, {data.get('meta', {}).get('threads', '?')} thread(s). Met: the "
-             f"median is within the target."]
-    return Excerpt(header, table, notes + provenance(data))
+             f"median is within the target; IQR within, outside or across: the whole interquartile range is "
+             f"within the target, outside it, or on both sides (the median alone decides)."]
+    return Excerpt(header, table, notes + provenance(data, record, kind))
 
 
 def training_step_vs_eager(data: dict, record: Path, model: str = "mlp", variants: str = "compiled,bf16",
@@ -217,7 +254,7 @@ def training_step_vs_eager(data: dict, record: Path, model: str = "mlp", variant
         table.append(cells)
     notes = [f"A configuration's step CPU time / its own eager float32 step time in the same round: "
              f"median over {rows[0].get('rounds', '?')} interleaved rounds (interquartile range over rounds)."]
-    return Excerpt(header, table, notes + provenance(data))
+    return Excerpt(header, table, notes + provenance(data, record, kind))
 
 
 # -- forward projection ----------------------------------------------------------------------------
@@ -247,7 +284,7 @@ def forward_projection(data: dict, record: Path) -> Excerpt:
         table.append(cells)
     notes = [f"Median CPU time (one thread, batch 128) of the projections of all layers over the median of the "
              f"forward without them, {rows[0].get('rounds', '?')} interleaved rounds."]
-    return Excerpt(header, table, notes + provenance(data))
+    return Excerpt(header, table, notes + provenance(data, record, kind))
 
 
 # -- DDP buffers -----------------------------------------------------------------------------------
@@ -271,7 +308,7 @@ def ddp_buffers(data: dict, record: Path) -> Excerpt:
     notes = [f"{meta.get('processes', 2)} gloo processes, global batch {meta.get('global_batch', 128)}; step wall "
              f"time (forward, backward with the all-reduce, SGD step), {len(reference)} rounds in which the "
              f"configurations alternate; median (interquartile range over rounds)."]
-    return Excerpt(header, table, notes + provenance(data))
+    return Excerpt(header, table, notes + provenance(data, record, kind))
 
 
 # -- DFA memory ------------------------------------------------------------------------------------
@@ -289,7 +326,7 @@ def dfa_memory(data: dict, record: Path) -> Excerpt:
                       f"{mine / weights:.2f}", f"{naive / weights:.1f}", "met" if mine < weights else "missed"])
     notes = [f"{data.get('model', '?')} with {data.get('n_classes', '?')} classes, float32, the layers that "
              f"receive an error (1 MB = 10^6 bytes)."]
-    return Excerpt(header, table, notes + provenance(data))
+    return Excerpt(header, table, notes + provenance(data, record, kind))
 
 
 # -- rate dynamics ---------------------------------------------------------------------------------
@@ -322,11 +359,15 @@ def rate_dynamics(data: dict, record: Path, tasks: str | None = None) -> Excerpt
     repeats = sorted({r.get("repeats") for r in rows if r["task"] in names})
     notes = [f"ms per Euler step, median of {'/'.join(map(str, repeats))} interleaved repeat(s); * this engine "
              f"ran a shorter model time than the others, scaled per step."]
-    return Excerpt(["engine", *(f"{t} (ms/step)" for t in names)], table, notes + provenance(data))
+    return Excerpt(["engine", *(f"{t} (ms/step)" for t in names)], table,
+                   notes + provenance(data, record, kind))
 
 
-def rate_dynamics_ratios(data: dict, record: Path, tasks: str | None = None) -> Excerpt:
+def rate_dynamics_ratios(data: dict, record: Path, tasks: str | None = None,
+                         targets: str = "all") -> Excerpt:
     kind = "rate_dynamics_ratios"
+    if targets not in ("all", "only"):
+        raise ConfigError(f"benchmark table {kind!r}: targets={targets!r}; expected all or only")
     rows = _field(data, "rows", record=record, kind=kind)
     ratios = _field(data, "ratios", record=record, kind=kind)
     names = set(_tasks(rows, tasks))
@@ -334,7 +375,7 @@ def rate_dynamics_ratios(data: dict, record: Path, tasks: str | None = None) -> 
     table = []
     for item in ratios:
         task, text, target = (_field(item, k, record=record, kind=kind) for k in ("task", "ratio", "target"))
-        if task not in names:
+        if task not in names or (targets == "only" and target is None):
             continue
         other, mine = (s.strip() for s in text.split("/"))
         value = by[task, other] / by[task, mine]  # from the medians, as the benchmark computes it
@@ -342,7 +383,8 @@ def rate_dynamics_ratios(data: dict, record: Path, tasks: str | None = None) -> 
                       "–" if target is None else f"≥ {target:g}",
                       "–" if target is None else ("met" if value >= target else "missed")])
     notes = ["Ratio of the median ms per step (> 1: biofa faster)."]
-    return Excerpt(["task", "time ratio", "value", "target", "met"], table, notes + provenance(data))
+    return Excerpt(["task", "time ratio", "value", "target", "met"], table,
+                   notes + provenance(data, record, kind))
 
 
 def rate_dynamics_build(data: dict, record: Path, sizes: str | None = None) -> Excerpt:
@@ -354,7 +396,8 @@ def rate_dynamics_build(data: dict, record: Path, sizes: str | None = None) -> E
               f"{_field(r, 'first_build_s', record=record, kind=kind):.1f}",
               f"{_field(r, 'cached_build_s', record=record, kind=kind):.2f}"] for r in rows]
     notes = ["brian2 build time (s): the first build in a fresh cache or folder, then the same model again."]
-    return Excerpt(["N", "brian2 target", "first build (s)", "cached (s)"], table, notes + provenance(data))
+    return Excerpt(["N", "brian2 target", "first build (s)", "cached (s)"], table,
+                   notes + provenance(data, record, kind))
 
 
 # -- runner overhead -------------------------------------------------------------------------------
@@ -372,20 +415,21 @@ def runner_overhead(data: dict, record: Path) -> Excerpt:
     fixed = column(studies, "fixed_s")
     table = [
         ["runner / bare loop, wall time", median_iqr(wall), f"≤ {target:g}",
-         _met(statistics.median(wall), target)],
+         met_spread(wall, target)],
         ["runner / bare loop, CPU time", median_iqr(column(rounds, "ratio")), "–", "–"],
         ["runner checkpointing every epoch / bare loop, wall time",
          median_iqr(column(rounds, "every_epoch_wall_ratio")), "–", "–"],
         ["a two-run study's fixed cost (s)", median_iqr(fixed), f"≤ {fixed_target:g}",
-         _met(statistics.median(fixed), fixed_target)],
+         met_spread(fixed, fixed_target)],
         ["a two-run study's wall time (s)", median_iqr(column(studies, "study_wall_s"), 1), "–", "–"],
         ["a process that only imports torch (s)", median_iqr(column(studies, "import_torch_s")), "–", "–"],
     ]
     meta = data.get("meta", {})
     notes = [f"{meta.get('runs', '?')} runs × {meta.get('epochs', '?')} epochs per side; median over "
              f"{len(rounds)} interleaved rounds, or over {len(studies)} fresh ``biofa run`` processes for the "
-             f"study rows (interquartile range)."]
-    return Excerpt(["measure", "median (IQR)", "target", "met"], table, notes + provenance(data))
+             f"study rows (interquartile range). Met: the median is within the target; IQR within, outside or "
+             f"across: the whole interquartile range is within the target, outside it, or on both sides."]
+    return Excerpt(["measure", "median (IQR)", "target", "met"], table, notes + provenance(data, record, kind))
 
 
 KINDS = {"training_step": training_step, "training_step_vs_eager": training_step_vs_eager,
@@ -394,7 +438,8 @@ KINDS = {"training_step": training_step, "training_step_vs_eager": training_step
          "rate_dynamics_build": rate_dynamics_build, "runner_overhead": runner_overhead}
 _OPTIONS = {"training_step": {"model", "variants", "rules"},
             "training_step_vs_eager": {"model", "variants", "rules"},
-            "rate_dynamics": {"tasks"}, "rate_dynamics_ratios": {"tasks"}, "rate_dynamics_build": {"sizes"}}
+            "rate_dynamics": {"tasks"}, "rate_dynamics_ratios": {"tasks", "targets"},
+            "rate_dynamics_build": {"sizes"}}
 
 
 def excerpt(record: str | Path, text: str) -> Excerpt:

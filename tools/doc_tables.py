@@ -8,6 +8,9 @@ benchmark's JSON record, see ``benchmarks/tables.py``)::
     | ... |
     <!-- /biofa-table -->
 
+    <!-- biofa-table: records/benchmarks/training_step.json benchmark training_step variants=eager,compiled -->
+    <!-- /biofa-table -->
+
     .. biofa-table: records/moskovitz_signs_norms selection rows=feedback columns=sign,norm widths=10,15
 
     .. list-table:: ...
@@ -20,10 +23,11 @@ the lines keep the marker's indentation.
     python tools/doc_tables.py           # check: exit 1 and name every table and cell that differs
     python tools/doc_tables.py --write   # rewrite every table from its record
 
-A table of intervals ("61.0 [59.6, 62.5]") outside any marker is an error too: a number without
-its record. The figures the docs show live in ``docs/_static/reproductions/<study>_<figure>.png``
-(Sphinx needs them inside its source folder): each must be a copy of
-``records/<study>/<figure>.png``; ``--write`` copies them.
+A table of intervals ("61.0 [59.6, 62.5]") or of a benchmark's medians and interquartile ranges
+("1.04 (1.02–1.06)") outside any marker is an error too: a number without its record. The
+figures the docs show live in ``docs/_static/reproductions/<study>_<figure>.png`` (Sphinx needs
+them inside its source folder): each must be a copy of ``records/<study>/<figure>.png``;
+``--write`` copies them.
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ _MD_OPEN = re.compile(r"^(\s*)<!-- biofa-table: (\S+) (.+?) -->\s*$")
 _MD_CLOSE = re.compile(r"^\s*<!-- /biofa-table -->\s*$")
 _RST_OPEN = re.compile(r"^(\s*)\.\. biofa-table: (\S+) (.+?)\s*$")
 _RST_CLOSE = re.compile(r"^\s*\.\. /biofa-table\s*$")
-#: A cell that holds a mean and its interval, "61.0 [59.6, 62.5]".
-_INTERVAL = re.compile(r"-?\d+(?:\.\d+)?\*? \[-?\d+(?:\.\d+)?, -?\d+(?:\.\d+)?\]")
+#: A cell that holds a mean and its interval, "61.0 [59.6, 62.5]", or a benchmark's median and
+#: interquartile range, "1.04 (1.02–1.06)".
+_INTERVAL = re.compile(r"-?\d+(?:\.\d+)?\*? \[-?\d+(?:\.\d+)?, -?\d+(?:\.\d+)?\]"
+                       r"|\d+(?:\.\d+)? \(\d+(?:\.\d+)?–\d+(?:\.\d+)?\)")
 
 
 @dataclass
@@ -203,7 +209,7 @@ def unmarked(path: Path) -> list[str]:
         is_cell = s.startswith(("* - ", "- ")) if rst else s.startswith("|")
         if is_cell and i not in inside and _INTERVAL.search(s):
             out.append(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{i + 1}: a table "
-                       f"of intervals without a biofa-table marker naming its record: {s[:70]!r}")
+                       f"of intervals or medians without a biofa-table marker naming its record: {s[:70]!r}")
     return out
 
 
@@ -227,12 +233,16 @@ def check(paths: list[Path] | None = None, root: Path = ROOT) -> list[str]:
 
 
 def write(paths: list[Path] | None = None, root: Path = ROOT) -> list[Path]:
-    """Rewrite every marked table from its record; returns the files changed."""
+    """Rewrite every marked table from its record; returns the files changed. A table whose record
+    is missing or cannot give it keeps its lines (``check`` names it)."""
     changed = []
     for path in paths if paths is not None else documents(root):
         lines = path.read_text(encoding="utf-8").split("\n")
         for block in reversed(blocks(path)):
-            lines[block.start:block.end] = generate(block, root)
+            try:
+                lines[block.start:block.end] = generate(block, root)
+            except Exception:  # noqa: BLE001 - reported by check()
+                continue
         text = "\n".join(lines)
         if text != path.read_text(encoding="utf-8"):
             path.write_text(text, encoding="utf-8")
@@ -260,4 +270,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # this checkout's biofa, not another one an environment installed
     sys.exit(main())
