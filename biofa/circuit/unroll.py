@@ -26,9 +26,10 @@ leaky recursion); a recurrent block steps: the currents from outside the block a
 for all steps at once, and each step does one matmul with the block's assembled W (its backward
 one with the assembled B) plus the elementwise update.
 
-Truncation ``truncate=k``: before steps n = k, 2k, ... the state is detached, so within one
-backward the gradient flows inside each window of k steps and is cut at window boundaries
-(the forward values are unchanged).
+Truncation ``truncate=k``: steps n = k, 2k, ... read the state :math:`r^n` detached (every
+population's, for every synapse), so within one backward the gradient flows inside each window
+of k steps and is cut at window boundaries; a loss on ``rates[p][n]`` still reaches back into
+the window that produced it. The forward values are unchanged.
 """
 
 from __future__ import annotations
@@ -109,6 +110,17 @@ def _assemble(circuit, posts, pres, tensors, pieces):
     return w, b
 
 
+def _cut(rows, truncate):
+    """Trajectory rows 0..T-1 as the steps read them: under truncation the rows that start a
+    window (n = k, 2k, ...) are detached (the stored trajectory keeps its graph)."""
+    if truncate is None or rows.shape[0] <= truncate:
+        return rows
+    rows = rows.clone()
+    starts = torch.arange(truncate, rows.shape[0], truncate, device=rows.device)
+    rows[starts] = rows[starts].detach()
+    return rows
+
+
 def _cat(tensors, dim=-1):
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim)
 
@@ -158,7 +170,7 @@ def unroll(circuit, x, duration=None, dt=None, r0=None, *, generator=None, noise
         # currents from outside the block, all steps at once: (T, batch, width) including the bias
         if pres:
             w_ext, b_ext = _assemble(circuit, comp, pres, tensors, pieces)
-            x_ext = _cat([traj[p][:steps] for p in pres])
+            x_ext = _cat([_cut(traj[p][:steps], truncate) for p in pres])
             c = bias.expand(*x_ext.shape[:-1], bias.shape[0])
             ext = BlockLinear.apply(x_ext, w_ext, b_ext, c)
         else:
@@ -232,7 +244,7 @@ def unroll(circuit, x, duration=None, dt=None, r0=None, *, generator=None, noise
             start += p.size
     if len(circuit.direct) and not exact and torch.is_grad_enabled():
         out = traj[circuit.output]
-        targets = [traj[fb.target.name][:steps] for fb in circuit.direct]
+        targets = [_cut(traj[fb.target.name][:steps], truncate) for fb in circuit.direct]
         moved = DirectFeedback.apply(out[1:], [fb.B.detach() for fb in circuit.direct], *targets)
         traj[circuit.output] = torch.cat([out[:1], moved], 0)
     t = torch.arange(steps + 1, dtype=u.dtype, device=u.device) * dt
