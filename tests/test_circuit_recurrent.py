@@ -101,6 +101,10 @@ def test_unroll_is_simulate_with_gradients(f64, dynamics):
     for name in a.rates:
         torch.testing.assert_close(b.rates[name].detach(), a.rates[name], rtol=0, atol=1e-13)
     assert b.rates["y"].requires_grad
+    c.population("y").tau = DT  # k = 1: the read-out without recursion
+    a = c.simulate(x, dt=DT, generator=torch.Generator().manual_seed(2))
+    b = c.unroll(x, dt=DT, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(b.rates["y"].detach(), a.rates["y"], rtol=0, atol=1e-13)
 
 
 # -- noise -----------------------------------------------------------------------------------

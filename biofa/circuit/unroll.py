@@ -68,6 +68,81 @@ class BlockLinear(torch.autograd.Function):
         return grad_x, grad_w if need_w else None, grad_w if need_b else None, g if need_c else None
 
 
+class Recurrence(torch.autograd.Function):
+    r"""A recurrent block stepped for all T steps, with its backward (BPTT) written out.
+
+    Forward, for n = 0..T-1 (``ops`` gives drive, rate and their derivatives per unit):
+
+    .. math:: I^n = c^n + r^n W^\top, \quad s^{n+1} = s^n + k\,(d(I^n) + \eta^n - s^n), \quad r^{n+1} = \rho(s^{n+1})
+
+    with d = f, ρ = id (rate form) or d = id, ρ = f (current form) and η the scaled noise.
+    Backward, with :math:`a^{n+1} = \partial L/\partial s^{n+1}` (total):
+    :math:`\delta^n = k\,a^{n+1} \odot d'(I^n)` goes to :math:`c^n`,
+    :math:`a^n = g_s^n + (1-k)\,a^{n+1} + \rho'(s^n) \odot (\delta^n B)` — B, the block's
+    assembled feedback matrix, in place of W at every step — and
+    :math:`\partial L/\partial W = \sum_n \delta^{n\top} r^n` (to B as well when B is learned,
+    Kolen–Pollack). Under truncation k_T the carried terms are dropped at n = k_T, 2k_T, ...
+    Returns the states :math:`s^0..s^T` (T + 1, batch, width); one autograd node for the whole
+    loop, so the per-step cost is that of the matmuls. No double backward.
+    """
+
+    @staticmethod
+    def forward(ctx, ext, weight, feedback, s0, noise, k, ops, truncate):
+        steps = ext.shape[0]
+        states = ext.new_empty(steps + 1, *s0.shape)
+        rates = states if ops["rate_is_state"] else ext.new_empty(steps + 1, *s0.shape)
+        currents = ext.new_empty(steps, *s0.shape)
+        states[0] = s0
+        if rates is not states:
+            rates[0] = ops["rate"](s0)
+        wt = weight.T
+        for n in range(steps):
+            torch.addmm(ext[n], rates[n], wt, out=currents[n])
+            d = ops["drive"](currents[n])
+            if noise is not None:
+                d = d + noise[n]
+            torch.lerp(states[n], d, k, out=states[n + 1]) if not torch.is_tensor(k) else \
+                states[n + 1].copy_(states[n] + k * (d - states[n]))
+            if rates is not states:
+                rates[n + 1] = ops["rate"](states[n + 1])
+        ctx.save_for_backward(feedback, states, rates if rates is not states else None, currents,
+                              k if torch.is_tensor(k) else None)
+        ctx.k, ctx.ops, ctx.truncate = (None if torch.is_tensor(k) else k), ops, truncate
+        return states
+
+    @staticmethod
+    def backward(ctx, g_states):
+        feedback, states, rates, currents, k_tensor = ctx.saved_tensors
+        rates = states if rates is None else rates
+        k = ctx.k if k_tensor is None else k_tensor
+        ops, truncate = ctx.ops, ctx.truncate
+        need_ext, need_w, need_b, need_s0 = ctx.needs_input_grad[:4]
+        steps = currents.shape[0]
+        deltas = torch.empty_like(currents)
+        fb = feedback.detach()
+        a = g_states[steps]
+        for n in range(steps - 1, -1, -1):
+            delta = deltas[n]
+            dp = ops["drive_prime"](currents[n])
+            torch.mul(a, k, out=delta)
+            if dp is not None:
+                delta.mul_(dp)
+            back = delta @ fb
+            rp = ops["rate_prime"](states[n])
+            if rp is not None:
+                back = back * rp
+            carried = back.add_(a * (1 - k))
+            if truncate is not None and n and n % truncate == 0:
+                carried = torch.zeros_like(carried)
+            a = carried + g_states[n]
+        grad_w = None
+        if need_w or need_b:
+            width = currents.shape[-1]
+            grad_w = deltas.reshape(-1, width).T @ rates[:steps].reshape(-1, width)
+        return (deltas if need_ext else None, grad_w if need_w else None, grad_w if need_b else None,
+                a if need_s0 else None, None, None, None, None)
+
+
 def _feedback_piece(s, w, fb_input, exact: bool):
     """The B one synapse object's backward uses in this unroll: W itself (``bp`` or exact
     gradients), the rule's B (fixed, detached), a Kolen–Pollack B (a tensor that receives W's
@@ -137,6 +212,43 @@ def _per_population(circuit, names, fn, v):
     return torch.cat(out, -1)
 
 
+def _block_ops(circuit, comp, form, current_rows) -> dict:
+    """drive d(I), rate rho(s) and their derivatives for the units of component ``comp``."""
+    only_current = form == {"current"}
+
+    def drive(i):  # d from I: f(I) in the rate form, I in the current form
+        if only_current:
+            return i
+        d = _per_population(circuit, comp, lambda p, v: p.act.f(v), i)
+        return d if current_rows is None else torch.where(current_rows > 0, i, d)
+
+    def rate(s_):  # r from the state: s in the rate form, f(s) in the current form
+        if form == {"rate"}:
+            return s_
+        r = _per_population(circuit, comp, lambda p, v: p.act.f(v), s_)
+        return r if current_rows is None else torch.where(current_rows > 0, r, s_)
+
+    return {"drive": drive, "rate": rate, "rate_is_state": form == {"rate"},
+            "drive_prime": lambda i: _drive_prime(circuit, comp, i, current_rows, only_current),
+            "rate_prime": lambda s_: _rate_prime(circuit, comp, s_, current_rows, form)}
+
+
+def _drive_prime(circuit, comp, i, current_rows, only_current):
+    """d'(I): f'(I) in the rate form, 1 (None) in the current form."""
+    if only_current:
+        return None
+    d = _per_population(circuit, comp, lambda p, v: p.act.prime(v), i)
+    return d if current_rows is None else torch.where(current_rows > 0, torch.ones_like(d), d)
+
+
+def _rate_prime(circuit, comp, s_, current_rows, form):
+    """rho'(s): None (1) in the rate form, f'(s) in the current form."""
+    if form == {"rate"}:
+        return None
+    r = _per_population(circuit, comp, lambda p, v: p.act.prime(v), s_)
+    return r if current_rows is None else torch.where(current_rows > 0, r, torch.ones_like(r))
+
+
 def unroll(circuit, x, duration=None, dt=None, r0=None, *, generator=None, noise=None,
            truncate: int | None = None) -> Trajectory:
     """The dynamics of ``circuit`` for input ``x`` as a differentiable :class:`Trajectory`.
@@ -193,48 +305,29 @@ def unroll(circuit, x, duration=None, dt=None, r0=None, *, generator=None, noise
         if len(form) > 1:  # mixed forms inside one block: a 0/1 mask of the current-form units
             current_rows = _cat([torch.full((p.size,), float(circuit.dynamics_of(p.name) == "current"),
                                             dtype=u.dtype, device=u.device) for p in pops])
-        only_current = form == {"current"}
 
-        def drive_of(i):  # d from I: f(I) in the rate form, I in the current form
-            if only_current:
-                return i
-            d = _per_population(circuit, comp, lambda p, v: p.act.f(v), i)
-            return d if current_rows is None else torch.where(current_rows > 0, i, d)
-
-        def rate_of(s_):  # r from the state: s in the rate form, f(s) in the current form
-            if form == {"rate"}:
-                return s_
-            r = _per_population(circuit, comp, lambda p, v: p.act.f(v), s_)
-            return r if current_rows is None else torch.where(current_rows > 0, r, s_)
-
+        # bound in their own scope: Recurrence's backward runs after this loop has moved on
+        ops = _block_ops(circuit, comp, form, current_rows)
+        drive_of, rate_of = ops["drive"], ops["rate"]
         s0 = _cat([run.state0[q] for q in comp])
         if is_recurrent(comp, edges):
             w_in, b_in = _assemble(circuit, comp, comp, tensors, pieces)
-            s_, r_ = s0, rate_of(s0)
-            s_list, r_list = [s_], [r_]
-            for n in range(steps):
-                if truncate is not None and n and n % truncate == 0:
-                    s_, r_ = s_.detach(), r_.detach()
-                i = BlockLinear.apply(r_, w_in, b_in, ext[n])
-                d = drive_of(i)
-                if ext_noise is not None:
-                    d = d + ext_noise[n]
-                s_ = s_ + k * (d - s_)
-                r_ = rate_of(s_)
-                s_list.append(s_)
-                r_list.append(r_)
-            s_all, r_all = torch.stack(s_list), torch.stack(r_list)
+            noise_all = None if ext_noise is None else ext_noise.detach()
+            s_all = Recurrence.apply(ext, w_in, b_in, s0, noise_all, k, ops, truncate)
+            r_all = rate_of(s_all)
         else:
             d_all = drive_of(ext)
             if ext_noise is not None:
                 d_all = d_all + ext_noise
             s_, s_list = s0, [s0]
-            for n in range(steps):
+            d_steps = d_all.unbind(0) if not (isinstance(k, float) and k == 1.0) else ()
+            for n in range(steps if d_steps else 0):
                 if truncate is not None and n and n % truncate == 0:
                     s_ = s_.detach()
-                s_ = s_ + k * (d_all[n] - s_)
+                s_ = s_ + k * (d_steps[n] - s_)
                 s_list.append(s_)
-            s_all = torch.stack(s_list)
+            # k = 1 (tau = dt): s^{n+1} = d^n, no recursion (equal to s + 1 (d - s) up to rounding)
+            s_all = torch.stack(s_list) if d_steps else torch.cat([s0[None], d_all], 0)
             r_all = rate_of(s_all)
         start = 0
         for p in pops:
