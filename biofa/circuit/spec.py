@@ -4,7 +4,11 @@ A spec has top-level keys ``input``, ``output``, ``populations`` (a table of tab
 population name: the :class:`~biofa.circuit.Population` arguments), ``synapses`` (an array of
 tables: ``pre``, ``post`` and the :class:`~biofa.circuit.FeedforwardSynapses` keywords),
 optionally ``feedback`` (direct feedback tables: ``source``, ``target``, ``rule = "dfa"``,
-``sign``, ``init``, ``name``), ``balance``, ``seed`` and ``description``::
+``sign``, ``init``, ``name``), ``balance``, ``seed`` and ``description``, and for circuits in time
+``dynamics`` (``"rate"``/``"current"``), ``learn_initial_state``, ``readout = "E"`` and
+``recurrent_init`` (:mod:`biofa.circuit.recurrent_init`); populations also take ``dynamics``,
+``noise`` and (input only) ``rectify``, synapses ``p_connect`` and ``autapses``. Synapses may form
+cycles (a recurrent circuit, see :mod:`biofa.circuit.dynamics`)::
 
     input = "x"
     output = "y"

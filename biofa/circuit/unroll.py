@@ -286,10 +286,8 @@ def unroll(circuit, x, duration=None, dt=None, r0=None, *, generator=None, noise
             c = bias.expand(*x_ext.shape[:-1], bias.shape[0])
             ext = BlockLinear.apply(x_ext, w_ext, b_ext, c)
         else:
-            ref = u
-            ext = bias.expand(steps, ref.shape[1], bias.shape[0])
-        noisy = [q for q in comp if q in run.xi]
-        if noisy:
+            ext = bias.expand(steps, run.batch, bias.shape[0])
+        if any(q in run.xi for q in comp):
             ext_noise = _cat([scale(p.sigma, p.tau, dt) * run.xi[p.name] if p.name in run.xi
                               else torch.zeros(steps, run.batch, p.size, dtype=u.dtype, device=u.device)
                               for p in pops])
