@@ -120,6 +120,86 @@ class Recurrence(torch.autograd.Function):
         steps = currents.shape[0]
         deltas = torch.empty_like(currents)
         fb = feedback.detach()
+        # the derivatives of every step at once (one vectorised op each, not one per step)
+        d_prime = ops["drive_prime"](currents)
+        r_prime = ops["rate_prime"](states[:steps])
+        scalar_k = not torch.is_tensor(k)
+        a = g_states[steps]
+        for n in range(steps - 1, -1, -1):
+            delta = deltas[n]
+            torch.mul(a, k, out=delta)
+            if d_prime is not None:
+                delta.mul_(d_prime[n])
+            if truncate is not None and n and n % truncate == 0:
+                a = g_states[n]  # the window starts here: nothing is carried across
+                continue
+            carried = delta @ fb
+            if r_prime is not None:
+                carried.mul_(r_prime[n])
+            if scalar_k:
+                carried.add_(a, alpha=1 - k)
+            else:
+                carried.addcmul_(a, 1 - k)
+            a = carried.add_(g_states[n])
+        grad_w = None
+        if need_w or need_b:
+            g2 = g.reshape(-1, g.shape[-1])
+            grad_w = g2.T @ x.reshape(-1, x.shape[-1])
+        return grad_x, grad_w if need_w else None, grad_w if need_b else None, g if need_c else None
+
+
+class Recurrence(torch.autograd.Function):
+    r"""A recurrent block stepped for all T steps, with its backward (BPTT) written out.
+
+    Forward, for n = 0..T-1 (``ops`` gives drive, rate and their derivatives per unit):
+
+    .. math:: I^n = c^n + r^n W^\top, \quad s^{n+1} = s^n + k\,(d(I^n) + \eta^n - s^n), \quad r^{n+1} = \rho(s^{n+1})
+
+    with d = f, ρ = id (rate form) or d = id, ρ = f (current form) and η the scaled noise.
+    Backward, with :math:`a^{n+1} = \partial L/\partial s^{n+1}` (total):
+    :math:`\delta^n = k\,a^{n+1} \odot d'(I^n)` goes to :math:`c^n`,
+    :math:`a^n = g_s^n + (1-k)\,a^{n+1} + \rho'(s^n) \odot (\delta^n B)` — B, the block's
+    assembled feedback matrix, in place of W at every step — and
+    :math:`\partial L/\partial W = \sum_n \delta^{n\top} r^n` (to B as well when B is learned,
+    Kolen–Pollack). Under truncation k_T the carried terms are dropped at n = k_T, 2k_T, ...
+    Returns the states :math:`s^0..s^T` (T + 1, batch, width); one autograd node for the whole
+    loop, so the per-step cost is that of the matmuls. No double backward.
+    """
+
+    @staticmethod
+    def forward(ctx, ext, weight, feedback, s0, noise, k, ops, truncate):
+        steps = ext.shape[0]
+        states = ext.new_empty(steps + 1, *s0.shape)
+        rates = states if ops["rate_is_state"] else ext.new_empty(steps + 1, *s0.shape)
+        currents = ext.new_empty(steps, *s0.shape)
+        states[0] = s0
+        if rates is not states:
+            rates[0] = ops["rate"](s0)
+        wt = weight.T
+        for n in range(steps):
+            torch.addmm(ext[n], rates[n], wt, out=currents[n])
+            d = ops["drive"](currents[n])
+            if noise is not None:
+                d = d + noise[n]
+            torch.lerp(states[n], d, k, out=states[n + 1]) if not torch.is_tensor(k) else \
+                states[n + 1].copy_(states[n] + k * (d - states[n]))
+            if rates is not states:
+                rates[n + 1] = ops["rate"](states[n + 1])
+        ctx.save_for_backward(feedback, states, rates if rates is not states else None, currents,
+                              k if torch.is_tensor(k) else None)
+        ctx.k, ctx.ops, ctx.truncate = (None if torch.is_tensor(k) else k), ops, truncate
+        return states
+
+    @staticmethod
+    def backward(ctx, g_states):
+        feedback, states, rates, currents, k_tensor = ctx.saved_tensors
+        rates = states if rates is None else rates
+        k = ctx.k if k_tensor is None else k_tensor
+        ops, truncate = ctx.ops, ctx.truncate
+        need_ext, need_w, need_b, need_s0 = ctx.needs_input_grad[:4]
+        steps = currents.shape[0]
+        deltas = torch.empty_like(currents)
+        fb = feedback.detach()
         a = g_states[steps]
         for n in range(steps - 1, -1, -1):
             delta = deltas[n]
