@@ -53,8 +53,13 @@ test-slurm: $(STAMP)
 	bash tools/slurm-cluster.sh start
 	BIOFA_SLURM_START=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m slurm tests/test_slurm.py
 
+# The default study with one seed (64 of its 320 runs, a few minutes on 2 cores), then each run
+# against the committed record of the full study (records/quickstart/): on the record's machine and
+# library versions every run agrees bit for bit. The full study: biofa run quickstart --jobs 2.
 demo: $(STAMP)
-	$(VENV)/bin/biofa run experiments/quickstart.toml --jobs 2
+	$(VENV)/bin/biofa run experiments/quickstart.toml --jobs 2 --progress --set 'grid.seed=[0]' \
+	    --out results/quickstart_demo
+	$(VENV)/bin/biofa compare results/quickstart_demo records/quickstart
 
 docs: $(STAMP)
 	$(PY) -m sphinx -b html -W --keep-going docs docs/_build/html

@@ -5,8 +5,10 @@
     biofa run SPEC [--quick] [--jobs N] [--out DIR] [--set key=value ...] [--retry-failed]
                    [--executor local|slurm] [--detach]
     biofa list [rules|constraints|models|datasets|circuits|experiments]
-    biofa report RESULTS_DIR
+    biofa report RESULTS_DIR [--table TEXT ...] [--format md|rst]
     biofa evaluate RESULTS_DIR RUN_ID [--split test|val|train] [--which best|last]
+    biofa record RESULTS_DIR RECORD_DIR
+    biofa compare RESULTS_DIR RECORD_DIR
 
 ``SPEC`` is a TOML file or the name of a packaged experiment (``biofa list experiments``).
 
@@ -82,8 +84,22 @@ def _parser() -> argparse.ArgumentParser:
                       help="never show progress bars (default: only on a terminal)")
     lst = sub.add_parser("list", help="show feedback rules, constraints, models, datasets, circuits, experiments")
     lst.add_argument("topic", nargs="?", choices=LIST_TOPICS, help="show only this registry")
-    rep = sub.add_parser("report", help="regenerate report.md and figures from a results folder")
+    rep = sub.add_parser("report", help="regenerate report.md and figures from a results folder or a record")
     rep.add_argument("results_dir")
+    rep.add_argument("--table", action="append", metavar="TEXT",
+                     help='print one table instead (repeatable), e.g. "selection rows=feedback '
+                          'columns=sign", "comparisons key=sign", "layers metric=weight_alignment", '
+                          '"claims" (see biofa.experiment.report.excerpts)')
+    rep.add_argument("--format", choices=["md", "rst"], default="md",
+                     help="--table as Markdown (default) or as an RST list-table")
+    rec = sub.add_parser("record", help="copy a finished study's text and figures (no run files or "
+                                        "checkpoints) into a folder to commit: its record")
+    rec.add_argument("results_dir")
+    rec.add_argument("record_dir")
+    cmp = sub.add_parser("compare", help="a study (or part of one) against the record of the same study: "
+                                         "runs equal bit for bit, and each condition's score beside the record's")
+    cmp.add_argument("results_dir")
+    cmp.add_argument("record_dir")
     ev = sub.add_parser("evaluate", help="loss and accuracy of a run's stored best (or last) model")
     ev.add_argument("results_dir")
     ev.add_argument("run_id", help="a run id of runs.csv (a unique prefix is enough)")
@@ -112,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "record":
+            return _record(args)
+        if args.command == "compare":
+            from .experiment import records
+            print(records.compare(args.results_dir, args.record_dir))
+            return EXIT_OK
         return _report(args)
     except BiofaError as err:
         print(f"biofa: error: {err}", file=sys.stderr)
@@ -211,6 +233,16 @@ def _report(args) -> int:
     if not out.is_dir():
         print(f"biofa: error: {out}: no such results folder", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.table:
+        for text in args.table:
+            table = kinds.excerpt(out, text)
+            print(table.markdown() if args.format == "md" else table.rst())
+            print(*table.notes, sep="\n")
+            print()
+        return EXIT_OK
+    if not (out / results.RUNS_DIR).is_dir():  # a record: its tables are all there is, keep them
+        print(f"wrote {kinds.write_report(out)} and figures")
+        return EXIT_OK
     try:
         with results.FolderLock(out):
             rebuild_tables(out)  # from the run files: the tables may lag them after a crash
@@ -226,6 +258,15 @@ def _report(args) -> int:
     if missing:
         print(f"unfinished study: {missing} of {study['n_planned']} runs have no result yet "
               "(run the same biofa run command again to finish them)")
+    return EXIT_OK
+
+
+def _record(args) -> int:
+    from .experiment import records
+    path = records.save(args.results_dir, args.record_dir)
+    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    print(f"wrote the record {path} ({size / 1e6:.2f} MB): "
+          + ", ".join(sorted(p.name for p in path.iterdir())))
     return EXIT_OK
 
 

@@ -30,7 +30,7 @@ def test_shapes_and_parameter_count(shape, options):
     assert sum(p.numel() for p in model.parameters()) == count
 
 
-def test_paper_size():
+def test_tutorial_size():
     plain = bm.build_plain("cifar_convnet", input_shape=(3, 24, 24), n_outputs=10)
     assert sum(p.numel() for p in plain.parameters()) == 1_068_298
     assert plain.classifier[1].in_features == 64 * 6 * 6

@@ -50,7 +50,7 @@ def _synthetic_rows():
                 rows.append(dict(part="drift", network=network, rule=rule, method="flow", quantity=quantity,
                                  lr=None, seed=seed, time=0.5, value=1.0))  # not the last time: ignored
             for lr in (0.1, 0.01, 0.001):
-                # drift = 5 factor lr^1.5 at the last time t = 1 (slope 1.5, not the theorem's 1)
+                # drift = 5 factor lr^1.5 at the last time t = 1 (slope 1.5, not the 1 of our O(lr) derivation)
                 for t, v in ((0.0, 0.0), (0.5, 99.0), (1.0, 5 * factor * lr ** 1.5)):
                     rows.append(dict(part="drift", network=network, rule="fa", method="sgd", quantity="fa_law",
                                      lr=lr, seed=seed, time=t, value=v))

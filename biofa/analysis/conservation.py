@@ -1,4 +1,6 @@
-"""Conservation laws of feedback alignment (Robertson & Koyejo 2023).
+"""Conservation laws of feedback alignment. Robertson & Koyejo (2023) state in their abstract that
+FA's learning dynamics obey conservation laws; the forms below are our derivation (the abstract is
+all of the paper we could check).
 
 Under gradient flow with fixed feedback, for a chain :math:`a_l = W_l h_{l-1} + b_l`,
 :math:`h_l = f(a_l)` whose hidden errors travel back through :math:`B_{l+1}` (the feedback of
@@ -102,7 +104,7 @@ def linear_invariants(Ws, Bs=None, *, bs=None) -> list[torch.Tensor]:
 
     ``Ws``: the weights W_1..W_L (shapes (n_l, n_{l-1})) or a model (:func:`feedback_chain`).
     ``Bs``: the feedback of each W, either L entries (B_1 is never used and may be None) or the
-    L-1 matrices B_2..B_L. ``bs``: biases (optional; Robertson & Koyejo's law has none; read
+    L-1 matrices B_2..B_L. ``bs``: biases (optional; without them the law has no bias term; read
     from a model, the biases are included, which is the law of a linear network with biases).
     Returns float64 tensors of shape (n_l, n_l).
     """

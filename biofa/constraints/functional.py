@@ -66,7 +66,7 @@ def phi_inverse(name: str, magnitude: torch.Tensor) -> torch.Tensor:
 
 
 def rescale_norm(weight: torch.Tensor, target: torch.Tensor, per_unit: bool) -> torch.Tensor:
-    """Rescale W to a target Frobenius norm, per layer or per output unit (Moskovitz 2018 "const").
+    """Rescale W to a target Frobenius norm, per layer or per output unit (``norm="const"``).
 
     .. math:: W \\leftarrow W \\, \\frac{\\nu}{\\|W\\|_F} \\quad\\text{or}\\quad
               W_{i,:} \\leftarrow W_{i,:} \\, \\frac{\\nu_i}{\\|W_{i,:}\\|}

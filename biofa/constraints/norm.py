@@ -1,4 +1,5 @@
-"""Weight-norm constraints (Moskovitz et al. 2018).
+"""Weight-norm constraints: ``const``, our reading of the "Const." label of Moskovitz et al. (2018)
+(:doc:`/guide/moskovitz`).
 
 Background: :ref:`norm constraints and feedback scaling <background-norms>`.
 """

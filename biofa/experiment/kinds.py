@@ -20,8 +20,11 @@ from pathlib import Path
 
 from ..errors import ConfigError, SpecError
 from . import conservation
+from .conservation.report import excerpt as conservation_excerpt
 from .conservation.report import table_markdown
 from .report import read_study, results_table
+from .report.excerpts import Excerpt
+from .report.excerpts import excerpt as grid_excerpt
 from .report import write_report as write_grid_report
 from .results import read_spec
 from .spec import grid
@@ -36,7 +39,9 @@ class StudyKind:
     ``from_tree(tree, *, source, quick, overrides, default_name)`` validates a spec file's tree;
     ``run(spec, out, **options)`` runs the study into ``out`` and returns an outcome with an
     ``exit_code``; ``write_report(out)`` regenerates the report from the folder's files;
-    ``summary(spec, outcome, wall_s, where)`` is the text the command prints at the end.
+    ``summary(spec, outcome, wall_s, where)`` is the text the command prints at the end;
+    ``excerpt(out, text)`` is the table ``text`` names (:mod:`biofa.experiment.report.excerpts`),
+    which documents print and ``tools/doc_tables.py`` checks.
     """
 
     name: str
@@ -45,6 +50,7 @@ class StudyKind:
     run: Callable
     write_report: Callable[[Path], Path]
     summary: Callable[..., str]
+    excerpt: Callable[[Path, str], Excerpt]
 
 
 def _grid_summary(spec, outcome: StudyOutcome, wall_s: float, where: str, queued: int = 0) -> str:
@@ -79,9 +85,11 @@ def _conservation_report(out) -> Path:
 
 #: Every kind of study, by its ``[experiment] kind``.
 KINDS: dict[str, StudyKind] = {
-    grid.KIND: StudyKind(grid.KIND, grid.Spec, grid.from_file_tree, run_study, write_grid_report, _grid_summary),
+    grid.KIND: StudyKind(grid.KIND, grid.Spec, grid.from_file_tree, run_study, write_grid_report, _grid_summary,
+                          grid_excerpt),
     conservation.KIND: StudyKind(conservation.KIND, conservation.ConservationSpec, conservation.from_dict,
-                                 _conservation_run, _conservation_report, _conservation_summary),
+                                 _conservation_run, _conservation_report, _conservation_summary,
+                                 conservation_excerpt),
 }
 
 
@@ -150,3 +158,12 @@ def write_report(out: str | os.PathLike) -> Path:
     its ``spec.toml``); returns the report's path."""
     tree, _ = read_spec(out)
     return kind_of(tree, str(Path(out) / "spec.toml")).write_report(Path(out))
+
+
+def excerpt(out: str | os.PathLike, text: str) -> Excerpt:
+    """The table ``text`` names (e.g. ``"selection rows=feedback columns=sign"``) of the study or
+    record in ``out``, whatever its kind."""
+    tree, _ = read_spec(out)
+    if not tree:
+        raise ConfigError(f"{out}: no spec.toml here; give a folder a study wrote, or a record")
+    return kind_of(tree, str(Path(out) / "spec.toml")).excerpt(Path(out), text)

@@ -44,6 +44,8 @@ TMP_PREFIX = ".tmp-biofa-"
 LOCK_NAME = ".biofa.lock"
 HOLDER_NAME = ".biofa.lock.json"
 PLAN_NAME = "plan.json"
+#: The folder of per-run result files and checkpoints (a record has none).
+RUNS_DIR = "runs"
 
 #: runs.csv columns after the grid labels, in order.
 RUN_COLUMNS = [
@@ -150,7 +152,7 @@ def make_folder(out: Path) -> None:
 def remove_stale_temporaries(folder: str | os.PathLike) -> None:
     """Delete temporary files a killed study left behind in ``folder``, ``folder/runs`` and the
     runs' checkpoint folders (``runs/<id>/``: this module's and :func:`biofa.save_checkpoint`'s)."""
-    runs = Path(folder) / "runs"
+    runs = Path(folder) / RUNS_DIR
     stale = [p for sub in (Path(folder), runs) if sub.is_dir() for p in sub.glob(TMP_PREFIX + "*")]
     if runs.is_dir():
         for run_folder in (p for p in runs.iterdir() if p.is_dir()):
@@ -174,7 +176,7 @@ def _clean(value):
 
 
 def result_path(out: str | os.PathLike, run_id: str) -> Path:
-    return Path(out) / "runs" / f"{run_id}.json"
+    return Path(out) / RUNS_DIR / f"{run_id}.json"
 
 
 def write_result(out, result: dict) -> Path:

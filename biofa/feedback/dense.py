@@ -8,9 +8,10 @@ where :math:`g_\\mathrm{flat}` is the error at a convolution's output flattened 
 whole output map to the whole input map, with no weight sharing over positions; on a Linear layer
 DenseFA is exactly FA. The weight gradient stays the local one, :math:`g^\\top h`.
 
-Moskovitz, Litwin-Kumar & Abbott (2018) compare FA in conv nets against "DenseFA" and note that
-memory restricts it to small models; their definition could not be checked, and this dense
-reading is the one biofa adopts (:doc:`/guide/feedback`).
+By a third-party summary of Moskovitz, Litwin-Kumar & Abbott (2018) (we could not read the paper's
+text), the paper compares FA in conv nets against "DenseFA", and memory limits DFA and DenseFA on
+large models. Their definition could not be checked; this dense reading is ours, and the one
+biofa adopts (:doc:`/guide/feedback`).
 """
 
 from __future__ import annotations

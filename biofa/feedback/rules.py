@@ -152,7 +152,7 @@ class USF(_SignConcordant):
     :math:`\\sqrt{2/(n_\\mathrm{in}+n_\\mathrm{out})}`); ``scale="sn"``:
     :math:`c = \\|W\\|_F / \\|\\mathrm{sign}(W)\\|_F` (the RMS of W's non-zero entries) so that
     :math:`\\|B\\|_F = \\|W\\|_F` every step, also when a projection has set weights to exactly 0
-    (Moskovitz et al. 2018).
+    (one of our readings of Moskovitz et al. 2018's "SN"; :doc:`/guide/moskovitz`).
 
     ``scale="sn-spectral"``: :math:`c = \\|W\\|_2 / \\|\\mathrm{sign}(W)\\|_2`, the spectral norms of W and
     B viewed as (out, in·k) matrices (a convolution's kernel as the matrix it applies to unfolded

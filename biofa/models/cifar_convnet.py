@@ -1,4 +1,6 @@
-"""The CIFAR-10 network of the TensorFlow CIFAR-10 tutorial, as trained by Moskovitz et al. (2018).
+"""The CIFAR-10 network of the TensorFlow CIFAR-10 tutorial: our choice of a CIFAR-10 network for
+Moskovitz et al. (2018)'s conditions, not a network the paper is known to use (its text could not
+be checked; :doc:`/guide/moskovitz`).
 
 conv 5×5 (64) – ReLU – max-pool 3×3/2 – LRN – conv 5×5 (64) – ReLU – LRN – max-pool 3×3/2 –
 fc 384 – ReLU – fc 192 – ReLU – fc n_outputs, on 24×24 crops of the 32×32 images. Convolutions
@@ -58,7 +60,7 @@ def tf_lrn() -> nn.LocalResponseNorm:
 
 
 class CifarConvNet(nn.Module):
-    """The TensorFlow CIFAR-10 tutorial network (Moskovitz et al. 2018's CIFAR-10 model).
+    """The TensorFlow CIFAR-10 tutorial network (our choice for Moskovitz et al. 2018's conditions).
 
     .. math:: y = W_5 f(W_4 f(W_3 \\, \\mathrm{vec}(P(N(f(K_2 * N(P(f(K_1 * x)))))))))
 
@@ -67,7 +69,7 @@ class CifarConvNet(nn.Module):
 
     Parameters
     ----------
-    input_shape : (C, H, W), (3, 24, 24) in the paper (random 24×24 crops for training, the
+    input_shape : (C, H, W), (3, 24, 24) in the tutorial (random 24×24 crops for training, the
         central crop for evaluation: ``[data] augment = {size = 24, flip = true}``).
     n_outputs : number of classes.
     channels : feature maps of both convolutions (64).

@@ -3,9 +3,10 @@ Conservation laws: what does feedback alignment keep constant while it learns?
 ==============================================================================
 
 Gradient descent conserves the *balancedness* :math:`W_l W_l^\\top - W_{l+1}^\\top W_{l+1}` of a
-deep linear network. Robertson & Koyejo (2023) asked whether feedback alignment (FA), whose
-errors travel back through fixed random matrices :math:`B_l`, has laws of its own. It does: under
-gradient flow, for every hidden layer :math:`l`
+deep linear network. Does feedback alignment (FA), whose errors travel back through fixed random
+matrices :math:`B_l`, have laws of its own? Robertson & Koyejo (2023) state in their abstract that
+it does. The forms below are our derivation (the abstract is all of the paper we could check):
+under gradient flow, for every hidden layer :math:`l`
 
 .. math:: C_l = W_l W_l^\\top + b_l b_l^\\top - B_{l+1}^\\top W_{l+1} - W_{l+1}^\\top B_{l+1}
           \\quad \\text{(linear)}, \\qquad
@@ -124,8 +125,8 @@ for p in points:
 
 # %%
 # The distance scales with the init scale, for FA as for gradient descent: the implicit bias of
-# FA towards small-norm solutions is the same as GD's. The whole study, with its table of the
-# paper's claims beside these numbers, is one command:
+# FA towards small-norm solutions is the same as GD's. The whole study, with its table of what the
+# paper's abstract states (or that a claim is our derivation) beside these numbers, is one command:
 #
 # .. code-block:: console
 #

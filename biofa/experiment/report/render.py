@@ -231,7 +231,7 @@ def search_table(study: dict) -> str | None:
                   ["runs ok", f"best {label} mean [95% CI]", "choice"], rows)
 
 
-def _p_text(p) -> str:
+def p_text(p) -> str:
     if p is None:
         return "–"
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
@@ -253,7 +253,7 @@ def comparison_table(study: dict) -> str | None:
                      str(len(c.pairing.seeds)),
                      interval_text(res.diff if res else None, digits),
                      f"{res.d_z:.2f}" if res and res.d_z is not None else "–",
-                     _p_text(res.p if res else None), _p_text(c.p_holm), excluded])
+                     p_text(res.p if res else None), p_text(c.p_holm), excluded])
     return _table(["comparison", "within", "pairs", f"difference{unit} mean [95% CI]", "d_z",
                    "p (paired t)", "p (Holm)", "seeds left out"], rows)
 
