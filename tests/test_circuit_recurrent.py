@@ -157,6 +157,34 @@ def test_connectivity_masks_hold_for_w_b_and_gradients(f64):
 
 
 # -- recurrent initialisations ---------------------------------------------------------------
+def test_gamma_scales_are_pycogs_mean_balanced_rows():
+    from biofa.circuit.recurrent_init import mean_balanced_scales
+
+    # 3 E then 2 I; row 0 has no autapse, row 4 misses one I entry (a mask)
+    present = torch.ones(5, 5, dtype=torch.float64)
+    present[0, 0] = present[4, 3] = 0
+    sign = torch.tensor([1.0, 1, 1, -1, -1], dtype=torch.float64)
+    c = mean_balanced_scales(present, sign)
+    raw0 = torch.tensor([0, 1, 1, 1, 1], dtype=torch.float64)       # n_E / n_I = 2 / 2
+    raw4 = torch.tensor([1, 1, 1, 0, 3], dtype=torch.float64)       # 3 / 1
+    raw1 = torch.tensor([1, 1, 1, 1.5, 1.5], dtype=torch.float64)   # 3 / 2
+    for row, raw in ((0, raw0), (4, raw4), (1, raw1)):
+        torch.testing.assert_close(c[row], raw / raw.norm(), rtol=1e-15, atol=0)
+    # E and I scales of every row sum to the same: excitation and inhibition balanced on average
+    torch.testing.assert_close((c * (sign > 0)).sum(1), (c * (sign < 0)).sum(1), rtol=1e-15, atol=0)
+
+
+def test_packaged_ei_circuit_is_balanced_on_average_and_stays_bounded(f64):
+    c = bc.load("ei_recurrent")
+    w = recurrent_matrix(c, ["E", "I"])
+    assert spectral_radius(w) == pytest.approx(1.5, abs=1e-10)
+    # gamma draws with pycog's scales: total excitation and inhibition agree up to sampling noise
+    # (an unbalanced draw, I scaled like E, gives a ratio near n_E / n_I = 4)
+    assert w.clamp(min=0).sum() / -w.clamp(max=0).sum() == pytest.approx(1.0, abs=0.1)
+    tr = c.simulate(torch.rand(200, 4, 3), dt=0.02, generator=torch.Generator().manual_seed(0))
+    assert tr.rates["E"][100:].abs().max() < 10  # 4 s at rho0 = 1.5 (unbalanced: ~1e7)
+
+
 @pytest.mark.parametrize("rule", ["gamma", "balanced"])
 def test_gamma_initialisations_reach_rho0(f64, rule):
     c = ei_circuit(init={"rule": rule, "rho0": 1.3}, p_connect=0.7)

@@ -4,14 +4,21 @@ A recurrent block is a strongly connected component of the circuit's graph with 
 self-connection counts); its recurrent matrix :math:`W_\mathrm{rec}` is the block matrix of every
 synapse object inside it (populations in circuit order, the connectivity masks applied). Rules:
 
-``"gamma"`` (Song, Yang & Wang 2016, as their code pycog does)
-    magnitudes :math:`|W_{ij}| \sim \mathrm{Gamma}(k, \theta = 0.1/k)` (k = 2 by default), signed
-    by the presynaptic type (Dale's law: every population of the block typed ``"E"`` or ``"I"``),
-    then :math:`W_\mathrm{rec} \leftarrow \rho_0 W_\mathrm{rec} / \rho(W_\mathrm{rec})` so that its
-    spectral radius is :math:`\rho_0` (default 1.5).
+``"gamma"`` (Song, Yang & Wang 2016, as their code pycog does for an E/I network)
+    magnitudes :math:`|W_{ij}| \sim c_{ij}\,\mathrm{Gamma}(k, \theta = 0.1/k)` (k = 2 by default),
+    signed by the presynaptic type (Dale's law: every population of the block typed ``"E"`` or
+    ``"I"``), then :math:`W_\mathrm{rec} \leftarrow \rho_0 W_\mathrm{rec} / \rho(W_\mathrm{rec})` so
+    that its spectral radius is :math:`\rho_0` (default 1.5). The scales :math:`c_{ij}` are pycog's
+    default E/I connectivity, *mean-balanced*: in row i, 1 on every present excitatory entry and
+    :math:`n^E_i / n^I_i` on every present inhibitory one (:math:`n^E_i, n^I_i` the numbers of
+    present E and I entries of the row; pycog counts the entries of its full connectivity without
+    autapses, here the masks and absent synapse objects count too), each row then divided by its
+    Euclidean norm. Each neuron thus receives as much excitation as inhibition on average, so the
+    matrix has no large positive (Perron) eigenvalue; without that balance a relu network at
+    :math:`\rho_0 > 1` grows without bound.
 ``"balanced"``
     as ``"gamma"``, then every row's inhibitory entries are rescaled so that the row sums to zero
-    (:math:`\sum_{j \in E} W_{ij} = -\sum_{j \in I} W_{ij}`), then the same radius scaling.
+    exactly (:math:`\sum_{j \in E} W_{ij} = -\sum_{j \in I} W_{ij}`), then the same radius scaling.
 ``"orthogonal"``
     free-sign blocks (no typed population): :math:`W_\mathrm{rec} = \rho_0 Q` with Q a uniformly
     random orthogonal matrix (QR of a Gaussian matrix, signs fixed by R's diagonal), masked, then
@@ -87,6 +94,18 @@ def _gamma(shape, k, generator) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).gamma(k, 0.1 / k, size=shape))
 
 
+def mean_balanced_scales(present: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """pycog's default E/I connectivity scales c_ij (module docstring): per row, 1 on present E
+    entries and n_E / n_I on present I entries, each row of unit Euclidean norm (empty rows 0)."""
+    exc = (sign > 0).to(present.dtype)[None, :]
+    n_e = (present * exc).sum(1, keepdim=True)
+    n_i = (present * (1 - exc)).sum(1, keepdim=True)
+    ratio = torch.where(n_i > 0, n_e / n_i.clamp(min=1), torch.ones_like(n_i))
+    c = present * (exc + (1 - exc) * ratio)
+    norm = torch.linalg.vector_norm(c, dim=1, keepdim=True)
+    return c / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
 @torch.no_grad()
 def initialise_recurrent(circuit, value, generator=None) -> None:
     """Initialise every recurrent block of ``circuit`` by ``value`` (see the module docstring)."""
@@ -106,14 +125,6 @@ def initialise_recurrent(circuit, value, generator=None) -> None:
                               f"population of the block {comp} typed (sign 'E' or 'I'); untyped: "
                               f"{[p.name for p in pops if p.sign is None]}")
         offset, width, inside = block_layout(circuit, comp)
-        if opts["rule"] == "orthogonal":
-            q, r = torch.linalg.qr(torch.randn(width, width, generator=generator, dtype=torch.float64))
-            block = q * torch.sign(torch.diagonal(r))[None, :]
-        else:
-            block = _gamma((width, width), opts["k"], generator)
-            sign = torch.cat([torch.full((p.size,), 1.0 if p.sign == "E" else -1.0, dtype=torch.float64)
-                              for p in circuit.populations if p.name in offset])
-            block = block * sign[None, :]
         # the block as the synapses will hold it (masks, pairs without a synapse object at 0)
         present = torch.zeros(width, width, dtype=torch.float64)
         for s in inside:
@@ -121,6 +132,14 @@ def initialise_recurrent(circuit, value, generator=None) -> None:
             mask = 1.0 if s.mask is None else s.mask.detach().to(torch.float64).cpu()
             present[a:a + s.post.size, b:b + s.pre.size] = torch.maximum(
                 present[a:a + s.post.size, b:b + s.pre.size], torch.ones(s.post.size, s.pre.size) * mask)
+        if opts["rule"] == "orthogonal":
+            q, r = torch.linalg.qr(torch.randn(width, width, generator=generator, dtype=torch.float64))
+            block = q * torch.sign(torch.diagonal(r))[None, :]
+        else:
+            sign = torch.cat([torch.full((p.size,), 1.0 if p.sign == "E" else -1.0, dtype=torch.float64)
+                              for p in circuit.populations if p.name in offset])
+            block = _gamma((width, width), opts["k"], generator) * mean_balanced_scales(present, sign)
+            block = block * sign[None, :]
         block = block * present
         if opts["rule"] == "balanced":
             inhibitory = block.clamp(max=0).sum(1, keepdim=True)
