@@ -424,6 +424,26 @@ def test_bad_input_names_the_argument(f64, call, error, message):
         call(ei_circuit())
 
 
+def test_a_study_of_a_cyclic_circuit_stops_before_writing_anything(tmp_path):
+    from biofa.cli import main
+
+    circuit = tmp_path / "cyc.toml"
+    circuit.write_text('input = "x"\noutput = "y"\n[populations.x]\nsize = 64\n'
+                       '[populations.h]\nsize = 4\nactivation = "tanh"\n'
+                       '[populations.y]\nsize = 10\nactivation = "linear"\n'
+                       '[[synapses]]\npre = "x"\npost = "h"\n[[synapses]]\npre = "h"\npost = "h"\n'
+                       '[[synapses]]\npre = "h"\npost = "y"\n')
+    spec = tmp_path / "exp.toml"
+    spec.write_text(f'[experiment]\nname = "cyc"\n[data]\nname = "digits"\nn_train = 100\nn_test = 50\n'
+                    f'[model]\ncircuit = "{circuit.as_posix()}"\n[train]\nepochs = 1\n')
+    out = tmp_path / "out"
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    assert not out.exists()
+    circuit.write_text(circuit.read_text().replace('pre = "h"\npost = "h"\n', 'pre = "h"\npost = "h"\np_connect = 0\n'))
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    assert not out.exists()
+
+
 def test_bad_spec_keys_name_the_key(f64):
     spec = bc.read("ei_recurrent")
     for path, value, message in [
