@@ -306,9 +306,10 @@ def manual_fa_through_time(c, x, target, mask, B):
     return grads
 
 
+@pytest.mark.parametrize("rule", ["fa", "usf", "frsf", "brsf"])
 @pytest.mark.parametrize("dynamics", ["rate", "current"])
-def test_fa_on_a_recurrent_synapse_equals_a_hand_written_loop(f64, dynamics):
-    c = smooth_circuit("fa", dynamics, learn_initial_state=False)
+def test_fa_on_a_recurrent_synapse_equals_a_hand_written_loop(f64, dynamics, rule):
+    c = smooth_circuit(rule, dynamics, learn_initial_state=False)
     gx = torch.Generator().manual_seed(6)
     x, target = torch.randn(10, 3, 2, generator=gx), torch.randn(10, 3, 2, generator=gx)
     mask = (torch.rand(10, 3, generator=gx) > 0.3).to(torch.float64)
@@ -320,6 +321,61 @@ def test_fa_on_a_recurrent_synapse_equals_a_hand_written_loop(f64, dynamics):
     # the loop with W_hh^T in place of B is a different gradient: the test can tell them apart
     exact = manual_fa_through_time(c, x, target, mask, c.synapse("h->h").weight.detach())
     assert (exact["x->h"] - ref["x->h"]).abs().max() > 1e-6
+
+
+def test_brsf_draws_once_per_training_step_not_per_time_step(f64):
+    from biofa.feedback import next_step
+
+    c = smooth_circuit("brsf", learn_initial_state=False)
+    gx = torch.Generator().manual_seed(7)
+    x, target, mask = torch.randn(8, 2, 2, generator=gx), torch.randn(8, 2, 2, generator=gx), torch.ones(8, 2)
+
+    def grads():
+        c.zero_grad()
+        loss_of(c, x, target, mask).backward()
+        return c.synapse("x->h").layer.weight.grad.clone(), c.synapse("h->h").feedback_synapses.matrix()
+
+    (g1, b1), (g2, b2) = grads(), grads()
+    assert torch.equal(g1, g2) and torch.equal(b1, b2)  # the same step: the same B, the same gradient
+    # one B for the whole sequence: the hand loop with that single B at every step
+    torch.testing.assert_close(g1, manual_fa_through_time(c, x, target, mask, b1)["x->h"], rtol=1e-10, atol=1e-12)
+    next_step()
+    g3, b3 = grads()
+    assert not torch.equal(b3, b1) and (g3 - g1).abs().max() > 1e-8
+    torch.testing.assert_close(g3, manual_fa_through_time(c, x, target, mask, b3)["x->h"], rtol=1e-10, atol=1e-12)
+
+
+def test_dale_norms_and_masks_hold_on_recurrent_synapses_after_training_steps(f64):
+    g = torch.Generator().manual_seed(4)
+    x = Population("x", 3)
+    e = Population("E", 6, sign="E", tau=0.01)
+    i = Population("I", 3, sign="I", tau=0.005)
+    y = Population("y", 2, activation="linear", tau=DT)
+    syns = [FeedforwardSynapses(x, e, generator=g), FeedforwardSynapses(x, i, generator=g),
+            FeedforwardSynapses(e, e, p_connect=0.5, autapses=False, norm="const", generator=g),
+            FeedforwardSynapses(i, e, norm={"rule": "const", "per": "unit"}, generator=g),
+            FeedforwardSynapses(e, i, generator=g), FeedforwardSynapses(i, i, generator=g),
+            FeedforwardSynapses(e, y, generator=g)]
+    c = Circuit([x, e, i, y], syns, input="x", output="y", readout="E", dynamics="current",
+                recurrent_init={"rule": "gamma", "rho0": 1.2}, generator=g)
+    ee, ie = c.synapse("E->E"), c.synapse("I->E")
+    norm_ee, norms_ie = ee.weight.detach().norm(), ie.weight.detach().norm(dim=1)
+    start = {s.name: s.weight.detach().clone() for s in c.feedforward}
+    opt = torch.optim.SGD(c.parameters(), lr=0.5)
+    gx = torch.Generator().manual_seed(8)
+    xs, target = torch.rand(12, 4, 3, generator=gx), torch.rand(12, 4, 2, generator=gx)
+    for _ in range(5):
+        opt.zero_grad()
+        (0.5 * (c.unroll(xs, dt=DT).rates["y"][1:] - target) ** 2).sum().backward()
+        opt.step()  # the constraints are projected after the step, recurrent synapses included
+    for s in c.feedforward:
+        w = s.weight.detach()
+        assert not torch.equal(w, start[s.name]), s.name
+        if s.pre.sign is not None:  # Dale's law from the presynaptic type (x is untyped, free)
+            assert (w >= 0).all() if s.pre.sign == "E" else (w <= 0).all(), s.name
+    assert torch.all(ee.layer.weight.detach()[ee.mask == 0] == 0)
+    torch.testing.assert_close(ee.weight.detach().norm(), norm_ee, rtol=1e-12, atol=0)
+    torch.testing.assert_close(ie.weight.detach().norm(dim=1), norms_ie, rtol=1e-12, atol=0)
 
 
 def test_kolen_pollack_b_gets_ws_gradient_through_time(f64):
@@ -367,12 +423,17 @@ def test_packaged_recurrent_circuit_simulates_in_both_forms_and_round_trips(f64,
     c = bc.load("ei_recurrent")
     assert c.dynamics == "current" and c.recurrent
     x = torch.rand(20, 2, 3)
+    out = {}
     for form in ("current", "rate"):
         spec = c.to_spec()
         spec["dynamics"] = form
         d = bc.from_spec(spec)
+        assert [d.dynamics_of(n) for n in ("E", "I", "y")] == [form, form, "rate"]
         tr = d.simulate(x, dt=0.02, generator=torch.Generator().manual_seed(0))
         assert torch.isfinite(tr.rates["y"]).all() and (set(tr.states) == {"E", "I"}) == (form == "current")
+        assert tr.rates["E"][1:].abs().amax(dim=(1, 2)).min() > 0  # the network moves at every step
+        out[form] = tr.rates["E"]
+    assert (out["current"] - out["rate"]).abs().max() > 1e-3  # two forms, two trajectories
     path = tmp_path / "c.toml"
     c.save(path)
     again = bc.load(path)
