@@ -25,7 +25,8 @@ unroll, brian2, noise, tasks' targets and masks). With an input of T rows ``x[0.
 * a target or mask row ``target[n]`` scores ``rates[out][n + 1]``, the output after step n. The
   output population adds the lag of its own τ; with τ_out = Δt its update is
   :math:`r^{n+1}_\mathrm{out} = f(I^n_\mathrm{out})`, the instantaneous read-out of :math:`r^n`
-  (pycog and Murray 2019 read the output without that lag).
+  (pycog and Murray 2019 read the output without that lag; pycog's output for input row n,
+  :math:`W_\mathrm{out} r^{n+1} + b`, is ``rates[out][n + 2]`` here with τ_out = Δt).
 
 Other rates start at 0 (the state x at 0 in the current form) unless ``r0`` or a learned initial
 state is given. For a directed acyclic graph with a constant input the fixed point is the
