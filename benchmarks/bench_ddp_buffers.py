@@ -7,14 +7,16 @@ broadcasts from rank 0 (``DistributedDataParallel.modules_buffers``); step time 
 forward + backward (with the gradient all-reduce) + step, median over rounds in which the two
 configurations alternate.
 
-Usage: ``python benchmarks/bench_ddp_buffers.py [--rule fa] [--rounds 20]``.
+Usage: ``python benchmarks/bench_ddp_buffers.py [--rule fa] [--rounds 20] [--quick] [--json PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 
@@ -25,8 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import biofa.distributed as bd
-import biofa.nn as bnn
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _record  # noqa: E402
+
+import biofa.distributed as bd  # noqa: E402
+import biofa.nn as bnn  # noqa: E402
 
 
 def _model(rule):
@@ -57,28 +62,38 @@ def _worker(rank, init_file, rule, rounds, out):
             if r >= 2:
                 times[name].append(time.perf_counter() - t)
     if rank == 0:
-        lines = []
+        rows = []
         for name, (ddp, _) in runs.items():
-            nbytes = sum(b.numel() * b.element_size() for b in ddp.modules_buffers)
-            lines.append(f"{rule} {name:12s} bytes/forward {nbytes:>10,d}  "
-                         f"step median {statistics.median(times[name]) * 1e3:7.2f} ms  "
-                         f"min {min(times[name]) * 1e3:7.2f} ms")
+            rows.append({"rule": rule, "config": name, "rounds": rounds,
+                         "bytes_per_forward": sum(b.numel() * b.element_size() for b in ddp.modules_buffers),
+                         "median_step_s": statistics.median(times[name]), "min_step_s": min(times[name]),
+                         "step_s": times[name]})
         with open(out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            json.dump(rows, f)
     dist.barrier()  # gloo's destructor can otherwise deadlock on the GIL (torch issue 56297)
     dist.destroy_process_group()
 
 
-def main():
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rule", default="fa")
     parser.add_argument("--rounds", type=int, default=20)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="smoke test: 2 rounds")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    rounds = 2 if args.quick else args.rounds
+    started = _record.start()
     folder = tempfile.mkdtemp()
-    out = os.path.join(folder, "result.txt")
-    mp.spawn(_worker, args=(os.path.join(folder, "init"), args.rule, args.rounds, out), nprocs=2)
+    out = os.path.join(folder, "result.json")
+    mp.spawn(_worker, args=(os.path.join(folder, "init"), args.rule, rounds, out), nprocs=2)
     with open(out) as f:
-        print(f.read(), end="")
+        rows = json.load(f)
+    for row in rows:
+        print(f"{row['rule']} {row['config']:12s} bytes/forward {row['bytes_per_forward']:>10,d}  "
+              f"step median {row['median_step_s'] * 1e3:7.2f} ms  min {row['min_step_s'] * 1e3:7.2f} ms")
+    meta = {"processes": 2, "backend": "gloo", "global_batch": 128, "threads_per_process": 1,
+            "rounds": rounds, "quick": args.quick}
+    return _record.write(args.json, {"meta": meta, "rows": rows}, started)
 
 
 if __name__ == "__main__":

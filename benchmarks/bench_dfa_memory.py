@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 
@@ -31,6 +30,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _models  # noqa: E402
+import _record  # noqa: E402
 
 import biofa.nn as bnn  # noqa: E402
 
@@ -91,6 +91,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--classes", type=int, default=1000)
     args = parser.parse_args(argv)
+    started = _record.start()
     torch.set_num_threads(1)
     result = measure(args.classes, (224, 32))
     print(f"DFA feedback memory, ResNet-18, {args.classes} classes, float32")
@@ -103,10 +104,7 @@ def main(argv=None) -> dict:
         print(f"{row['input']:>4}^2 {row['naive_dense_bytes'] / 1e6:15.1f} {row['biofa_bytes'] / 1e6:9.2f} "
               f"{row['forward_weight_bytes'] / 1e6:13.2f} {row['biofa_over_forward']:8.3f} "
               f"{row['naive_over_forward']:9.1f} {row['naive_over_biofa']:12.1f} {ok:>7}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1)
-    return result
+    return _record.write(args.json, result, started)
 
 
 if __name__ == "__main__":

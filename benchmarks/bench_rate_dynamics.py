@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import statistics
@@ -37,6 +36,9 @@ import time
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _record  # noqa: E402
 
 DT = 1e-4
 TAU_E, TAU_I = 0.01, 0.005
@@ -355,13 +357,10 @@ def main(argv=None):
     parser.add_argument("--brian2", nargs="*", default=["numpy", "cython", "cpp_standalone"],
                         help="brian2 targets to run (none: skip brian2)")
     args = parser.parse_args(argv)
+    started = _record.start()
     result = run(args)
     print(report(result))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
-    return result
+    return _record.write(args.json, result, started)
 
 
 if __name__ == "__main__":

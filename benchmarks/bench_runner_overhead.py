@@ -39,6 +39,8 @@ import time
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _record  # noqa: E402
 from biofa.experiment import expand, from_dict
 from biofa.experiment import runner
 
@@ -145,7 +147,8 @@ def main(argv=None) -> dict:
     epochs = 2 if args.quick else args.epochs
     rounds = args.rounds or (2 if args.quick else 5)
     tasks = make_tasks(epochs, 1000 if args.quick else None, args.feedback.split(","))
-    load_before = os.getloadavg()[0]
+    started = _record.start()
+    load_before = started["loadavg_1min_before"]
     with tempfile.TemporaryDirectory() as folder:
         for task in tasks:  # warm-up: data cache, allocator, lazy init
             assert through_runner(task, folder)["status"] == "ok"
@@ -196,10 +199,7 @@ def main(argv=None) -> dict:
     out = {"meta": meta, "rows": rows, "ratio": ratio, "wall_ratio": wall_ratio, "target": TARGET,
            "every_epoch_wall_ratio": every_epoch_ratio,
            "studies": studies, "fixed_s": fixed, "import_torch_s": floor, "fixed_target_s": FIXED_TARGET_S}
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=1)
-    return out
+    return _record.write(args.json, out, started)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -50,6 +49,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _models  # noqa: E402
+import _record  # noqa: E402
 
 import biofa.nn as bnn  # noqa: E402
 
@@ -183,6 +183,8 @@ def run_model(model_name: str, args) -> dict:
             "ratio": statistics.median(ratios[key(c)]),
             "wall_ratio": statistics.median(wall_ratios[key(c)]),
             "vs_eager": statistics.median(vs_eager[key(c)]) if vs_eager[key(c)] else None,
+            "ratio_rounds": ratios[key(c)],  # per round, in round order: the spread of the median
+            "vs_eager_rounds": vs_eager[key(c)],
             "target": TARGETS.get(c.name) if c.variant in ("eager", "compiled") else None,
             **mem, "memory_ratio": total / native_mem[c.variant],
         })
@@ -211,7 +213,8 @@ def main(argv=None) -> dict:
     if "compiled" in args.variants:  # one compiled step per configuration: each is its own model
         torch._dynamo.config.recompile_limit = 64  # and optimizer, guarded by identity
         torch._dynamo.config.accumulated_recompile_limit = 1024
-    load_before = os.getloadavg()[0]
+    started = _record.start()
+    load_before = started["loadavg_1min_before"]
     results = [run_model(m, args) for m in args.models.split(",") if m]
     meta = {"threads": args.threads, "quick": args.quick, "torch": torch.__version__,
             "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0],
@@ -233,11 +236,7 @@ def main(argv=None) -> dict:
                   f"{'' if vs is None else f'{vs:.3f}':>8} "
                   f"{1e3 * row['median_wall_s']:8.2f} {row['wall_ratio']:10.3f} "
                   f"{row['saved_bytes'] / 1e6:9.2f} {row['state_bytes'] / 1e6:9.2f} {row['memory_ratio']:9.3f}")
-    out = {"meta": meta, "results": results}
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=1)
-    return out
+    return _record.write(args.json, {"meta": meta, "results": results}, started)
 
 
 if __name__ == "__main__":

@@ -240,7 +240,9 @@ def _report(args) -> int:
             print(*table.notes, sep="\n")
             print()
         return EXIT_OK
-    if not (out / results.RUNS_DIR).is_dir():  # a record: its tables are all there is, keep them
+    # A record (no run files, nobody writing) has only its tables: keep them. A study whose first
+    # run is still going has no run files either, but its lock holder says it is running.
+    if not (out / results.RUNS_DIR).is_dir() and not (out / results.HOLDER_NAME).exists():
         print(f"wrote {kinds.write_report(out)} and figures")
         return EXIT_OK
     try:

@@ -84,6 +84,37 @@ def test_bench_runner_overhead_quick(tmp_path):
     assert data["fixed_s"] == statistics.median(s["fixed_s"] for s in data["studies"])
 
 
+def assert_environment(data, script):
+    """benchmarks/_record.py: the JSON names its command, commit, machine and load."""
+    env = data["environment"]
+    assert env["command"].startswith(f"python benchmarks/{script} --quick --json ")
+    for key in ("git_commit", "torch", "cpu", "cpus", "loadavg_1min_before", "loadavg_1min_after", "wall_s"):
+        assert key in env, key
+
+
+@pytest.mark.timeout(HANG_S + 60)
+def test_bench_forward_projection_quick(tmp_path):
+    stdout, data = run("bench_forward_projection.py", tmp_path)
+    assert "projection" in stdout
+    assert len(data["rows"]) == 6 and data["meta"]["rounds"] == 2
+    for row in data["rows"]:
+        assert row["ratio"] == row["median_projection_s"] / row["median_forward_s"] > 0
+    assert_environment(data, "bench_forward_projection.py")
+
+
+@pytest.mark.timeout(HANG_S + 60)
+def test_bench_ddp_buffers_quick(tmp_path):
+    stdout, data = run("bench_ddp_buffers.py", tmp_path)
+    rows = {row["config"]: row for row in data["rows"]}
+    assert set(rows) == {"default", "prepare_ddp"}
+    # FA's three fixed B, as large as the weights, go out at every forward unless prepared
+    assert rows["default"]["bytes_per_forward"] == 4 * (784 * 1000 + 1000 * 1000 + 1000 * 10)
+    assert rows["prepare_ddp"]["bytes_per_forward"] == 0
+    for row in rows.values():
+        assert len(row["step_s"]) == 2 and row["median_step_s"] == statistics.median(row["step_s"])
+    assert_environment(data, "bench_ddp_buffers.py")
+
+
 @pytest.mark.timeout(HANG_S + 60)
 def test_bench_recurrent_bptt_quick(tmp_path):
     stdout, data = run("bench_recurrent_bptt.py", tmp_path)

@@ -195,6 +195,20 @@ def test_doc_tables_write_then_check_and_name_the_cell_that_drifted(study, tmp_p
     assert any("without a biofa-table marker" in p for p in doc_tables.check([doc], root=tmp_path))
 
 
+
+def test_an_interval_quoted_in_prose_must_be_in_a_records_report(tmp_path):
+    (tmp_path / "records" / "s").mkdir(parents=True)
+    (tmp_path / "records" / "s" / "report.md").write_text("| fa | -11.4 [-12.9, -9.8] |\n")
+    doc = tmp_path / "doc.rst"
+    doc.write_text("FA loses \u221211.4 [\u221212.9, \u22129.8] points.\n\n"
+                   ".. list-table::\n\n   * - claim\n     - fa costs \u221211.4 [\u221212.9, \u22129.8]\n")
+    assert doc_tables.check([doc], root=tmp_path) == []  # prose and prose cells may quote it
+    doc.write_text(doc.read_text().replace("9.8]", "9.7]", 1))
+    (problem,) = doc_tables.check([doc], root=tmp_path)
+    assert "doc.rst:1: the interval '-11.4 [-12.9, -9.7]' is in no record's report" in problem
+    doc.write_text("   * - fa\n     - 53.0 [50.4, 55.6]\n")  # a results table: generate it
+    assert any("without a biofa-table marker" in p for p in doc_tables.check([doc], root=tmp_path))
+
 def test_every_marked_table_in_the_docs_equals_its_record():
     problems = doc_tables.check()
     assert not problems, "\n".join(problems) + "\n(python tools/doc_tables.py --write regenerates them)"
@@ -233,3 +247,13 @@ def test_compare_finds_the_same_runs_bit_for_bit_and_names_one_that_differs(stud
     write_csv(changed / "runs.csv", columns, runs)
     text = records.compare(rerun, changed)
     assert "7 agree with it bit for bit on every score, 1 differ" in text
+
+
+def test_records_readme_names_every_record():
+    """records/README.md is the index a reader starts from: every study record and benchmark
+    record is in it."""
+    index = (RECORDS / "README.md").read_text()
+    names = [f"`{p.name}/`" for p in RECORDS.iterdir() if p.is_dir() and p.name != "benchmarks"]
+    names += [f"`{p.name}`" for p in (RECORDS / "benchmarks").glob("*.json")]
+    missing = [n for n in sorted(names) if n not in index]
+    assert not missing, f"records/README.md does not name {', '.join(missing)}"

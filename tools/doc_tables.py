@@ -8,6 +8,9 @@ benchmark's JSON record, see ``benchmarks/tables.py``)::
     | ... |
     <!-- /biofa-table -->
 
+    <!-- biofa-table: records/benchmarks/training_step.json benchmark training_step variants=eager,compiled -->
+    <!-- /biofa-table -->
+
     .. biofa-table: records/moskovitz_signs_norms selection rows=feedback columns=sign,norm widths=10,15
 
     .. list-table:: ...
@@ -20,10 +23,11 @@ the lines keep the marker's indentation.
     python tools/doc_tables.py           # check: exit 1 and name every table and cell that differs
     python tools/doc_tables.py --write   # rewrite every table from its record
 
-A table of intervals ("61.0 [59.6, 62.5]") outside any marker is an error too: a number without
-its record. The figures the docs show live in ``docs/_static/reproductions/<study>_<figure>.png``
-(Sphinx needs them inside its source folder): each must be a copy of
-``records/<study>/<figure>.png``; ``--write`` copies them.
+A table of intervals ("61.0 [59.6, 62.5]") or of a benchmark's medians and interquartile ranges
+("1.04 (1.02–1.06)") outside any marker is an error too: a number without its record. The
+figures the docs show live in ``docs/_static/reproductions/<study>_<figure>.png`` (Sphinx needs
+them inside its source folder): each must be a copy of ``records/<study>/<figure>.png``;
+``--write`` copies them.
 """
 
 from __future__ import annotations
@@ -42,8 +46,12 @@ _MD_OPEN = re.compile(r"^(\s*)<!-- biofa-table: (\S+) (.+?) -->\s*$")
 _MD_CLOSE = re.compile(r"^\s*<!-- /biofa-table -->\s*$")
 _RST_OPEN = re.compile(r"^(\s*)\.\. biofa-table: (\S+) (.+?)\s*$")
 _RST_CLOSE = re.compile(r"^\s*\.\. /biofa-table\s*$")
-#: A cell that holds a mean and its interval, "61.0 [59.6, 62.5]".
-_INTERVAL = re.compile(r"-?\d+(?:\.\d+)?\*? \[-?\d+(?:\.\d+)?, -?\d+(?:\.\d+)?\]")
+#: A cell that holds a mean and its interval, "61.0 [59.6, 62.5]", or a benchmark's median and
+#: interquartile range, "1.04 (1.02–1.06)".
+_CI = r"-?\d+(?:\.\d+)?\*? \[-?\d+(?:\.\d+)?, -?\d+(?:\.\d+)?\]"  # mean [95% CI]: study reports
+_INTERVAL = re.compile(_CI)
+#: a result cell of a table: a study interval or a benchmark median (interquartile range)
+_RESULT = re.compile(_CI + r"|\d+(?:\.\d+)? \(\d+(?:\.\d+)?–\d+(?:\.\d+)?\)")
 
 
 @dataclass
@@ -190,20 +198,56 @@ def differences(block: Block, have: list[str], want: list[str]) -> list[str]:
     return out
 
 
-def unmarked(path: Path) -> list[str]:
-    """Table lines with intervals outside any marked block."""
+def _plain(text: str) -> str:
+    """Intervals as the reports write them: ASCII minus, no emphasis."""
+    return text.replace("\u2212", "-").replace("\\*", "*")
+
+
+def _is_result_cell(s: str, rst: bool) -> bool:
+    """A table cell whose value is an interval (``- 80.3 [71.5, 89.1]`` in RST, a pipe cell in
+    Markdown): a table of results, which must be generated."""
+    if rst:
+        if not s.startswith(("* - ", "- ")):
+            return False
+        return bool(_RESULT.match(_plain(s.split("- ", 1)[1].strip())))
+    if not s.startswith("|"):
+        return False
+    return any(_RESULT.match(_plain(cell.strip())) for cell in s.strip("|").split("|"))
+
+
+def recorded_intervals(root: Path = ROOT) -> set[str]:
+    """Every interval printed in a record's report (``records/*/report.md``)."""
+    found = set()
+    for report in (root / "records").glob("*/report.md"):
+        found.update(m.group(0).rstrip("*") for m in _INTERVAL.finditer(_plain(report.read_text())))
+    return found
+
+
+def unmarked(path: Path, recorded: set[str] | None = None) -> list[str]:
+    """Problems with the intervals outside marked blocks: a table of them (it must be generated
+    from its record), or one quoted in prose that no record's report contains (a typo, or a number
+    whose record changed)."""
     lines = path.read_text(encoding="utf-8").split("\n")
     inside = set()
     for block in blocks(path):
         inside.update(range(block.start, block.end))
     rst = path.suffix == ".rst"
+    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     out = []
     for i, line in enumerate(lines):
+        if i in inside:
+            continue
         s = line.strip()
-        is_cell = s.startswith(("* - ", "- ")) if rst else s.startswith("|")
-        if is_cell and i not in inside and _INTERVAL.search(s):
-            out.append(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{i + 1}: a table "
-                       f"of intervals without a biofa-table marker naming its record: {s[:70]!r}")
+        if _is_result_cell(s, rst):
+            out.append(f"{where}:{i + 1}: a table of intervals or medians without a biofa-table "
+                       f"marker naming its record: {s[:70]!r}")
+            continue
+        if recorded is None:
+            continue
+        for m in _INTERVAL.finditer(_plain(s)):
+            if m.group(0).rstrip("*") not in recorded:
+                out.append(f"{where}:{i + 1}: the interval {m.group(0)!r} is in no record's report "
+                           "(quote the record's numbers, or regenerate the record)")
     return out
 
 
@@ -211,6 +255,7 @@ def check(paths: list[Path] | None = None, root: Path = ROOT) -> list[str]:
     """Every difference between a document's marked tables and their records, and every unmarked
     table of intervals; [] when all agree."""
     problems = []
+    recorded = recorded_intervals(root)
     for path in paths if paths is not None else documents(root):
         lines = path.read_text(encoding="utf-8").split("\n")
         for block in blocks(path):
@@ -220,19 +265,23 @@ def check(paths: list[Path] | None = None, root: Path = ROOT) -> list[str]:
                 problems.append(f"{path}:{block.line}: table '{block.name}': {type(err).__name__}: {err}")
                 continue
             problems += differences(block, lines[block.start:block.end], want)
-        problems += unmarked(path)
+        problems += unmarked(path, recorded)
     if paths is None:
         problems += figure_problems(root)
     return problems
 
 
 def write(paths: list[Path] | None = None, root: Path = ROOT) -> list[Path]:
-    """Rewrite every marked table from its record; returns the files changed."""
+    """Rewrite every marked table from its record; returns the files changed. A table whose record
+    is missing or cannot give it keeps its lines (``check`` names it)."""
     changed = []
     for path in paths if paths is not None else documents(root):
         lines = path.read_text(encoding="utf-8").split("\n")
         for block in reversed(blocks(path)):
-            lines[block.start:block.end] = generate(block, root)
+            try:
+                lines[block.start:block.end] = generate(block, root)
+            except Exception:  # noqa: BLE001 - reported by check()
+                continue
         text = "\n".join(lines)
         if text != path.read_text(encoding="utf-8"):
             path.write_text(text, encoding="utf-8")
@@ -260,4 +309,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # this checkout's biofa, not another one an environment installed
     sys.exit(main())

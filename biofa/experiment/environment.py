@@ -154,7 +154,7 @@ def add_time(out: str | os.PathLike, wall_s: float, runs_run: int | None = None)
     if not sessions:
         return
     last = sessions[-1]
-    last["wall_s"] = round(float(last.get("wall_s") or 0.0) + wall_s, 1)
+    last["wall_s"] = round(float(last.get("wall_s") or 0.0) + wall_s, 3)
     if runs_run is not None:
         last["runs_run"] = int(last.get("runs_run") or 0) + runs_run
     _write(out, sessions)
@@ -173,6 +173,8 @@ def markdown(sessions: list[dict]) -> str:
         value = session.get(key)
         if key == "git_commit" and session.get("git_modified"):
             value = f"{value} (with local changes)"
+        if key == "wall_s" and value is not None:
+            value = f"{float(value):.1f}"
         if key == "lock_file_sha256" and value is None:
             value = f"no {LOCK_FILE.as_posix()}"
         return "–" if value is None else str(value).replace("|", "/")
