@@ -5,8 +5,7 @@
 #
 #   tools/fresh_clone_times.sh records/fresh_clone/times.txt [--with-test]
 #
-# The clone goes to a temporary folder (removed afterwards); ../shared is linked beside it when
-# this checkout has one, as CI has it.
+# The clone goes to a temporary folder, removed afterwards.
 set -euo pipefail
 
 out=${1:?usage: tools/fresh_clone_times.sh OUTPUT_FILE [--with-test]}
@@ -16,7 +15,6 @@ commit=$(git -C "$repo" rev-parse --short HEAD)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git clone -q "$repo" "$work/biofa"
-[ -d "$repo/../shared" ] && ln -s "$(cd "$repo/../shared" && pwd)" "$work/shared"
 mkdir -p "$(dirname "$out")"
 
 seconds() {  # seconds <log> <make target>: run it in the clone, print its wall time
