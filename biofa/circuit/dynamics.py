@@ -271,7 +271,9 @@ def _fused_runs(circuit, w: dict, dtype, device, dt: float):
             bias=torch.cat([circuit.biases[q].detach() for q in posts]),
             k=torch.cat([torch.full((pops[q].size,), dt / pops[q].tau, **factory) for q in posts]),
             f=pops[posts[0]].act.f, activation=pops[posts[0]].activation, clamped=pres == (circuit.input,),
-            current=run["key"][2] == "current")
+            current=run["key"][2] == "current", index=index,
+            in_cols=(slice(col[circuit.input], col[circuit.input] + pops[circuit.input].size)
+                     if circuit.input in pres else None))
     return offset, width, runs
 
 
@@ -356,13 +358,30 @@ def simulate(circuit, x: torch.Tensor, duration: float | None = None, dt: float 
             torch.addmm(bias, w, rates[0][run["src"]], out=rows)
             if activation is not None:
                 _activate_in_place(activation, rows)
+        elif run["in_cols"] is not None and not run_setup.constant:
+            # An input that changes: its part of the drive for all steps in one matmul, so a step
+            # multiplies only the recurrent and hidden columns.
+            cols = run["in_cols"]
+            drive_in = u.reshape(steps * batch, n_in) @ run["wt"][cols]  # one GEMM for all steps
+            base = drive_in.view(steps, batch, -1).transpose(1, 2).add(bias).contiguous()  # (T, unit, batch)
+            keep = torch.ones(run["wt"].shape[0], dtype=torch.bool, device=u.device)
+            keep[cols] = False
+            rest = run["index"][keep]
+            if rest.numel() and bool((rest == torch.arange(int(rest[0]), int(rest[0]) + rest.numel(),
+                                                           device=rest.device)).all()):
+                rest = slice(int(rest[0]), int(rest[0]) + rest.numel())
+            varying.append((rest, run["wt"][keep].T.contiguous(), base, rows, activation))
         else:
             varying.append((run["src"], w, bias, rows, activation))
     for n in range(steps):
         old, new = rates[n], state[n + 1, n_in:]
         for src, w, bias, rows, activation in varying:
-            pre = old[src] if isinstance(src, slice) else old.index_select(0, src)
-            torch.addmm(bias, w, pre, out=rows)
+            add = bias[n] if bias.dim() == 3 else bias
+            if w.shape[1] == 0:  # driven by the input alone
+                rows.copy_(add)
+            else:
+                pre = old[src] if isinstance(src, slice) else old.index_select(0, src)
+                torch.addmm(add, w, pre, out=rows)
             if activation is not None:
                 _activate_in_place(activation, rows)
         s_old = state[n, n_in:]
