@@ -113,3 +113,26 @@ def test_bench_ddp_buffers_quick(tmp_path):
     for row in rows.values():
         assert len(row["step_s"]) == 2 and row["median_step_s"] == statistics.median(row["step_s"])
     assert_environment(data, "bench_ddp_buffers.py")
+
+
+@pytest.mark.timeout(HANG_S + 60)
+def test_bench_recurrent_bptt_quick(tmp_path):
+    stdout, data = run("bench_recurrent_bptt.py", tmp_path)
+    assert "ratio vs hand" in stdout
+    # the same network and weights: the first training step computes the same loss
+    first = data["meta"]["first_loss"]
+    assert first["biofa bp"] == pytest.approx(first["hand"], rel=1e-4)
+    rows = {r["engine"]: r for r in data["rows"]}
+    assert set(rows) == {"biofa bp", "biofa fa", "hand"}
+    for r in rows.values():
+        assert r["ratio_vs_hand"] == r["median_s"] / rows["hand"]["median_s"]
+
+
+@pytest.mark.brian2
+@pytest.mark.timeout(HANG_S + 60)
+def test_bench_recurrent_simulate_quick(tmp_path):
+    pytest.importorskip("brian2")
+    stdout, data = run("bench_recurrent_simulate.py", tmp_path)
+    assert "brian2/engine" in stdout
+    assert {(r["circuit"], r["engine"]) for r in data["rows"]} >= {("recurrent", "biofa float64"),
+                                                                   ("feedforward", "biofa float64")}

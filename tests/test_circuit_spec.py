@@ -223,7 +223,7 @@ CASES = [
     (_set(["input"], KeyError), r"input: missing"),
     (_set(["populations", "h", "size"], 0), r"populations\.h: Population 'h': size must be a positive integer, got 0"),
     (_set(["populations", "h", "size"], KeyError), r"populations\.h\.size: missing; expected a positive integer"),
-    (lambda s: s["synapses"].append({"pre": "y", "post": "h"}), r"synapses: Circuit: the synapses form a cycle h -> y -> h"),
+    (lambda s: s["synapses"].append({"pre": "y", "post": "h"}), r"circuit: Circuit: synapse 'y->h' leaves the output population 'y'"),
     (_set(["synapses", 0, "feedback"], "fb"), r"synapses\[0\]: .*'feedback' parameter of FeedforwardSynapses 'x->h' must be one of \{'bp', 'brsf'"),
     (_set(["feedback"], [{"source": "y", "target": "h", "rule": "rdfa"}]), r"feedback\[0\]: The 'rule' parameter of FeedbackSynapses 'y=>h' must be one of \{'dfa'\}"),
     (_set(["populations", "h", "activation"], "gelu"), r"populations\.h: The 'activation' parameter of Population 'h' must be one of \{'linear', 'relu'"),

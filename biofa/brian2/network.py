@@ -38,13 +38,16 @@ class Brian2Circuit:
     only}, ``monitors`` {population name: StateMonitor of r}, ``batch``, ``dt``, ``plan``.
     """
 
-    def __init__(self, plan: Plan, x: dict, y, r0: dict, dt: float, eta: float, record: bool, name: str):
+    def __init__(self, plan: Plan, x: dict, y, r0: dict, dt: float, eta: float, record: bool, name: str,
+                 noise: dict | None = None):
         import brian2 as b2
 
         self.plan, self.dt, self.eta = plan, float(dt), float(eta)
         self._r0, self.inputs = r0, x
+        noise = {} if noise is None else noise
         self.learning = eta != 0.0 and y is not None
-        self.batch = batch = next(iter(x.values())).shape[0]
+        self.batch = batch = next(iter(x.values())).shape[-2]
+        self.timed = {}  # TimedArrays: input rows and noise draws, values (T, batch * size)
         self.clock = clock = b2.Clock(dt=self.dt * b2.second, name=f"{name}_clock")
         self.groups, self.synapses, self.stores, self.monitors, self.bias_stores = {}, {}, {}, {}, {}
         self.objects = []
@@ -61,14 +64,40 @@ class Brian2Circuit:
         # -- populations ---------------------------------------------------------------------
         for k, p in enumerate(plan.pops):
             gname = f"{name}_p{k}_{_ident(p.name)}"
-            if p.role == "input":
+            xs = x.get(p.name)
+            if p.role == "input" and xs.ndim == 2 and p.name not in noise and not p.rectify and not p.bias.any():
                 g = b2.NeuronGroup(batch * p.size, "r : 1 (constant)", name=gname, **kw)
-                g.r = x[p.name].reshape(-1)
+                g.r = xs.reshape(-1)
+            elif p.role == "input":
+                # u^n = x[n] + b + sigma_in sqrt(2 tau_in / dt) xi[n], rectified on request, set at the
+                # start of step n (before the currents read it)
+                rows = xs if xs.ndim == 3 else xs[None]
+                ns = {"xin": self._timed(b2, f"{gname}_x", rows)}
+                expr = "xin(t, i) + b"
+                if p.name in noise:
+                    ns["nz_in"] = self._timed(b2, f"{gname}_xi", noise[p.name])
+                    ns["s_in"] = float(p.sigma * np.sqrt(2.0 * p.tau / self.dt))
+                    expr += " + s_in*nz_in(t, i)"
+                if p.rectify:
+                    expr = f"clip({expr}, 0, inf)"
+                g = b2.NeuronGroup(batch * p.size, "r : 1\nb : 1 (constant)", name=gname, clock=clock, namespace=ns)
+                g.b = np.tile(p.bias, batch)
+                op = g.run_regularly(f"r = {expr}", name=f"{gname}_input")
+                self._order[op] = "inputs"
             else:
                 f_expr = ACTIVATIONS[p.activation][0]
                 currents = " + ".join(incoming[k] + ["b"])
-                eqs = [f"dr/dt = (-r + {f_expr})/tau : 1", f"I = {currents} : 1",
-                       "tau : second (constant, shared)"]
+                ns = {}
+                noise_term = ""
+                if p.name in noise:
+                    ns["nz_p"] = self._timed(b2, f"{gname}_xi", noise[p.name])
+                    ns["s_p"] = float(p.sigma * np.sqrt(2.0 * p.tau / self.dt))
+                    noise_term = " + s_p*nz_p(t, i)"
+                if p.dynamics == "current":
+                    eqs = [f"dv/dt = (-v + I{noise_term})/tau : 1", f"r = {re.sub(r'(?<![A-Za-z_])I(?![A-Za-z_0-9])', 'v', f_expr)} : 1"]
+                else:
+                    eqs = [f"dr/dt = (-r + {f_expr}{noise_term})/tau : 1"]
+                eqs += [f"I = {currents} : 1", "tau : second (constant, shared)"]
                 eqs += [f"{v} : 1" for v in incoming[k]]
                 bias_linked = self.learning and p.learn_bias
                 eqs.append("b : 1 (linked)" if bias_linked else "b : 1 (constant)")
@@ -77,9 +106,13 @@ class Brian2Circuit:
                     eqs += [f"{v} : 1" for v in fb_in[k]]
                     if p.role == "output":
                         eqs += ["err : 1", "ystar : 1 (constant)"]
-                g = b2.NeuronGroup(batch * p.size, "\n".join(eqs), method="euler", name=gname, **kw)
+                g = b2.NeuronGroup(batch * p.size, "\n".join(eqs), method="euler", name=gname, clock=clock,
+                                   namespace=ns)
                 g.tau = p.tau * b2.second
-                g.r = r0[p.name].reshape(-1)
+                if p.dynamics == "current":
+                    g.v = r0[p.name].reshape(-1)
+                else:
+                    g.r = r0[p.name].reshape(-1)
                 if bias_linked:
                     store = b2.NeuronGroup(p.size, "b : 1\nbg : 1", name=f"{gname}_bstore", clock=clock,
                                            namespace={"lr": lr})
@@ -135,8 +168,10 @@ class Brian2Circuit:
         # -- recording -----------------------------------------------------------------------
         if record:
             for p in plan.pops:
-                if p.role != "input":
-                    mon = b2.StateMonitor(self.groups[p.name], "r", record=True, when="end",
+                if p.role != "input" or "r" not in self.groups[p.name].variables or \
+                        not self.groups[p.name].variables["r"].constant:
+                    variables = ["r", "v"] if p.dynamics == "current" else "r"
+                    mon = b2.StateMonitor(self.groups[p.name], variables, record=True, when="end",
                                           name=f"{self.groups[p.name].name}_mon", clock=clock)
                     self.monitors[p.name] = mon
                     self.objects.append(mon)
@@ -145,6 +180,13 @@ class Brian2Circuit:
                 g.state_updater.active = False
         self._apply_schedule()
         self.network = b2.Network(*self.objects, name=f"{name}_net")
+
+    def _timed(self, b2, name: str, values: np.ndarray):
+        """A TimedArray of rows (T, batch, size) → values (T, batch * size): row n at t = n dt."""
+        values = np.ascontiguousarray(values, dtype=float).reshape(values.shape[0], -1)
+        ta = b2.TimedArray(values, dt=self.dt * b2.second, name=name)
+        self.timed[name] = ta
+        return ta
 
     # -- online learning ---------------------------------------------------------------------
     def _build_learning(self, b2, name, kw, lr, fb_in):
@@ -245,15 +287,31 @@ class Brian2Circuit:
 
         self.network.run(n_steps * self.dt * b2.second, namespace={})
 
-    def rates(self) -> dict:
-        """Recorded rates {population: array (n_steps + 1, batch, size)}, index 0 = initial."""
+    def rates(self, initial: dict | None = None) -> dict:
+        """Recorded rates {population: array (n_steps + 1, batch, size)}, index 0 = initial
+        (``initial[name]``, else the initial state); a recorded input population's rows are
+        u[0..T-1] then u[T-1] again (the time convention)."""
         out = {}
+        initial = {} if initial is None else initial
         for p in self.plan.pops:
-            if p.role == "input":
+            if p.name not in self.monitors:
                 continue
             mon = self.monitors[p.name]
             trace = np.asarray(mon.r).T.reshape(-1, self.batch, p.size)
-            out[p.name] = np.concatenate([self._r0[p.name][None], trace])
+            if p.role == "input":
+                out[p.name] = np.concatenate([trace, trace[-1:]])
+            else:
+                first = initial.get(p.name, self._r0[p.name])
+                out[p.name] = np.concatenate([np.asarray(first)[None], trace])
+        return out
+
+    def states(self) -> dict:
+        """Recorded v of every current-form population {name: (n_steps + 1, batch, size)}."""
+        out = {}
+        for p in self.plan.pops:
+            if p.role != "input" and p.dynamics == "current" and p.name in self.monitors:
+                trace = np.asarray(self.monitors[p.name].v).T.reshape(-1, self.batch, p.size)
+                out[p.name] = np.concatenate([self._r0[p.name][None], trace])
         return out
 
     def weights(self) -> dict:
@@ -279,7 +337,7 @@ class Brian2Circuit:
 def schedule_order(label, n_pops: int) -> int:
     """The ``order`` (all objects run ``when="groups"``) of each phase of one Euler step.
 
-    ``currents`` (feedforward summed variables from r^n) < ``("delta", rank)`` (output err and
+    ``inputs`` (the input rows u^n, time-varying or noisy inputs) < ``currents`` (feedforward summed variables from r^n) < ``("delta", rank)`` (output err and
     delta at rank -1, then per hidden population from the output backwards: its feedback summed
     variables at 2·rank, its delta at 2·rank + 1) < ``gradients`` (batch sums into the weight
     stores) < ``updates`` (W, learned B, sign projection) < ``rates`` (Euler state updaters,
@@ -289,7 +347,7 @@ def schedule_order(label, n_pops: int) -> int:
     top = base + 2 * n_pops + 4
     if isinstance(label, tuple):
         return base + label[1]
-    return {"currents": 0, "gradients": top, "updates": top + 1, "rates": top + 2, "bias": top + 3}[label]
+    return {"inputs": -1, "currents": 0, "gradients": top, "updates": top + 1, "rates": top + 2, "bias": top + 3}[label]
 
 
 def schedule_table(model: Brian2Circuit) -> list:
@@ -325,7 +383,7 @@ def _initial(plan: Plan, r0, batch: int) -> dict:
 
 
 def build_network(circuit, x, *, dt: float, target=None, lr: float = 0.0, r0=None, learn_bias: bool = True,
-                  record: bool = True, name: str = "biofa") -> Brian2Circuit:
+                  record: bool = True, name: str = "biofa", noise: dict | None = None) -> Brian2Circuit:
     """Build ``circuit`` as a brian2 ``Network`` for input ``x`` (and, to learn, ``target`` y*).
 
     Call it inside :func:`brian2_target` to choose the code-generation target, then
@@ -337,12 +395,21 @@ def build_network(circuit, x, *, dt: float, target=None, lr: float = 0.0, r0=Non
     learning = lr != 0.0 and target is not None
     plan = read_circuit(circuit, learning=learning, learn_bias=learn_bias)
     inp = plan.pops[plan.index[circuit.input]]
-    xs = _batched(x, inp.size, f"input x of population {inp.name!r}")
-    batch = xs.shape[0]
+    xa = as_numpy(x)
+    if xa.ndim == 3:  # one input row per step
+        if xa.shape[2] != inp.size:
+            raise ShapeError(f"input x of population {inp.name!r}: expected shape (T, batch, {inp.size}), got {tuple(xa.shape)}")
+        if learning:
+            raise ConfigError("biofa.brian2: online learning takes a constant input x of shape (batch, n_in)")
+        xs = xa
+    else:
+        xs = _batched(x, inp.size, f"input x of population {inp.name!r}")
+    batch = xs.shape[-2]
     ys = None
     if learning:
         out = plan.pops[plan.index[circuit.output]]
         ys = _batched(target, out.size, f"target of output population {out.name!r}")
         if ys.shape[0] != batch:
             raise ShapeError(f"biofa.brian2: x has batch {batch} but target has {ys.shape[0]}")
-    return Brian2Circuit(plan, {inp.name: xs}, ys, _initial(plan, r0, batch), dt, lr, record, _ident(name))
+    noise = {k: as_numpy(v) for k, v in (noise or {}).items()}
+    return Brian2Circuit(plan, {inp.name: xs}, ys, _initial(plan, r0, batch), dt, lr, record, _ident(name), noise)

@@ -39,6 +39,9 @@ class _Pop:
     bias: np.ndarray
     learn_bias: bool
     role: str  # "input", "hidden" or "output"
+    dynamics: str = "rate"  # "rate" (dr/dt) or "current" (dv/dt, r = f(v))
+    sigma: float = 0.0  # noise level (input: sigma_in)
+    rectify: bool = False  # input only: r = [x + b + noise]_+
 
 
 @dataclass
@@ -88,14 +91,24 @@ def read_circuit(circuit, *, learning: bool, learn_bias: bool = True) -> Plan:
     """Read a :class:`~biofa.circuit.Circuit` into numpy; raise on what brian2 cannot express."""
     if learning and circuit.output is None:
         raise ConfigError("biofa.brian2: online learning needs the circuit's output population; set output=")
+    if learning and circuit.recurrent:
+        raise ConfigError(f"biofa.brian2: online learning needs an acyclic circuit; the synapses form a cycle "
+                          f"{' -> '.join(circuit.cycle)} (simulate it, or train it with circuit.unroll)")
     index = {p.name: k for k, p in enumerate(circuit.populations)}
     plan_pops = []
     for p in circuit.populations:
         role = "input" if p.name == circuit.input else "output" if p.name == circuit.output else "hidden"
         check_choice(f"Population {p.name!r} (brian2 export)", "activation", p.activation, sorted(ACTIVATIONS))
-        bias = np.zeros(p.size) if role == "input" else as_numpy(circuit.bias(p.name))
+        if role == "input":  # the input's bias is its fixed baseline
+            bias = np.broadcast_to(np.array(p.bias, dtype=float), (p.size,)).copy()
+        else:
+            bias = as_numpy(circuit.bias(p.name))
+        dynamics = "rate" if role == "input" else circuit.dynamics_of(p.name)
+        if learning and dynamics == "current":
+            raise ConfigError(f"Population {p.name!r} (brian2 export): online learning integrates the rate form "
+                              "only; this population uses the current form")
         plan_pops.append(_Pop(p.name, int(p.size), float(p.tau), p.activation, bias,
-                              bool(learn_bias and p.learn_bias), role))
+                              bool(learn_bias and p.learn_bias), role, dynamics, p.sigma, bool(p.rectify)))
     ffs, ff_index = [], {}
     for s in circuit.feedforward:
         layer = s.layer

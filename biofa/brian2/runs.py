@@ -35,50 +35,81 @@ def _seconds(value, name: str, owner: str):
     return value
 
 
-def _trajectory(model: Brian2Circuit, x, n_steps: int, dt: float, dtype):
+def _trajectory(model: Brian2Circuit, x, n_steps: int, dt: float, dtype, initial=None):
     from ..circuit.dynamics import Trajectory
 
-    recorded = model.rates()
+    recorded = model.rates(initial)
     rates = {}
     for p in model.plan.pops:
-        if p.role == "input":
+        if p.role == "input" and p.name not in recorded:
             xs = torch.as_tensor(model.inputs[p.name], dtype=dtype)
             rates[p.name] = xs.expand(n_steps + 1, *xs.shape).clone()
         else:
             rates[p.name] = torch.as_tensor(recorded[p.name], dtype=dtype)
-    return Trajectory(t=torch.arange(n_steps + 1, dtype=dtype) * dt, rates=rates)
+    states = {k: torch.as_tensor(v, dtype=dtype) for k, v in model.states().items()}
+    return Trajectory(t=torch.arange(n_steps + 1, dtype=dtype) * dt, rates=rates, states=states)
 
 
-def simulate(circuit, x, duration: float, dt: float, r0=None, *, backend: str = "numpy",
-             directory: str | None = None):
-    """Integrate the circuit's rate dynamics in brian2, returning what ``circuit.simulate`` returns.
+def simulate(circuit, x, duration=None, dt=None, r0=None, *, generator=None, noise=None,
+             backend: str = "numpy", directory: str | None = None):
+    """Integrate the circuit's dynamics in brian2, returning what ``circuit.simulate`` returns.
 
-    .. math:: r_p^{n+1} = r_p^n + \\frac{\\Delta t}{\\tau_p}\\left(-r_p^n + f_p(I_p^n)\\right)
+    .. math:: s_p^{n+1} = s_p^n + \\frac{\\Delta t}{\\tau_p}\\left(-s_p^n + d_p^n + \\sigma_p\\sqrt{2\\tau_p/\\Delta t}\\,\\xi_p^n\\right)
+
+    (rate form s = r, d = f(I); current form s = v, d = I, r = f(v); the time convention of
+    :mod:`biofa.circuit.dynamics`). Recurrent circuits (cycles, self-connections) included.
 
     Parameters
     ----------
-    x : (batch, n_in) or (n_in,): the batch runs as ``batch`` copies of every population in one
-        network (block-diagonal synapses).
+    x : (T, batch, n_in), one input row per step (a ``TimedArray`` in the network), or
+        (batch, n_in) / (n_in,) held constant: the batch runs as ``batch`` copies of every
+        population in one network (block-diagonal synapses).
     duration, dt : times: brian2 quantities (``20*ms``, ``0.1*ms``) or numbers of seconds;
-        n_steps = round(duration / dt).
-    r0 : optional initial rates, name → array broadcastable to (batch, size); default 0.
+        duration is required for a constant x (n_steps = round(duration / dt)) and optional for
+        x in time (T dt).
+    r0 : optional initial state, name → array broadcastable to (batch, size) (x in the current
+        form); default 0, or the circuit's learned initial state.
+    generator, noise : the noise draws ξ, as in ``circuit.simulate`` (the same generator gives
+        the same draws); brian2 reads them from ``TimedArray`` objects.
     backend : brian2 code-generation target, ``"numpy"``, ``"cython"`` or ``"cpp_standalone"``.
 
     Returns
     -------
     :class:`biofa.circuit.Trajectory`: ``t`` (n_steps + 1,), ``rates`` name → (n_steps + 1,
-    batch, size) for every population (the input clamped), in x's dtype when x is a float
-    tensor (brian2 computes in float64).
+    batch, size) for every population, ``states`` for current-form ones, in x's dtype when x is
+    a float tensor (brian2 computes in float64).
     """
+    from ..circuit.dynamics import check_dt, initial_state
     from ..circuit.dynamics import n_steps as _n_steps
+    from ..circuit.noise import draws
 
-    duration = _seconds(duration, "duration", "biofa.brian2.simulate")
-    dt = _seconds(dt, "dt", "biofa.brian2.simulate")
-    steps = _n_steps(duration, dt)
+    owner = "biofa.brian2.simulate"
+    duration = None if duration is None else _seconds(duration, "duration", owner)
+    if dt is None:
+        raise ConfigError(f"{owner}: dt is missing; give the time step, e.g. dt=0.1*ms or 1e-4 (seconds)")
+    dt = _seconds(dt, "dt", owner)
+    check_dt(circuit, dt, owner)
+    xa = x if torch.is_tensor(x) else torch.as_tensor(x)
+    if xa.dim() == 3:
+        steps = xa.shape[0]
+        if duration is not None and _n_steps(duration, dt) != steps:
+            raise ConfigError(f"{owner}: duration is {_n_steps(duration, dt)} steps of dt={dt}, but x has T = {steps} rows")
+    else:
+        if duration is None:
+            raise ConfigError(f"{owner}: duration is missing; a constant x needs a duration, or give x of shape "
+                              "(T, batch, n_in)")
+        steps = _n_steps(duration, dt)
+    batch = 1 if xa.dim() == 1 else xa.shape[-2]
+    xi = draws(circuit, steps, batch, generator, noise, dtype=torch.float64)
+    start = initial_state(circuit, batch, r0, dtype=torch.float64, learned=False)
+    first = {}  # the rates at t = 0: r0, or f(x0) in the current form
+    for name, v in start.items():
+        p = circuit.population(name)
+        first[name] = (p.act.f(v) if circuit.dynamics_of(name) == "current" else v).numpy()
     with brian2_target(backend, directory):
-        model = build_network(circuit, x, dt=dt, r0=r0)
+        model = build_network(circuit, x, dt=dt, r0={k: v.numpy() for k, v in start.items()}, noise=xi)
         model.run(steps)
-        trajectory = _trajectory(model, x, steps, dt, _dtype(x))
+        trajectory = _trajectory(model, x, steps, dt, _dtype(x), first)
     return trajectory
 
 

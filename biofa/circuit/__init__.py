@@ -30,10 +30,11 @@ torch.Size([101, 8, 10])
 True
 """
 
-from . import activations, dynamics, online
+from . import activations, dynamics, graph, masks, noise, online, recurrent_init, unroll
 from .activations import ACTIVATIONS, Activation
 from .circuit import Circuit, topological_order
 from .dynamics import Trajectory, simulate
+from .graph import components
 from .online import OnlineStep, OnlineTrace, learn_online, online_step
 from .populations import Population
 from .spec import available, dump, from_spec, load, read, save, to_spec
@@ -44,5 +45,6 @@ __all__ = [
     "Activation", "ACTIVATIONS", "PAIRED_RULES", "FEEDBACK_SIGNS",
     "simulate", "Trajectory", "learn_online", "online_step", "OnlineStep", "OnlineTrace",
     "load", "available", "from_spec", "to_spec", "read", "save", "dump",
-    "activations", "dynamics", "online", "topological_order",
+    "activations", "dynamics", "online", "topological_order", "components",
+    "graph", "masks", "noise", "recurrent_init", "unroll",
 ]

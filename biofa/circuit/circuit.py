@@ -1,10 +1,11 @@
-r"""The :class:`Circuit`: populations joined by synapse objects in a directed acyclic graph.
+r"""The :class:`Circuit`: populations joined by synapse objects, acyclic or recurrent.
 
 .. math:: r_p = f_p\Big(\sum_{s:\,\mathrm{post}(s) = p} W_s \, r_{\mathrm{pre}(s)} + b_p\Big)
           \quad\text{in topological order}, \qquad r_\mathrm{in} = x
 
 ``circuit(x)`` is the steady state of the rate dynamics (the feed-forward pass) at the output
-population. The backward pass of ``loss.backward()`` follows the feedback synapses: through a
+population; a circuit with cycles (self-connections included) has none and lives in time only
+(:meth:`Circuit.simulate`, :meth:`Circuit.unroll`). The backward pass of ``loss.backward()`` follows the feedback synapses: through a
 paired pathway the error reaching ``pre`` is :math:`\delta_\mathrm{post} B` (the core layer's
 feedback); through direct feedback the error of the output rates :math:`e = \partial L / \partial
 r_\mathrm{out}` reaches a hidden population as :math:`e B_\mathrm{dfa}` in one step, and autograd
@@ -18,57 +19,16 @@ from torch import nn
 
 from ..errors import ConfigError, ShapeError
 from ..nn.functional import exact_gradients_active
-from .populations import Population
+from ._direct import DirectFeedback
+from .graph import components, find_cycle, is_recurrent, topological_order  # noqa: F401 (re-export)
+from .populations import DYNAMICS, Population
+from .recurrent_init import initialise_recurrent
 from .synapses import FeedbackSynapses, FeedforwardSynapses
 from .writer import save, to_spec
 
 
-class _DirectFeedback(torch.autograd.Function):
-    """Identity on the output rates whose backward also sends :math:`e B_h` to every DFA target h."""
-
-    @staticmethod
-    def forward(ctx, r_out, matrices, *targets):
-        ctx.matrices = matrices
-        ctx.shapes = [t.shape for t in targets]
-        return r_out.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        sent = [(grad @ b.to(grad.dtype)).reshape(shape) for b, shape in zip(ctx.matrices, ctx.shapes)]
-        return (grad, None, *sent)
-
-
-def topological_order(names: list[str], edges: list[tuple[str, str]]) -> list[str]:
-    """Kahn's algorithm, ties broken by the order of ``names``; raises on a cycle, naming it."""
-    indegree = {n: 0 for n in names}
-    children = {n: [] for n in names}
-    for a, b in edges:
-        indegree[b] += 1
-        children[a].append(b)
-    order, ready = [], [n for n in names if indegree[n] == 0]
-    while ready:
-        node = ready.pop(0)
-        order.append(node)
-        for child in children[node]:
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                ready.append(child)
-        ready.sort(key=names.index)
-    if len(order) < len(names):
-        left = [n for n in names if n not in order]
-        # follow edges inside the remainder until a node repeats: that is a cycle
-        path, node = [], left[0]
-        while node not in path:
-            path.append(node)
-            node = next(b for a, b in edges if a == node and b in left)
-        cycle = path[path.index(node):] + [node]
-        raise ConfigError(f"Circuit: the synapses form a cycle {' -> '.join(cycle)}; a circuit must be a "
-                          "directed acyclic graph")
-    return order
-
-
 class Circuit(nn.Module):
-    r"""A directed acyclic graph of populations, trained by its feedback synapses.
+    r"""A graph of populations, trained by its feedback synapses; recurrent when it has cycles.
 
     Parameters
     ----------
@@ -85,6 +45,16 @@ class Circuit(nn.Module):
         :math:`W_{eq}`) and :math:`W_{ei} = -\mathbf 1\mathbf 1^\top / n_i`, so the input current of e
         is :math:`(W_{eq} - \mathbf 1 \bar w^\top) r_q`, zero on average over e for every
         non-negative :math:`r_q`.
+    dynamics : None (``"rate"``) or ``"current"``: the form of the dynamics of every population
+        whose own ``dynamics`` is None (:mod:`biofa.circuit.dynamics`).
+    learn_initial_state : a learned initial state (rates, or x in the current form) per non-input
+        population, zero at first, used by ``simulate``/``unroll`` when no ``r0`` is given
+        (``circuit.initial_state[name]``, shape (size,)).
+    readout : None or ``"E"``: the output population may only be fed by excitatory populations.
+    recurrent_init : None, a rule name or a table ``{rule = ..., rho0 = ..., k = ...}`` that
+        initialises every recurrent block (:mod:`biofa.circuit.recurrent_init`): ``"gamma"``
+        (pycog), ``"balanced"`` (gamma with balanced E/I rows), ``"orthogonal"`` (free signs).
+    generator : torch.Generator for ``recurrent_init``'s draws.
 
     Attributes
     ----------
@@ -108,7 +78,9 @@ class Circuit(nn.Module):
     torch.Size([5, 2])
     """
 
-    def __init__(self, populations, synapses, input, output=None, feedback=(), *, balance: bool = False):
+    def __init__(self, populations, synapses, input, output=None, feedback=(), *, balance: bool = False,
+                 dynamics: str | None = None, learn_initial_state: bool = False, readout: str | None = None,
+                 recurrent_init=None, generator: torch.Generator | None = None):
         super().__init__()
         pops = list(populations)
         syns = list(synapses)
@@ -165,7 +137,28 @@ class Circuit(nn.Module):
                 raise ConfigError(f"Circuit: direct feedback {fb.name!r} targets {fb.target.name!r}, which is "
                                   f"not a hidden population of the circuit (hidden: "
                                   f"{[n for n in names if n not in (input_name, output_name)]})")
-        order = topological_order(names, [(s.pre.name, s.post.name) for s in syns])
+        if dynamics is not None and dynamics not in DYNAMICS:
+            raise ConfigError(f"The 'dynamics' parameter of Circuit must be one of {{'rate', 'current'}}. "
+                              f"Got {dynamics!r} instead.")
+        if not isinstance(learn_initial_state, bool):
+            raise ConfigError(f"Circuit: learn_initial_state must be true or false, got {learn_initial_state!r}")
+        if readout not in (None, "E"):
+            raise ConfigError(f"The 'readout' parameter of Circuit must be one of {{None, 'E'}}. Got {readout!r} instead.")
+        if readout == "E":
+            if output_name is None:
+                raise ConfigError("Circuit: readout='E' restricts what feeds the output, but the circuit has no output")
+            bad = [s.name for s in syns if s.post.name == output_name and s.pre.sign != "E"]
+            if bad:
+                raise ConfigError(f"Circuit: readout='E': the output {output_name!r} may only be fed by excitatory "
+                                  f"(sign='E') populations; synapses {bad} come from others")
+        for p in pops:
+            if p.rectify is not None and p.name != input_name:
+                raise ConfigError(f"Circuit: population {p.name!r}: rectify applies to the input population "
+                                  f"{input_name!r} only")
+        edges = [(s.pre.name, s.post.name) for s in syns]
+        self.components = components(names, edges)
+        self.cycle = find_cycle(names, edges)
+        order = [n for comp in self.components for n in comp]
         incoming = {n: [s for s in syns if s.post.name == n] for n in names}
         for n in names:
             if n != input_name and not incoming[n]:
@@ -178,6 +171,11 @@ class Circuit(nn.Module):
         self.input = input_name
         self.output = output_name
         self.balance = balance
+        self.dynamics = dynamics
+        self.learn_initial_state = learn_initial_state
+        self.readout = readout
+        self.recurrent_init = recurrent_init
+        self.recurrent_components = [c for c in self.components if is_recurrent(c, edges)]
         self.seed = None  # set by from_spec: the seed the spec was built with
         self.description = None
         self._by_name = by_name
@@ -190,14 +188,32 @@ class Circuit(nn.Module):
             w = incoming[p.name][0].weight
             value = torch.as_tensor(p.bias, dtype=w.dtype, device=w.device).expand(p.size).clone()
             self.biases[p.name] = nn.Parameter(value, requires_grad=p.learn_bias)
+        self.initial_state = nn.ParameterDict()
+        if learn_initial_state:
+            for p in self.populations:
+                if p.name != input_name:
+                    w = incoming[p.name][0].weight
+                    self.initial_state[p.name] = nn.Parameter(torch.zeros(p.size, dtype=w.dtype, device=w.device))
         if balance:
             self.balance_inhibition()
+        if recurrent_init is not None:
+            initialise_recurrent(self, recurrent_init, generator)
 
     # -- structure ---------------------------------------------------------------------------
     @property
     def feedback(self) -> list[FeedbackSynapses]:
         """Every feedback pathway: the paired ones (in synapse order), then the direct ones."""
         return [s.feedback_synapses for s in self.feedforward if s.has_feedback] + list(self.direct)
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the synapses form a cycle (a self-connection counts): then only time exists."""
+        return self.cycle is not None
+
+    def dynamics_of(self, name: str) -> str:
+        """The dynamics form of population ``name``: its own, else the circuit's, else ``"rate"``."""
+        p = self.population(name)
+        return p.dynamics or self.dynamics or "rate"
 
     def population(self, name: str) -> Population:
         if name not in self._by_name:
@@ -242,8 +258,8 @@ class Circuit(nn.Module):
                     "(subtractive inhibition, Cornford et al. 2021)")
             w_direct = direct[0].weight.detach()
             mean_row = w_direct.mean(dim=0, keepdim=True)
-            _write_weight(ins[0], mean_row.expand(p.size, -1).clone())
-            _write_weight(outs[0], torch.full((outs[0].post.size, p.size), -1.0 / p.size,
+            ins[0].write_weight(mean_row.expand(p.size, -1).clone())
+            outs[0].write_weight(torch.full((outs[0].post.size, p.size), -1.0 / p.size,
                                               dtype=w_direct.dtype, device=w_direct.device))
 
     # -- evaluation --------------------------------------------------------------------------
@@ -255,23 +271,36 @@ class Circuit(nn.Module):
                              f"shape (..., {n}), got {shape}")
         return x
 
+    def input_rates(self, x: torch.Tensor) -> torch.Tensor:
+        """The input population's rates for input x, without noise: x + baseline (the input's
+        ``bias``), rectified when the input population has ``rectify``."""
+        p = self._by_name[self.input]
+        if isinstance(p.bias, (list, tuple)) or p.bias != 0:
+            x = x + torch.as_tensor(p.bias, dtype=x.dtype, device=x.device)
+        return torch.relu(x) if p.rectify else x
+
     def rates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Steady-state rates of every population (name → tensor of shape (..., size))."""
         x = self._check_input(x)
+        if self.cycle is not None:
+            raise ConfigError(f"Circuit: the synapses form a cycle {' -> '.join(self.cycle)}, so the circuit has "
+                              "no steady state circuit(x); run it in time with circuit.simulate(x, ...) or, to "
+                              "train it, circuit.unroll(x, ...)")
         exact = exact_gradients_active()
-        r = {self.input: x}
+        r = {self.input: self.input_rates(x)}
         for pop in self.populations:
             if pop.name == self.input:
                 continue
             current = None
             for syn in self._incoming[pop.name]:
                 pre = r[syn.pre.name]
-                term = syn.layer(pre) if (exact or syn.has_feedback) else syn.layer(pre.detach())
+                term = syn.project(pre) if (exact or syn.has_feedback) else syn.project(pre.detach())
                 current = term if current is None else current + term
+            # the fixed point of both dynamics forms: r = f(I) (rate form), x = I and r = f(x) (current)
             r[pop.name] = pop.act.f(current + self.biases[pop.name])
         if len(self.direct) and not exact and torch.is_grad_enabled():
             targets = [r[fb.target.name] for fb in self.direct]
-            r[self.output] = _DirectFeedback.apply(r[self.output], [fb.B.detach() for fb in self.direct], *targets)
+            r[self.output] = DirectFeedback.apply(r[self.output], [fb.B.detach() for fb in self.direct], *targets)
         return r
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -280,11 +309,20 @@ class Circuit(nn.Module):
             raise ConfigError("Circuit: this circuit has no output population; use circuit.rates(x)")
         return self.rates(x)[self.output]
 
-    def simulate(self, x, duration: float, dt: float, r0=None):
-        """Integrate the rate dynamics; see :func:`biofa.circuit.dynamics.simulate`."""
+    def simulate(self, x, duration: float | None = None, dt: float | None = None, r0=None, *,
+                 generator: torch.Generator | None = None, noise: dict | None = None):
+        """Integrate the dynamics (no autograd); see :func:`biofa.circuit.dynamics.simulate`."""
         from .dynamics import simulate
 
-        return simulate(self, x, duration, dt, r0=r0)
+        return simulate(self, x, duration, dt, r0=r0, generator=generator, noise=noise)
+
+    def unroll(self, x, duration: float | None = None, dt: float | None = None, r0=None, *,
+               generator: torch.Generator | None = None, noise: dict | None = None, truncate: int | None = None):
+        """The dynamics as a differentiable trajectory (training through time); see
+        :func:`biofa.circuit.unroll.unroll`."""
+        from .unroll import unroll
+
+        return unroll(self, x, duration, dt, r0=r0, generator=generator, noise=noise, truncate=truncate)
 
     def learn_online(self, x, target, duration: float, dt: float, lr: float, **kwargs):
         """Learn while the dynamics run; see :func:`biofa.circuit.online.learn_online`."""
@@ -310,14 +348,3 @@ class Circuit(nn.Module):
     def extra_repr(self) -> str:
         return (f"input={self.input!r}, output={self.output!r}, populations="
                 f"{[f'{p.name}({p.size})' for p in self.populations]}")
-
-
-@torch.no_grad()
-def _write_weight(synapse: FeedforwardSynapses, value: torch.Tensor) -> None:
-    """Set a synapse's effective W (through a sign reparameterisation; the norm target follows)."""
-    layer = synapse.layer
-    if layer.sign is not None:
-        value = layer.sign.project(value)
-    layer._set_weight(value)
-    if layer.norm is not None:
-        layer.norm.bind(value)

@@ -52,6 +52,14 @@ class OnlineTrace:
 
 
 def _check(circuit, target):
+    if circuit.recurrent:
+        raise ConfigError(f"online learning: the synapses form a cycle {' -> '.join(circuit.cycle)}; the "
+                          "three-factor rule here needs an acyclic circuit. Train a recurrent circuit through "
+                          "time with circuit.unroll(...) and loss.backward()")
+    current = [p.name for p in circuit.populations if p.name != circuit.input and circuit.dynamics_of(p.name) == "current"]
+    if current:
+        raise ConfigError(f"online learning: populations {current} use the current form; online learning "
+                          "here integrates the rate form only")
     if circuit.output is None:
         raise ConfigError("online learning needs the circuit's output population; set output=")
     for fb in circuit.feedback:

@@ -14,6 +14,8 @@ from ..errors import ConfigError
 from .activations import get_activation
 
 SIGN_TYPES = (None, "E", "I")
+#: the dynamics forms: ``"rate"`` (tau dr/dt = -r + f(I)) and ``"current"`` (tau dx/dt = -x + I, r = f(x))
+DYNAMICS = ("rate", "current")
 
 
 def _is_real(value) -> bool:
@@ -41,10 +43,21 @@ class Population:
         Initial value of the per-neuron bias b (default 0).
     learn_bias : bool
         Whether b is a learned parameter (default True); ``False`` keeps b fixed at ``bias``.
+    dynamics : None, ``"rate"`` or ``"current"``
+        The form of the dynamics (:mod:`biofa.circuit.dynamics`); None follows the circuit's.
+    noise : float >= 0 or None
+        Private noise level sigma (None: no noise). For the input population: the input noise
+        sigma_in, added to x and the baseline (``bias``), with ``tau`` as tau_in.
+    rectify : bool or None
+        Input population only: rectify the input after baseline and noise, r_in = [x + b + noise]_+.
+
+    For the input population ``bias`` is a fixed baseline added to x (pycog's ``baseline_in``)
+    and ``activation`` is not used.
     """
 
     def __init__(self, name: str, size: int, sign: str | None = None, activation: str = "relu",
-                 tau: float = 0.01, bias=0.0, learn_bias: bool = True):
+                 tau: float = 0.01, bias=0.0, learn_bias: bool = True, dynamics: str | None = None,
+                 noise: float | None = None, rectify: bool | None = None):
         if not isinstance(name, str) or not name or "." in name or name != name.strip():
             raise ConfigError(f"Population: name must be a non-empty string without '.' or surrounding "
                               f"spaces, got {name!r}")
@@ -65,6 +78,13 @@ class Population:
             raise ConfigError(f"{owner}: bias must be a number or a list of {size} numbers, got {bias!r}")
         if not isinstance(learn_bias, bool):
             raise ConfigError(f"{owner}: learn_bias must be true or false, got {learn_bias!r}")
+        if dynamics is not None and dynamics not in DYNAMICS:
+            raise ConfigError(f"The 'dynamics' parameter of {owner} must be one of {{'rate', 'current'}}. "
+                              f"Got {dynamics!r} instead.")
+        if noise is not None and not (_is_real(noise) and noise >= 0 and noise < float("inf")):
+            raise ConfigError(f"{owner}: noise must be a number >= 0 (the noise level sigma), got {noise!r}")
+        if rectify is not None and not isinstance(rectify, bool):
+            raise ConfigError(f"{owner}: rectify must be true or false, got {rectify!r}")
         self.name = name
         self.size = size
         self.sign = sign
@@ -72,6 +92,14 @@ class Population:
         self.tau = tau
         self.bias = bias
         self.learn_bias = learn_bias
+        self.dynamics = dynamics
+        self.noise = noise
+        self.rectify = rectify
+
+    @property
+    def sigma(self) -> float:
+        """The noise level sigma (0 when ``noise`` is None)."""
+        return 0.0 if self.noise is None else float(self.noise)
 
     @property
     def act(self):
@@ -86,6 +114,9 @@ class Population:
         spec.update(activation=self.activation, tau=self.tau,
                     bias=list(self.bias) if isinstance(self.bias, (list, tuple)) else self.bias,
                     learn_bias=self.learn_bias)
+        for key in ("dynamics", "noise", "rectify"):
+            if getattr(self, key) is not None:
+                spec[key] = getattr(self, key)
         return spec
 
     def __repr__(self) -> str:

@@ -4,7 +4,11 @@ A spec has top-level keys ``input``, ``output``, ``populations`` (a table of tab
 population name: the :class:`~biofa.circuit.Population` arguments), ``synapses`` (an array of
 tables: ``pre``, ``post`` and the :class:`~biofa.circuit.FeedforwardSynapses` keywords),
 optionally ``feedback`` (direct feedback tables: ``source``, ``target``, ``rule = "dfa"``,
-``sign``, ``init``, ``name``), ``balance``, ``seed`` and ``description``::
+``sign``, ``init``, ``name``), ``balance``, ``seed`` and ``description``, and for circuits in time
+``dynamics`` (``"rate"``/``"current"``), ``learn_initial_state``, ``readout = "E"`` and
+``recurrent_init`` (:mod:`biofa.circuit.recurrent_init`); populations also take ``dynamics``,
+``noise`` and (input only) ``rectify``, synapses ``p_connect`` and ``autapses``. Synapses may form
+cycles (a recurrent circuit, see :mod:`biofa.circuit.dynamics`)::
 
     input = "x"
     output = "y"
@@ -45,7 +49,7 @@ import torch
 
 from .._resources import packaged_dir
 from ..errors import ConfigError, SpecError
-from .circuit import Circuit, topological_order
+from .circuit import Circuit
 from .populations import Population
 from .synapses import FeedbackSynapses, FeedforwardSynapses
 from .writer import dump, save, to_spec  # the writing half, re-exported here
@@ -55,9 +59,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TOP_KEYS = ("description", "seed", "input", "output", "balance", "populations", "synapses", "feedback")
-POPULATION_KEYS = ("size", "sign", "activation", "tau", "bias", "learn_bias")
-SYNAPSE_KEYS = ("pre", "post", "name", "feedback", "feedback_sign", "sign", "norm", "init")
+TOP_KEYS = ("description", "seed", "input", "output", "balance", "dynamics", "learn_initial_state", "readout",
+            "recurrent_init", "populations", "synapses", "feedback")
+POPULATION_KEYS = ("size", "sign", "activation", "tau", "bias", "learn_bias", "dynamics", "noise", "rectify")
+SYNAPSE_KEYS = ("pre", "post", "name", "feedback", "feedback_sign", "sign", "norm", "init", "p_connect", "autapses")
 FEEDBACK_KEYS = ("source", "target", "rule", "name", "sign", "init")
 
 
@@ -137,8 +142,6 @@ def from_spec(spec: dict, *, seed: int | None = None, dtype=None, device=None) -
         where = f"synapses[{i}]"
         _unknown(_table(table, where), SYNAPSE_KEYS, where)
         edges.append((_name(table, "pre", where, names), _name(table, "post", where, names)))
-    with _at("synapses"):
-        topological_order(names, edges)
     syns = []
     for i, table in enumerate(spec["synapses"]):
         options = {k: v for k, v in table.items() if k not in ("pre", "post")}
@@ -167,7 +170,10 @@ def from_spec(spec: dict, *, seed: int | None = None, dtype=None, device=None) -
                                            **options, **factory))
     with _at("circuit"):
         circuit = Circuit(pops, syns, input=spec["input"], output=spec.get("output"), feedback=direct,
-                          balance=spec.get("balance", False))
+                          balance=spec.get("balance", False), dynamics=spec.get("dynamics"),
+                          learn_initial_state=spec.get("learn_initial_state", False),
+                          readout=spec.get("readout"), recurrent_init=spec.get("recurrent_init"),
+                          generator=generator)
     circuit.seed = seed
     circuit.description = spec.get("description")
     return circuit

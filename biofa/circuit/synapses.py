@@ -23,7 +23,9 @@ from ..constraints.sign import Dale, make_sign
 from ..errors import ConfigError, check_choice
 from ..feedback.base import RULES, Feedback, rule_name  # rule_name: also importable from here
 from ..init import check_init, init_weight
+from ..nn.functional import FeedbackLinearFunction, call_mode, cast_for_autocast
 from ..nn.layers import Linear
+from .masks import check_mask_options, draw_mask
 from .populations import Population
 
 #: rules a paired feedback pathway may use ("none"/None: no pathway)
@@ -127,7 +129,11 @@ class FeedforwardSynapses(nn.Module):
     init : ``"xavier"`` (default), ``"kaiming"`` or a bound a for U[-a, a]; under a sign
         constraint W starts at :math:`S \circ |W|`.
     name : default ``"pre->post"``.
-    generator : torch.Generator for W, B and sign masks.
+    p_connect : None or a probability in (0, 1]: each synapse exists with this probability, drawn
+        once into the fixed mask M (a buffer; :mod:`biofa.circuit.masks`); W and B act as M∘W, M∘B.
+    autapses : None or bool; ``False`` on a self-connection (pre is post) removes every neuron's
+        synapse onto itself (the diagonal of M).
+    generator : torch.Generator for W, B, sign masks and the connectivity mask (drawn last).
 
     Attributes
     ----------
@@ -138,13 +144,14 @@ class FeedforwardSynapses(nn.Module):
     """
 
     def __init__(self, pre: Population, post: Population, *, feedback="fa", feedback_sign=None,
-                 sign=None, norm=None, init="xavier", name: str | None = None,
-                 generator: torch.Generator | None = None, device=None, dtype=None):
+                 sign=None, norm=None, init="xavier", name: str | None = None, p_connect=None,
+                 autapses=None, generator: torch.Generator | None = None, device=None, dtype=None):
         super().__init__()
         _check_population("FeedforwardSynapses", "pre", pre)
         _check_population("FeedforwardSynapses", "post", post)
         resolved = _resolve_name("FeedforwardSynapses", f"{pre.name}->{post.name}", name)
         owner = f"FeedforwardSynapses {resolved!r}"
+        check_mask_options(owner, p_connect, autapses, pre is post)
         if not (feedback is None or isinstance(feedback, (str, dict, Feedback))):
             raise ConfigError(f"{owner}: feedback must be a rule name, a table or 'none', got {feedback!r}")
         if isinstance(feedback, dict) and feedback.get("rule") in (None, "none"):
@@ -166,6 +173,8 @@ class FeedforwardSynapses(nn.Module):
         self.sign = sign
         self.norm = norm
         self.init = init
+        self.p_connect = p_connect
+        self.autapses = autapses
         try:
             self.layer = Linear(pre.size, post.size, bias=False, feedback="bp" if rule is None else feedback,
                                 sign=constraint, norm=norm, init=init, generator=generator,
@@ -179,11 +188,59 @@ class FeedforwardSynapses(nn.Module):
             self.feedback_synapses = None
         else:
             self.feedback_synapses = FeedbackSynapses._paired(self, feedback_sign)
+        w = self.layer.weight
+        self.register_buffer("mask", draw_mask(tuple(w.shape), p_connect, autapses, generator,
+                                               device=w.device, dtype=w.dtype))
+        if self.mask is not None:
+            self.write_weight(w.detach() * self.mask)
+            self._mask_feedback()
+
+    @torch.no_grad()
+    def _mask_feedback(self) -> None:
+        """M∘B for rules with a B of their own (fixed or learned); the rules that derive B from W
+        (bp, uSF, frSF, brSF) read the masked W, whose absent entries are 0."""
+        b = getattr(self.layer.feedback, "B", None)
+        if isinstance(b, torch.Tensor) and b.shape == self.mask.shape:
+            b.mul_(self.mask.to(b.dtype))
 
     @property
     def weight(self) -> torch.Tensor:
-        """The effective forward weight W, shape (post.size, pre.size)."""
-        return self.layer.weight
+        """The effective forward weight W (M∘W under a connectivity mask), shape (post.size, pre.size)."""
+        w = self.layer.weight
+        return w if self.mask is None else w * self.mask.to(w.dtype)
+
+    @torch.no_grad()
+    def write_weight(self, value: torch.Tensor) -> None:
+        """Set the effective W (through a sign reparameterisation, sign-projected, masked; a norm
+        target follows)."""
+        layer = self.layer
+        if self.mask is not None:
+            value = value * self.mask.to(value.dtype)
+        if layer.sign is not None:
+            value = layer.sign.project(value)
+        layer._set_weight(value)
+        if layer.norm is not None:
+            layer.norm.bind(value)
+
+    def forward_tensors(self):
+        """``(W, fb_input)`` of one forward: the effective (masked, constrained) W the autograd
+        function multiplies by, and the rule's feedback tensor (masked when it has W's shape)."""
+        layer = self.layer
+        w = layer._weight_for_forward()
+        if self.mask is not None:
+            w = w * self.mask.to(w.dtype)
+        fb = layer.feedback.feedback_input(w)
+        if self.mask is not None and isinstance(fb, torch.Tensor) and fb.shape == w.shape:
+            fb = fb * self.mask.to(fb.dtype)
+        return w, fb
+
+    def project(self, r_pre: torch.Tensor) -> torch.Tensor:
+        """:math:`W r_\\mathrm{pre}` whose backward sends the error through B (no detaching)."""
+        if self.mask is None:
+            return self.layer(r_pre)
+        w, fb = self.forward_tensors()
+        w, r_pre, fb = cast_for_autocast(w, r_pre, fb)
+        return FeedbackLinearFunction.apply(r_pre, w, None, fb, self.layer, call_mode(self.layer, r_pre))
 
     @property
     def has_feedback(self) -> bool:
@@ -192,7 +249,7 @@ class FeedforwardSynapses(nn.Module):
 
     def forward(self, r_pre: torch.Tensor) -> torch.Tensor:
         """:math:`W r_\\mathrm{pre}`; without a feedback pathway no error reaches ``r_pre``."""
-        return self.layer(r_pre if self.has_feedback else r_pre.detach())
+        return self.project(r_pre if self.has_feedback else r_pre.detach())
 
     def to_spec(self) -> dict:
         """The constructor arguments as a TOML-ready table (None omitted, no feedback → ``"none"``)."""
@@ -206,6 +263,9 @@ class FeedforwardSynapses(nn.Module):
             if value is not None:
                 spec[key] = dict(value) if isinstance(value, dict) else value
         spec["init"] = self.init
+        for key in ("p_connect", "autapses"):
+            if getattr(self, key) is not None:
+                spec[key] = getattr(self, key)
         return spec
 
     def extra_repr(self) -> str:
@@ -297,7 +357,9 @@ class FeedbackSynapses(nn.Module):
         """The effective B now (detached): shape (source.size, target.size)."""
         if self.direct:
             return self.B.detach()
-        return self.synapse.layer.feedback.matrix()
+        b = self.synapse.layer.feedback.matrix()
+        mask = self.synapse.mask
+        return b if mask is None else b * mask.to(b.dtype)
 
     # -- sign constraint on B: the global optimizer hook calls these (learned B) ---------------
     def constrained_parameters(self):

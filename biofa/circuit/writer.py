@@ -26,6 +26,15 @@ def to_spec(circuit) -> dict:
     if circuit.output is not None:
         spec["output"] = circuit.output
     spec["balance"] = circuit.balance
+    if circuit.dynamics is not None:
+        spec["dynamics"] = circuit.dynamics
+    if circuit.learn_initial_state:
+        spec["learn_initial_state"] = True
+    if circuit.readout is not None:
+        spec["readout"] = circuit.readout
+    if circuit.recurrent_init is not None:
+        init = circuit.recurrent_init
+        spec["recurrent_init"] = dict(init) if isinstance(init, dict) else init
     spec["populations"] = {p.name: p.to_spec() for p in circuit.declared_populations}
     spec["synapses"] = [s.to_spec() for s in circuit.feedforward]
     spec["feedback"] = [fb.to_spec() for fb in circuit.direct]

@@ -60,6 +60,10 @@ def _build_circuit(options: dict, splits, seed: int):
             else:
                 table[key] = value
     model = circuit.from_spec(spec, seed=seed)
+    if model.cycle is not None:  # a study trains circuit(x), which a cyclic circuit does not have
+        raise ConfigError(f"circuit {name!r}: its synapses form a cycle {' -> '.join(model.cycle)}, so it has no "
+                          "steady state circuit(x) for a study to train; run it in time in Python "
+                          "(circuit.simulate / circuit.unroll, see the guide 'Recurrent E/I circuits in time')")
     sizes = {p.name: p.size for p in model.populations}
     n_in, n_out = sizes[model.input], sizes[model.output]
     n_features = int(np.prod(splits.input_shape))
