@@ -257,3 +257,12 @@ def test_records_readme_names_every_record():
     names += [f"`{p.name}`" for p in (RECORDS / "benchmarks").glob("*.json")]
     missing = [n for n in sorted(names) if n not in index]
     assert not missing, f"records/README.md does not name {', '.join(missing)}"
+
+
+
+def test_records_readme_states_the_folders_size():
+    """The size records/README.md states is the folder's, to 0.1 MB: a record that grows shows."""
+    import re
+    stated = float(re.search(r"takes ([0-9.]+) MB", (RECORDS / "README.md").read_text()).group(1))
+    actual = sum(p.stat().st_size for p in RECORDS.rglob("*") if p.is_file()) / 1e6
+    assert abs(actual - stated) <= 0.1, f"records/ holds {actual:.1f} MB; records/README.md says {stated} MB"
