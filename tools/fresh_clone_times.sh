@@ -35,8 +35,8 @@ demo_s=$(seconds "$work/demo.log" demo)
     echo "load average before: $load_before"
     echo "make install: $install_s s"
     echo "make demo (after the install): $demo_s s"
-    echo "make demo, last lines:"
-    grep -v '^\[' "$work/demo.log" | tail -8 | sed 's/^/    /'
+    echo "make demo, its study and compare summaries:"
+    grep -E '^quickstart: [0-9]+ runs|agree with it bit for bit' "$work/demo.log" | sed 's/^/    /'
 } >"$out"
 if [ "$with_test" = "--with-test" ]; then
     test_s=$(seconds "$work/test.log" test)
