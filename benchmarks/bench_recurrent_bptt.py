@@ -24,14 +24,15 @@ The ratio biofa / hand is the number (target <= 1.15 for bp).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _record  # noqa: E402
 
 TAU, DT = 0.1, 0.02
 N_IN, N_OUT = 4, 2
@@ -134,11 +135,8 @@ def run(args) -> dict:
     rows = [{"engine": name, "median_s": med[name], "times_s": times[name], "ratio_vs_hand": med[name] / med["hand"]}
             for name in engines]
     return {
-        "meta": {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "quick": args.quick,
-                 "n": n, "steps": steps, "batch": batch, "dtype": "float32", "dt": DT, "tau": TAU,
-                 "repeats": args.repeats, "inner": args.inner, "torch": torch.__version__,
-                 "cpus": os.cpu_count(), "machine": platform.machine(),
-                 "loadavg_1min": os.getloadavg()[0],
+        "meta": {"quick": args.quick, "n": n, "steps": steps, "batch": batch, "dtype": "float32", "dt": DT,
+                 "tau": TAU, "repeats": args.repeats, "inner": args.inner,
                  "first_loss": first, "target_ratio_bp": 1.15},
         "rows": rows,
     }
@@ -164,14 +162,11 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--inner", type=int, default=3)
     args = parser.parse_args(argv)
+    started = _record.start()
     result = run(args)
     print(report(result))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1)
+    _record.write(args.json, result, started)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,9 +22,6 @@ ratio brian2-cython / biofa per circuit (higher: biofa faster).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _record  # noqa: E402
 from bench_rate_dynamics import dense_ei  # noqa: E402  (the feed-forward circuit, unchanged)
 
 DT = 1e-4
@@ -95,10 +93,8 @@ def run(args) -> dict:
         ref = statistics.median(times[(kind, f"brian2 {backend}")])
         rows.append({"circuit": kind, "engine": engine, "ms_per_step": 1e3 * med, "times_s_per_step": v,
                      "brian2_over_engine": ref / med})
-    return {"meta": {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "quick": args.quick,
-                     "n": n, "steps": steps, "dt": DT, "backend": backend, "repeats": args.repeats,
-                     "torch": torch.__version__, "cpus": os.cpu_count(), "machine": platform.machine(),
-                     "loadavg_1min": os.getloadavg()[0]},
+    return {"meta": {"quick": args.quick, "n": n, "steps": steps, "dt": DT, "backend": backend,
+                     "repeats": args.repeats},
             "rows": rows}
 
 
@@ -119,14 +115,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    started = _record.start()
     result = run(args)
     print(report(result))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1)
+    _record.write(args.json, result, started)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

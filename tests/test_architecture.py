@@ -113,48 +113,12 @@ def import_graph(root: Path) -> tuple[dict[str, set[str]], list[PrivateImport]]:
 
 
 def _components(edges: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan, iterative)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found = []
-    counter = 0
-    for start in sorted(edges):
-        if start in index:
-            continue
-        work = [(start, iter(sorted(edges[start])))]
-        index[start] = low[start] = counter
-        counter += 1
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = counter
-                    counter += 1
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(edges.get(child, ())))))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1:
-                    found.append(sorted(component))
-    return sorted(found)
+    """Strongly connected components of more than one module (biofa's own graph code, the
+    one circuits use)."""
+    from biofa.circuit.graph import components
+    names = sorted(edges)
+    pairs = [(a, b) for a in names for b in sorted(edges[a]) if b in edges]
+    return sorted(sorted(c) for c in components(names, pairs) if len(c) > 1)
 
 
 def _shortest_cycle(edges: dict[str, set[str]], component: list[str]) -> list[str]:
