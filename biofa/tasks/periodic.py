@@ -1,0 +1,95 @@
+r"""A periodic target produced without input (Murray 2019, "Local online learning in recurrent
+networks with random feedback", eLife 8: e43299).
+
+Murray trains N = 30 tanh units with τ = 10 time steps to produce a periodic output with no input,
+of period 20 τ (and, harder, 160 τ), online (RFLO). This task gives that target as trials.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Task, Trials, check_outputs, default_generator, masked_mse
+
+
+def periodic_signal(steps: torch.Tensor, period: int, n_sines: int, seed: int) -> torch.Tensor:
+    r"""The target at integer ``steps``: a sum of harmonics of the period with fixed random shape,
+
+    .. math:: y(n) = \frac{1}{Z} \sum_{k=1}^{K} a_k \sin\!\left(\frac{2\pi k n}{P} + \phi_k\right)
+
+    a_k ~ U(0.5, 1)/k, φ_k ~ U(0, 2π) drawn from a generator seeded ``seed``; Z makes the peak
+    absolute value over one period 1. Returns float64 of the shape of ``steps``.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    k = torch.arange(1, n_sines + 1, dtype=torch.float64)
+    amp = (0.5 + 0.5 * torch.rand(n_sines, generator=g, dtype=torch.float64)) / k
+    phase = 2 * math.pi * torch.rand(n_sines, generator=g, dtype=torch.float64)
+
+    def raw(n):
+        angle = 2 * math.pi * n.to(torch.float64).unsqueeze(-1) * k / period + phase
+        return (amp * torch.sin(angle)).sum(-1)
+    peak = raw(torch.arange(period)).abs().max()
+    return raw(steps) / peak
+
+
+class Periodic(Task):
+    r"""Produce a periodic signal of period ``period`` steps from no input.
+
+    Input: one channel, always 0 (a circuit needs an input population; a zero channel keeps the
+    interface uniform). Target: ``n_outputs`` copies of :func:`periodic_signal` (output j uses seed
+    ``seed + j``), mask 1 on every step. A trial has ``duration`` steps (default two periods);
+    :meth:`trials` starts each at a random phase (``conditions["phase"]``, in steps),
+    :meth:`balanced` at ``per_condition`` evenly spaced phases. ``kind = "regression"``: score gives
+    ``loss`` and ``correct = None``; the stopping rule (not Murray's, who trains for a fixed time)
+    is the latest ``normalized_loss`` (loss / target variance) below ``tolerance``.
+
+    ``dt`` defaults to 0.01 s so that τ = 0.1 s (the ``ei_recurrent`` circuit) is 10 steps as in
+    Murray; the period is in steps of the task's ``dt``: a call with another ``dt`` keeps the
+    period in seconds, ``period * self.dt``.
+    """
+
+    name = "periodic"
+    n_inputs = 1
+    kind = "regression"
+
+    def __init__(self, period: int = 200, duration: int | None = None, n_sines: int = 4,
+                 n_outputs: int = 1, seed: int = 0, tolerance: float = 0.05, dt: float = 0.01):
+        self.period, self.duration, self.n_sines, self.n_outputs = period, duration, n_sines, n_outputs
+        self.seed, self.tolerance, self.dt = seed, tolerance, dt
+
+    def shortest_epoch(self) -> float:
+        return self.period * self.dt / 4       # a quarter period: at least 4 samples a cycle
+
+    def _build(self, phase: torch.Tensor, dt, dtype) -> Trials:
+        dt = self.step(dt)
+        ratio = dt / self.dt                                      # task steps per step of this dt
+        n_steps = int(round((self.duration or 2 * self.period) / ratio))
+        batch = int(phase.shape[0])
+        m = phase.to(torch.float64) + ratio * torch.arange(n_steps, dtype=torch.float64).unsqueeze(1)
+        targets = torch.stack([periodic_signal(m, self.period, self.n_sines, self.seed + j)
+                               for j in range(self.n_outputs)], -1)
+        return Trials(torch.zeros(n_steps, batch, 1, dtype=dtype), targets.to(dtype),
+                      torch.ones(n_steps, batch, self.n_outputs, dtype=dtype),
+                      torch.full((batch,), n_steps, dtype=torch.int64),
+                      {"phase": phase.to(torch.int64), "catch": torch.zeros(batch, dtype=torch.bool)}, dt)
+
+    def trials(self, batch: int, dt=None, generator=None, dtype=torch.float32) -> Trials:
+        generator = default_generator(generator)
+        return self._build(torch.randint(self.period, (batch,), generator=generator), dt, dtype)
+
+    def balanced(self, per_condition: int, dt=None, generator=None, dtype=torch.float32) -> Trials:
+        phase = torch.div(torch.arange(per_condition) * self.period, max(per_condition, 1), rounding_mode="floor")
+        return self._build(phase, dt, dtype)
+
+    def score(self, outputs, trials) -> dict:
+        check_outputs(type(self).__name__, outputs, trials)
+        loss = masked_mse(outputs.detach(), trials.targets, trials.mask)
+        var = float(trials.targets.to(torch.float64).var())
+        return {"correct": None, "loss": loss, "normalized_loss": loss / var if var > 0 else float("nan"),
+                "n_scored": len(trials), "per_condition": []}
+
+    def criterion(self, history: list) -> bool:
+        """The latest ``normalized_loss`` < ``tolerance`` (biofa's rule; Murray has none)."""
+        return bool(history) and history[-1]["normalized_loss"] < self.tolerance
