@@ -317,12 +317,14 @@ class Circuit(nn.Module):
         return simulate(self, x, duration, dt, r0=r0, generator=generator, noise=noise)
 
     def unroll(self, x, duration: float | None = None, dt: float | None = None, r0=None, *,
-               generator: torch.Generator | None = None, noise: dict | None = None, truncate: int | None = None):
+               generator: torch.Generator | None = None, noise: dict | None = None, truncate: int | None = None,
+               probe: bool = False):
         """The dynamics as a differentiable trajectory (training through time); see
         :func:`biofa.circuit.unroll.unroll`."""
         from .unroll import unroll
 
-        return unroll(self, x, duration, dt, r0=r0, generator=generator, noise=noise, truncate=truncate)
+        return unroll(self, x, duration, dt, r0=r0, generator=generator, noise=noise, truncate=truncate,
+                      probe=probe)
 
     def learn_online(self, x, target, duration: float, dt: float, lr: float, **kwargs):
         """Learn while the dynamics run; see :func:`biofa.circuit.online.learn_online`."""

@@ -48,11 +48,16 @@ from .noise import draws, scale
 class Trajectory:
     """Rates over time: ``t`` has shape (n_steps + 1,), ``rates[name]`` (n_steps + 1, batch, size);
     index 0 is the initial state (the time convention above). ``states[name]``: the state x of
-    every current-form population (rates = f(x)), the same shape."""
+    every current-form population (rates = f(x)), the same shape. ``blocks``: filled by
+    ``unroll(..., probe=True)`` only."""
 
     t: torch.Tensor
     rates: dict
     states: dict = field(default_factory=dict)
+    #: the recurrent blocks of an ``unroll(..., probe=True)``
+    #: (:class:`biofa.circuit.unroll.RecurrentBlock`): what a regulariser on the backward pass
+    #: through time (:mod:`biofa.circuit.regularizers`) reads
+    blocks: list = field(default_factory=list)
 
     def final(self) -> dict:
         """The last state, name → (batch, size)."""

@@ -34,6 +34,8 @@ the window that produced it. The forward values are unchanged.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..errors import ConfigError
@@ -42,6 +44,24 @@ from ._direct import DirectFeedback
 from .dynamics import Trajectory, setup
 from .graph import is_recurrent
 from .noise import scale
+
+
+@dataclass
+class RecurrentBlock:
+    """One recurrent block of an ``unroll(..., probe=True)``: its populations ``names``, the
+    assembled ``weight`` W (differentiable to the synapses' weights), the rate ``k`` = Δt/τ (a
+    number or a per-unit tensor), the detached ``external`` currents c^n (from outside the block,
+    bias included) and ``states`` s^0..s^{T-1}, the block's ``ops`` (drive, rate and their
+    derivatives), and ``probe``: a zero tensor (T, batch, width) added to the noise, whose
+    ``.grad`` after ``loss.backward()`` is :math:`k\,\partial L/\partial s^{n+1}`."""
+
+    names: list
+    weight: torch.Tensor
+    k: object
+    external: torch.Tensor
+    states: torch.Tensor
+    ops: dict
+    probe: torch.Tensor
 
 
 class BlockLinear(torch.autograd.Function):
@@ -82,6 +102,8 @@ class Recurrence(torch.autograd.Function):
     assembled feedback matrix, in place of W at every step — and
     :math:`\partial L/\partial W = \sum_n \delta^{n\top} r^n` (to B as well when B is learned,
     Kolen–Pollack). Under truncation k_T the carried terms are dropped at n = k_T, 2k_T, ...
+    The noise η^n receives :math:`\partial L/\partial \eta^n = k\,a^{n+1}` when it requires grad
+    (how ``unroll(..., probe=True)`` reads the total state gradients).
     Returns the states :math:`s^0..s^T` (T + 1, batch, width); one autograd node for the whole
     loop, so the per-step cost is that of the matmuls. No double backward.
     """
@@ -116,9 +138,10 @@ class Recurrence(torch.autograd.Function):
         rates = states if rates is None else rates
         k = ctx.k if k_tensor is None else k_tensor
         ops, truncate = ctx.ops, ctx.truncate
-        need_ext, need_w, need_b, need_s0 = ctx.needs_input_grad[:4]
+        need_ext, need_w, need_b, need_s0, need_noise = ctx.needs_input_grad[:5]
         steps = currents.shape[0]
         deltas = torch.empty_like(currents)
+        grad_noise = torch.empty_like(currents) if need_noise else None
         fb = feedback.detach()
         # the derivatives of every step at once (one vectorised op each, not one per step)
         d_prime = ops["drive_prime"](currents)
@@ -128,6 +151,8 @@ class Recurrence(torch.autograd.Function):
         for n in range(steps - 1, -1, -1):
             delta = deltas[n]
             torch.mul(a, k, out=delta)
+            if grad_noise is not None:
+                grad_noise[n] = delta
             if d_prime is not None:
                 delta.mul_(d_prime[n])
             if truncate is not None and n and n % truncate == 0:
@@ -146,7 +171,7 @@ class Recurrence(torch.autograd.Function):
             width = currents.shape[-1]
             grad_w = deltas.reshape(-1, width).T @ rates[:steps].reshape(-1, width)
         return (deltas if need_ext else None, grad_w if need_w else None, grad_w if need_b else None,
-                a if need_s0 else None, None, None, None, None)
+                a if need_s0 else None, grad_noise, None, None, None)
 
 
 def _feedback_piece(s, w, fb_input, exact: bool):
@@ -256,13 +281,16 @@ def _rate_prime(circuit, comp, s_, current_rows, form):
 
 
 def unroll(circuit, x, duration=None, dt=None, r0=None, *, generator=None, noise=None,
-           truncate: int | None = None) -> Trajectory:
+           truncate: int | None = None, probe: bool = False) -> Trajectory:
     """The dynamics of ``circuit`` for input ``x`` as a differentiable :class:`Trajectory`.
 
     Arguments as :func:`biofa.circuit.dynamics.simulate` (x of shape (T, batch, n_in) or a
     constant x with ``duration``; ``dt`` required; ``r0``, ``generator``, ``noise``), plus
     ``truncate``: an integer k >= 1 cutting the gradient every k steps (module docstring). The
     learned initial state (``learn_initial_state``) receives its gradient when ``r0`` is None.
+    ``probe=True`` keeps every recurrent block in ``trajectory.blocks``
+    (:class:`RecurrentBlock`), with a probe whose gradient is the total state gradient, for
+    :func:`biofa.circuit.regularizers.vanishing_gradient`.
     """
     if truncate is not None and (isinstance(truncate, bool) or not isinstance(truncate, int) or truncate < 1):
         raise ConfigError(f"unroll: truncate must be an integer >= 1 (steps per gradient window) or None, "
@@ -277,7 +305,7 @@ def unroll(circuit, x, duration=None, dt=None, r0=None, *, generator=None, noise
         pieces[s.name] = _feedback_piece(s, w, fb_input, exact)
     edges = [(s.pre.name, s.post.name) for s in circuit.feedforward]
     traj = {circuit.input: torch.cat([u, u[-1:]], 0)}  # (T + 1, batch, n_in)
-    states = {}
+    states, blocks = {}, []
     for comp in circuit.components:
         if comp == [circuit.input]:
             continue
@@ -317,7 +345,12 @@ def unroll(circuit, x, duration=None, dt=None, r0=None, *, generator=None, noise
         if is_recurrent(comp, edges):
             w_in, b_in = _assemble(circuit, comp, comp, tensors, pieces)
             noise_all = None if ext_noise is None else ext_noise.detach()
+            if probe:
+                zero = torch.zeros_like(ext, requires_grad=True)
+                noise_all = zero if noise_all is None else noise_all + zero
             s_all = Recurrence.apply(ext, w_in, b_in, s0, noise_all, k, ops, truncate)
+            if probe:
+                blocks.append(RecurrentBlock(list(comp), w_in, k, ext.detach(), s_all[:steps].detach(), ops, zero))
             r_all = rate_of(s_all)
         else:
             d_all = drive_of(ext)
@@ -345,4 +378,4 @@ def unroll(circuit, x, duration=None, dt=None, r0=None, *, generator=None, noise
         moved = DirectFeedback.apply(out[1:], [fb.B.detach() for fb in circuit.direct], *targets)
         traj[circuit.output] = torch.cat([out[:1], moved], 0)
     t = torch.arange(steps + 1, dtype=u.dtype, device=u.device) * dt
-    return Trajectory(t=t, rates=traj, states=states)
+    return Trajectory(t=t, rates=traj, states=states, blocks=blocks)

@@ -30,13 +30,14 @@ from .kinds import kind_of, load
 from .kinds import write_report as write_any_report
 from .report import read_study
 from .report.excerpts import selection_cells
+from .report.tasks import FILE_NAME as TASK_RESULTS
 from .report.summary import analyse, reported
 from .spec.expand import expand
 from .spec.grid import Spec
 
 #: Files a record keeps from a study folder, besides ``history.csv`` and the figures.
 KEPT = (results.SPEC_NAME, results.PLAN_NAME, environment.FILE_NAME, "runs.csv",
-        "measurements.csv", "timings.json")
+        "measurements.csv", "timings.json", TASK_RESULTS)
 
 
 def save(study_dir: str | os.PathLike, record_dir: str | os.PathLike) -> Path:

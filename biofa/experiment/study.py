@@ -28,6 +28,8 @@ from .executors import Executor
 from .executors.local import LocalExecutor
 from .report import Tables, write_report
 from .runner import Loss, build_model, check_loss, data_key, load_data
+from .runner.build import build_task_model
+from .runner.trials import load_task
 from .runner.devices import check as check_device
 from .runner.metrics import check_metrics
 from .spec import Spec, expand, label
@@ -64,6 +66,9 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
     seen_data, seen_models = {}, set()
     for run in runs:
         config = run["config"]
+        if "task" in config:
+            _preflight_task(spec, config, seen_models)
+            continue
         key = data_key(config["data"])
         if key not in seen_data:
             try:
@@ -95,6 +100,26 @@ def preflight(spec: Spec, runs: list[dict]) -> dict:
         except ConfigError as err:
             raise SpecError(f"{spec.source}: {err}") from None
     return seen_data
+
+
+def _preflight_task(spec: Spec, config: dict, seen: set) -> None:
+    """A task run's task (its name and settings, its dt) and circuit build, and fit each other."""
+    key = repr(sorted((k, repr(v)) for k, v in config["task"].items())) + repr(
+        sorted((k, repr(v)) for k, v in config["model"].items()))
+    if key in seen:
+        return
+    seen.add(key)
+    try:
+        task, dt = load_task(config["task"])
+        task.trials(1, dt=dt, generator=torch.Generator().manual_seed(0))
+    except (ConfigError, TypeError, ValueError) as err:
+        raise SpecError(f"{spec.source}: [task] {err}") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BiofaWarning)
+            build_task_model(config["model"], task, 0)
+    except (ConfigError, TypeError, ValueError) as err:
+        raise SpecError(f"{spec.source}: [model] {err}") from None
 
 
 def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bool | None = None,

@@ -19,7 +19,7 @@ from ..results import condition
 from ..spec import published
 from ..spec.expand import value_text
 from ..spec.paths import display, tomllib
-from . import figures
+from . import figures, tasks
 from .stats import t_interval
 from .summary import analyse, final_layer_values, reported
 
@@ -307,7 +307,7 @@ def _reported(study: dict) -> dict:
     return reported(study, _summary(study))
 
 
-def render(study: dict, figures: list[str]) -> str:
+def render(study: dict, figures: list[str], task_rows: list | None = None) -> str:
     meta, runs = study["meta"], study["runs"]
     n_ok = sum(1 for r in runs if r.get("status") == "ok")
     parts = [f"# {meta['name']}", ""]
@@ -331,6 +331,9 @@ def render(study: dict, figures: list[str]) -> str:
                   search_table(study), ""]
     else:
         parts += ["## Results", "", results_table(study), "", *note]
+    if task_rows:
+        parts += ["## Tasks: criteria, trials to criterion, psychometric fits", "", tasks.NOTE, "",
+                  tasks.table(study, task_rows), ""]
     table = comparison_table(study)
     if table:
         parts += ["## Comparisons (paired over seeds)", "", COMPARE_NOTE, "", table, ""]
@@ -361,6 +364,9 @@ def write_report(out: str | Path) -> Path:
     study = read_study(out)
     pngs = figures.write_figures(_reported(study))
     pngs += figures.write_interval_figures(study, _summary(study))
+    task_rows = tasks.collect(Path(out), study["labels"])
+    if task_rows:
+        pngs += tasks.write_figures(study, task_rows)
     path = Path(out) / "report.md"
-    results.atomic_write_text(path, render(study, pngs))
+    results.atomic_write_text(path, render(study, pngs, task_rows))
     return path

@@ -36,19 +36,21 @@ def build_model(model_config: dict, splits, generator: torch.Generator | None = 
                         generator=generator, **options)
 
 
-def _build_circuit(options: dict, splits, seed: int):
-    """A circuit spec with the run's feedback / sign / norm written into every synapse table.
+def _circuit_spec(options: dict) -> tuple[str, dict]:
+    """The circuit spec a run's ``[model]`` names, with the run's feedback / sign / norm written
+    into every synapse table and ``sizes`` (population name → size) into its populations.
 
     Only the keys the experiment sets are written (``sign = "free"`` lifts Dale's law from
     populations that have a type; without a ``sign`` the circuit's own constraints stay).
     """
     name = options.pop("circuit")
     overrides = {k: options.pop(k) for k in ("feedback", "sign", "norm") if k in options}
+    sizes = options.pop("sizes", None) or {}
     if options.pop("batch_manhattan", False):
         raise ConfigError(f"circuit {name!r}: batch_manhattan is not an option of circuits")
     if options:
         raise ConfigError(f"circuit {name!r}: unknown option(s) {sorted(options)}; a circuit takes "
-                          "feedback, sign and norm (everything else is in its own spec)")
+                          "feedback, sign, norm and sizes (everything else is in its own spec)")
     spec = circuit.read(name)
     if rule_name(overrides.get("feedback", "")) == "dfa":
         raise ConfigError(f"circuit {name!r}: feedback = 'dfa' needs direct [[feedback]] tables in the "
@@ -59,10 +61,27 @@ def _build_circuit(options: dict, splits, seed: int):
                 table.pop("norm", None)
             else:
                 table[key] = value
+    populations = spec.get("populations", {})
+    if not isinstance(sizes, dict):
+        raise ConfigError(f"circuit {name!r}: sizes must be a table of population name = size, got {sizes!r}")
+    for pop, size in sizes.items():
+        if pop not in populations:
+            raise ConfigError(f"circuit {name!r}: sizes.{pop}: no population {pop!r}; the circuit has "
+                              f"{', '.join(populations)}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"circuit {name!r}: sizes.{pop} must be a positive integer, got {size!r}")
+        populations[pop]["size"] = size
+    return name, spec
+
+
+def _build_circuit(options: dict, splits, seed: int):
+    """A circuit that a study trains at its steady state ``circuit(x)`` (see :func:`_circuit_spec`)."""
+    name, spec = _circuit_spec(options)
     model = circuit.from_spec(spec, seed=seed)
     if model.cycle is not None:  # a study trains circuit(x), which a cyclic circuit does not have
         raise ConfigError(f"circuit {name!r}: its synapses form a cycle {' -> '.join(model.cycle)}, so it has no "
-                          "steady state circuit(x) for a study to train; run it in time in Python "
+                          "steady state circuit(x) for a study to train; train it in time on a task "
+                          "([task], see the guide 'Cognitive tasks') or in Python "
                           "(circuit.simulate / circuit.unroll, see the guide 'Recurrent E/I circuits in time')")
     sizes = {p.name: p.size for p in model.populations}
     n_in, n_out = sizes[model.input], sizes[model.output]
@@ -73,6 +92,35 @@ def _build_circuit(options: dict, splits, seed: int):
                           f"{splits.n_outputs} outputs")
     if len(splits.input_shape) > 1:
         model = torch.nn.Sequential(torch.nn.Flatten(), model)
+    return model
+
+
+def build_task_model(model_config: dict, task, seed: int = 0):
+    """The circuit of a task run, trained in time (:mod:`biofa.experiment.runner.trials`).
+
+    A population size written ``"task"`` in the circuit spec (the packaged task circuits' input
+    and output) is the task's number of inputs / outputs; a number must match them.
+    """
+    options = dict(model_config)
+    if "circuit" not in options:
+        raise ConfigError(f"[model] name = {options.get('name')!r}: a task run trains a circuit in time; give "
+                          "[model] circuit = ... (e.g. 'song_ei', see `biofa list`)")
+    name, spec = _circuit_spec(options)
+    inp, out = spec.get("input"), spec.get("output")
+    if out is None:
+        raise ConfigError(f"circuit {name!r}: it has no output population; a task scores the output")
+    pops = spec.get("populations", {})
+    for pop, wanted, what in ((inp, task.n_inputs, "inputs"), (out, task.n_outputs, "outputs")):
+        table = pops.get(pop, {})
+        size = table.get("size")
+        if size == "task":
+            table["size"] = wanted
+        elif size != wanted:
+            raise ConfigError(f"circuit {name!r}: [populations.{pop}] size is {size!r}, but task {task.name!r} has "
+                              f"{wanted} {what}; set it to {wanted} (or \"task\", or [model] sizes.{pop} = {wanted})")
+    model = circuit.from_spec(spec, seed=seed)
+    if model.output is None:
+        raise ConfigError(f"circuit {name!r}: it has no output population; a task scores the output")
     return model
 
 

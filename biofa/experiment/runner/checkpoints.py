@@ -37,7 +37,7 @@ from ...checkpoint import load_checkpoint, save_checkpoint
 from ...errors import ConfigError
 from .. import results
 from .batches import Batches, evaluate
-from .build import Loss, build_model
+from .build import Loss, build_model, build_task_model
 from .data import load_data
 
 LAST, BEST = "last.pt", "best.pt"
@@ -85,8 +85,9 @@ def save_best(folder: Path, state: dict, *, epoch: int, val: dict, config: dict,
     the model without the data (its configuration, the input shape, the number of outputs)."""
     blob = {"model": snapshot(state, "cpu"), "epoch": epoch,
             "val_loss": val["loss"], "val_acc": val["acc"], "config": config,
-            "data": {"name": splits.name, "input_shape": list(splits.input_shape),
-                     "n_outputs": splits.n_outputs, "task": splits.task}}
+            "data": None if splits is None else  # a task run: its config's task rebuilds the model
+            {"name": splits.name, "input_shape": list(splits.input_shape),
+             "n_outputs": splits.n_outputs, "task": splits.task}}
     buffer = io.BytesIO()
     torch.save(blob, buffer)
     results.atomic_write_bytes(folder / BEST, buffer.getvalue())
@@ -149,11 +150,16 @@ def _load(out, run_id: str, which: str):
     path = _path(out, run_id, which)
     blob = torch.load(_path(out, run_id, "best"), map_location="cpu", weights_only=True)
     config, shapes = blob["config"], blob["data"]
-    splits = SimpleNamespace(name=shapes["name"], input_shape=tuple(shapes["input_shape"]),
-                             n_outputs=shapes["n_outputs"], task=shapes["task"])
     seed = int(config["seed"])
     with _kept_rng():
-        model = build_model(config["model"], splits, torch.Generator().manual_seed(seed), seed)
+        if "task" in config:
+            from .trials import load_task
+
+            model = build_task_model(config["model"], load_task(config["task"])[0], seed)
+        else:
+            splits = SimpleNamespace(name=shapes["name"], input_shape=tuple(shapes["input_shape"]),
+                                     n_outputs=shapes["n_outputs"], task=shapes["task"])
+            model = build_model(config["model"], splits, torch.Generator().manual_seed(seed), seed)
         model = model.to(getattr(torch, config["train"]["dtype"]))
         if which == "best":
             model.load_state_dict(blob["model"])
@@ -188,6 +194,11 @@ def evaluate_run(out: str | os.PathLike, run_id: str, *, which: str = "best", sp
         raise ConfigError(f"split must be 'train', 'val' or 'test', got {split!r}")
     run_id = find_run(out, run_id)
     model, config, epoch = _load(out, run_id, which)
+    if "task" in config:
+        from .trials import evaluate_task
+
+        return {"run_id": run_id, "which": which, "epoch": epoch, "split": split,
+                **evaluate_task(model, config, split)}
     splits = load_data(config["data"])
     dataset = getattr(splits, split)
     if not len(dataset):

@@ -33,15 +33,12 @@ import torch
 from ...errors import BiofaError, BiofaWarning
 from ...feedback import reset_step
 from ..results import utc_now
-from . import checkpoints, devices
+from . import checkpoints, devices, trials
+from .divergence import Diverged
 from .batches import evaluate, run_batches, sum_dtype
 from .build import Loss, build_model, check_loss, make_optimizer, make_schedule
 from .data import augmentation, load_data
 from .metrics import conservation_columns, initial_invariants, layer_columns
-
-
-class Diverged(ArithmeticError):
-    """The training loss or the weights became NaN or infinite."""
 
 
 def _better(val: dict, best: dict | None) -> bool:
@@ -81,7 +78,7 @@ def run(task: dict, *, progress: bool = False, out=None) -> dict:
     result = {"run_id": task["run_id"], "labels": task["labels"], "config": config,
               "status": "ok", "reason": "", "notes": "",
               "model": config["model"].get("name", config["model"].get("circuit")),
-              "data": config["data"]["name"], "epochs": train_cfg["epochs"], "epochs_done": 0,
+              "data": config["task"]["name"] if "task" in config else config["data"]["name"], "epochs": train_cfg["epochs"], "epochs_done": 0,
               "started_at": utc_now(), "pid": os.getpid(), "history": []}
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
@@ -135,7 +132,8 @@ class _Epoch:
 
 
 def _train(config, result, seed, folder, progress):
-    training = _Training(config, result, seed)
+    task_run = "task" in config
+    training = trials.TaskTraining(config, result, seed) if task_run else _Training(config, result, seed)
     start = training.resume(folder)
     if folder is not None and config.get("log", {}).get("tensorboard"):
         from .tblog import TensorBoardLog
@@ -143,8 +141,8 @@ def _train(config, result, seed, folder, progress):
         training.log = TensorBoardLog(folder / "tb", config, purge_step=start if start > 1 else None)
     t_run = time.perf_counter()
     if start == 1:
-        training.record(0, {}, 0.0)
-    if not training.has_val:
+        training.record(0, None if task_run else {}, 0.0)
+    if not task_run and not training.has_val:
         warnings.warn("no validation split (data.validation = 0): nothing selects an epoch, so "
                       "'test @ best val' is the final epoch", BiofaWarning, stacklevel=2)
     epochs = config["train"]["epochs"]
@@ -156,15 +154,17 @@ def _train(config, result, seed, folder, progress):
     last_checkpoint = None
     try:
         for epoch in range(start, epochs + 1):
-            training.epoch(epoch)
+            stop = training.epoch(epoch)  # a task run stops at its criterion when asked to
             now = time.perf_counter()
             due = last_checkpoint is None or now - last_checkpoint >= interval or (
-                epoch == epochs and config["train"].get("keep_last", False))
+                (epoch == epochs or stop) and config["train"].get("keep_last", False))
             if folder is not None and due:  # the first epoch, then every `interval` seconds
                 training.checkpoint(folder, epoch, now - t_run)
                 last_checkpoint = time.perf_counter()
             if epoch_bar is not None:
                 epoch_bar.update(1)
+            if stop:
+                break
     finally:
         if epoch_bar is not None:
             epoch_bar.close()
@@ -194,6 +194,8 @@ class _Training:
         check_loss(self.loss_fn, splits)
         self.optimizer = make_optimizer(self.model.parameters(), train_cfg["optimizer"])
         self.schedule = make_schedule(self.optimizer, train_cfg["schedule"], train_cfg["epochs"])
+        self.clip = train_cfg.get("grad_clip")
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.train_batches, self.val_batches, self.test_batches = run_batches(
             splits, train_cfg, seed, self.device, dtype)
         self.has_val = bool(len(splits.val))
@@ -262,6 +264,8 @@ class _Training:
                 out = model(x)
                 loss = loss_fn(out, y)
                 loss.backward()
+                if self.clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.params, self.clip)
                 optimizer.step()
                 sums.add(loss, out, y)
         except Exception as err:  # a non-finite loss can make a rule's arithmetic raise

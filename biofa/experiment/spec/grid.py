@@ -156,6 +156,11 @@ def _base(tree, source, origins) -> dict:
             for table in ("data", "model", "train", "metrics", "log")}
     for sub in ("optimizer", "schedule"):
         base["train"][sub] = fill_table(tree, f"train.{sub}", source, origins)
+    if "task" in tree or "task" in tree.get("grid", {}):
+        _task_base(tree, base, source, origins)
+    elif "omega" in base["train"]:
+        raise SpecError(f"{source}: [train] omega (the vanishing-gradient regulariser) applies to runs on a "
+                        "[task], which train a recurrent circuit through time")
     model = base["model"]
     if "name" in model and "circuit" in model:
         raise SpecError(f"{source}: [model] give either name or circuit, not both")
@@ -168,6 +173,21 @@ def _base(tree, source, origins) -> dict:
                 model.pop(key, None)
     check_schedule(base["train"]["schedule"], source, origins)
     return base
+
+
+def _task_base(tree, base, source, origins) -> None:
+    """A study on a cognitive task: ``[task]`` replaces ``[data]`` (its trials are drawn, not
+    loaded) and the model is a circuit trained in time."""
+    if "data" in tree:
+        raise SpecError(f"{source}: give either [data] (a data set) or [task] (a cognitive task), not both")
+    del base["data"]
+    base["task"] = fill_table(tree, "task", source, origins)
+    if "name" not in base["task"] and "task.name" not in {canonical(k) for k in tree.get("grid", {})}:
+        raise SpecError(f"{source}: [task] name is missing; one of the tasks `biofa list` shows, "
+                        "e.g. name = \"perceptual_decision\"")
+    if "circuit" not in get_path(tree, "model", {}):
+        raise SpecError(f"{source}: [model] circuit is missing; a [task] trains a recurrent circuit in time "
+                        "(e.g. circuit = \"song_ei\")")
 
 
 def _grid(tree, source, origins) -> dict[str, list]:

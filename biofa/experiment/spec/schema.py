@@ -19,12 +19,12 @@ from .values import (betas, boolean, device, folder_name, gamma, is_int, layers,
                      nonneg_int, nonneg_num, one_of, positive_int, positive_num, sbatch_options, string, strings,
                      suggest, unit_interval_open, validation_size)
 
-SECTIONS = ("experiment", "data", "model", "train", "metrics", "log", "grid", "per_rule", "quick",
+SECTIONS = ("experiment", "data", "task", "model", "train", "metrics", "log", "grid", "per_rule", "quick",
             "search", "compare", "executor", "published")
 
 
 #: A spec file must have at least one of these tables (an empty file is a mistake, not a study).
-RUN_TABLES = ("data", "model", "grid")
+RUN_TABLES = ("data", "task", "model", "grid")
 
 
 #: Keys that say where and how a run executes, not what it computes: left out of its run id, so
@@ -56,6 +56,11 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                    "kind": (one_of("grid", "conservation_laws"), "grid")},
     "data": {"name": (nonempty_string, "mnist1d"), "validation": (validation_size, 0.1),
              "normalize": (boolean, True), "seed": (nonneg_int, 0)},
+    # a cognitive task instead of a data set (biofa.tasks; the runner's biofa.experiment.runner.trials);
+    # the table's other keys are the task's settings
+    "task": {"name": (nonempty_string, None), "dt": (positive_num, None),
+             "trials_per_epoch": (positive_int, 10000), "validation_per_condition": (positive_int, 100),
+             "test_per_condition": (positive_int, 100), "stop_at_criterion": (boolean, True)},
     "model": {"name": (nonempty_string, None), "circuit": (nonempty_string, None), "feedback": (check_feedback, "bp"),
               "sign": (sign_value, "free"), "norm": (norm_value, "none"), "free_norm": (layers, None),
               "batch_manhattan": (boolean, False),
@@ -65,7 +70,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
               "dtype": (one_of("float32", "float64"), "float32"),
               "eval_batch_size": (positive_int, 1024), "device": (device, "cpu"),
               "threads": (positive_int, 1), "keep_last": (boolean, False),
-              "checkpoint_s": (nonneg_num, 10.0)},
+              "checkpoint_s": (nonneg_num, 10.0), "grad_clip": (positive_num, None),
+              "omega": (nonneg_num, None)},
     "train.optimizer": {"name": (one_of("sgd", "adam", "adamw", "rmsprop"), "sgd"),
                         "lr": (positive_num, 0.01), "momentum": (unit_interval_open, 0.0),
                         "weight_decay": (nonneg_num, 0.0), "nesterov": (boolean, False),
@@ -90,7 +96,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
 
 
 #: Tables whose unknown keys are passed on as options (to biofa.data.load / biofa.models.build).
-OPEN_TABLES = ("data", "model")
+OPEN_TABLES = ("data", "task", "model")
 
 
 def located(source, origins, path):
@@ -141,7 +147,7 @@ def check_run_value(path, value, source, origins, label):
     table, _, key = path.rpartition(".")
     if table not in SCHEMA:
         raise SpecError(f"{source}: {label}: {path!r} is not a spec key; expected a dotted path into "
-                        "[data], [model], [train] or [metrics] (e.g. 'train.optimizer.lr') or "
+                        "[data], [task], [model], [train] or [metrics] (e.g. 'train.optimizer.lr') or "
                         "feedback, sign, norm, seed")
     if key not in SCHEMA[table] and table not in OPEN_TABLES:
         raise SpecError(f"{source}: {label}: unknown key [{table}] {key}{suggest(key, SCHEMA[table])}")

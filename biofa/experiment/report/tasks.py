@@ -1,0 +1,240 @@
+"""The part of a report that studies on cognitive tasks (``[task]``) add: whether each run met
+its task's criterion and after how many trials, psychometric fits, per-condition results, the
+psychometric curves and the trial-averaged activity of E and I units.
+
+These come from the run files (``runs/<run_id>.json``: ``criterion_met``, ``trials_to_criterion``,
+``task_scores``, ``activity``), which a record does not keep; so the report first writes them,
+compacted, to ``task_results.json`` (which a record keeps), and reads that file when the run
+files are gone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from .. import results
+from ..spec.paths import display
+
+#: The file with the task results of every run (kept by a record).
+FILE_NAME = "task_results.json"
+
+#: pycog's stopping criteria (the paper's), per task, as the report states them.
+CRITERIA = {
+    "perceptual_decision": "mean of the last 5 validations > 85 % correct",
+    "context_decision": "mean of the last 5 validations > 90 % correct",
+    "multisensory": "mean of the last 5 validations > 90 % correct",
+    "working_memory": "minimum over conditions > 85 % correct",
+}
+
+
+NOTE = (
+    "Every run trains on fresh trials until its task's criterion (pycog's, over the validations so far) "
+    "or its budget. *criterion met*: seeds that met it; *trials to criterion*: the median over seeds of "
+    "the training trials seen at the validation where it was first met, a run that never met it counted at "
+    "its budget (\">\": the median is such a censored value). *test correct* (mean ± sd over seeds): the "
+    "best validation epoch's weights on fresh test trials, a fixed number per condition, catch trials not "
+    "scored; *min over conditions*: the worst condition's percent correct (working memory's criterion); "
+    "*psychometric σ*: the width of a cumulative Gaussian fitted to the choices against the signed "
+    "stimulus (mean ± sd over seeds whose fit converged).")
+
+
+def _round(value, digits: int = 4):
+    if isinstance(value, float):
+        return round(value, digits) if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_round(v, digits) for v in value]
+    if isinstance(value, dict):
+        return {k: _round(v, digits) for k, v in value.items()}
+    return value
+
+
+def collect(out: Path, labels: list[str]) -> list[dict] | None:
+    """The task results of the study in ``out`` (written to :data:`FILE_NAME` from the run
+    files when there are any, else read from it); None for a study without task runs. The
+    activity is kept for the first seed of each condition only (it is what the figure shows)."""
+    out = Path(out)
+    runs_dir = out / results.RUNS_DIR
+    path = out / FILE_NAME
+    files = [p for p in sorted(runs_dir.glob("*.json"))] if runs_dir.is_dir() else []
+    rows, first_seed = [], {}
+    for f in files:
+        result = json.loads(f.read_text())
+        if "task_scores" not in result:
+            continue
+        row_labels = result.get("labels", {})
+        cond = tuple((k, str(v)) for k, v in row_labels.items() if k != "seed")
+        seed = row_labels.get("seed", 0)
+        keep = cond not in first_seed or seed < first_seed[cond]
+        if keep:
+            first_seed[cond] = seed
+        rows.append({"run_id": result["run_id"], "labels": row_labels,
+                     "criterion_met": result.get("criterion_met"),
+                     "trials_to_criterion": result.get("trials_to_criterion"), "trials": result.get("trials"),
+                     "scores": _round(result["task_scores"]), "activity": _round(result.get("activity") or {}, 3)})
+    if rows:
+        for row in rows:  # activity of the first seed of each condition only
+            cond = tuple((k, str(v)) for k, v in row["labels"].items() if k != "seed")
+            if row["labels"].get("seed", 0) != first_seed[cond]:
+                row["activity"] = {}
+        results.atomic_write_text(path, json.dumps(rows, indent=None, separators=(",", ":")) + "\n")
+        return rows
+    if path.is_file():
+        return json.loads(path.read_text())
+    return None
+
+
+def _condition(row: dict, conditions: list[str]) -> tuple:
+    return tuple(str(row["labels"].get(c)) for c in conditions)
+
+
+def _median_trials(rows: list[dict]) -> str:
+    """Median trials to criterion over seeds; a censored run counts at its budget and the median
+    is marked ">" when it falls on a censored value."""
+    values = sorted((r["trials_to_criterion"], not r["criterion_met"]) for r in rows
+                    if r.get("trials_to_criterion") is not None)
+    if not values:
+        return "–"
+    mid = statistics.median_low([v for v, _ in values])
+    censored = any(c for v, c in values if v == mid)
+    return f"{'>' if censored else ''}{mid:,}"
+
+
+def _fit_text(rows: list[dict]) -> str:
+    sigmas = []
+    for r in rows:
+        fit = (r["scores"].get("psychometric") or {}).get("fit") or {}
+        if fit.get("ok") and fit.get("sigma") is not None:
+            sigmas.append(fit["sigma"])
+    if not sigmas:
+        return "–"
+    sd = statistics.stdev(sigmas) if len(sigmas) > 1 else 0.0
+    return f"{statistics.fmean(sigmas):.2f} ± {sd:.2f}"
+
+
+def table(study: dict, rows: list[dict]) -> str:
+    """One line per condition: criterion met (seeds), median trials to criterion, test percent
+    correct (mean ± sd over seeds), the psychometric threshold σ (mean ± sd) and the criterion."""
+    conditions = study["conditions"]
+    by_cond: dict[tuple, list] = {}
+    for r in rows:
+        by_cond.setdefault(_condition(r, conditions), []).append(r)
+    header = [display(c) for c in conditions] + ["criterion met", "trials to criterion (median)",
+                                                  "test correct (%)", "min over conditions (%)",
+                                                  "psychometric σ", "criterion (pycog)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    runs = {r["run_id"]: r for r in study["runs"]}
+    for cond, group in by_cond.items():
+        met = sum(1 for r in group if r.get("criterion_met"))
+        accs = [runs[r["run_id"]].get("test_acc_at_best_val") for r in group if r["run_id"] in runs]
+        accs = [100 * a for a in accs if isinstance(a, float)]
+        mins = [100 * r["scores"]["min_condition"] for r in group
+                if isinstance(r["scores"].get("min_condition"), float)]
+        task = next((v for c, v in zip(conditions, cond) if c == "task.name"), None) or \
+            study.get("task_name", "")
+        cells = list(cond) + [f"{met}/{len(group)}", _median_trials(group), _mean_sd(accs), _mean_sd(mins),
+                              _fit_text(group), CRITERIA.get(task, "the task's own")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _mean_sd(values) -> str:
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.1f} ± {sd:.1f}"
+
+
+def write_figures(study: dict, rows: list[dict]) -> list[str]:
+    """``psychometric.png`` (the fraction choosing the first output against the signed stimulus,
+    mean over seeds, per condition) and ``activity.png`` (trial-averaged rates of the E and I
+    units by preference, first seed); the names of the files written."""
+    from .figures import pyplot, save_png
+
+    plt = pyplot()
+    out = Path(study["out"])
+    written = []
+    if _psychometric_figure(study, rows, out / "psychometric.png", plt):
+        written.append("psychometric.png")
+    if _activity_figure(study, rows, out / "activity.png", plt):
+        written.append("activity.png")
+    return written
+
+
+def _curves(psy: dict):
+    """(name, x, p) of every psychometric curve in a run's scores."""
+    if "levels" in psy:
+        yield "", psy["levels"], psy["fraction"]
+    for name, sub in (psy.get("by_modality") or {}).items():
+        if isinstance(sub, dict) and "levels" in sub:
+            yield name, sub["levels"], sub["fraction"]
+
+
+def _psychometric_figure(study, rows, path, plt) -> bool:
+    conditions = study["conditions"]
+    task_key = "task.name" if "task.name" in conditions else None
+    others = [c for c in conditions if c != task_key]
+    panels: dict[str, dict] = {}
+    for r in rows:
+        psy = r["scores"].get("psychometric")
+        if not psy:
+            continue
+        task = str(r["labels"].get(task_key, "")) if task_key else ""
+        line = "/".join(str(r["labels"].get(c)) for c in others) or "run"
+        for name, x, p in _curves(psy):
+            panels.setdefault(f"{task} {name}".strip(), {}).setdefault(line, []).append((x, p))
+    if not panels:
+        return False
+    from .figures import save_png
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    for ax, (title, lines) in zip(axes[0], panels.items()):
+        for line, curves in lines.items():
+            x = curves[0][0]
+            ps = [p for xx, p in curves if xx == x]
+            mean = [statistics.fmean(v for v in col if v is not None) if any(v is not None for v in col)
+                    else float("nan") for col in zip(*ps)]
+            ax.plot(x, mean, "o-", ms=3, label=f"{line} ({len(ps)} seeds)")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("signed stimulus")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("fraction choosing output 0")
+    axes[0][0].legend(fontsize=7)
+    save_png(fig, path)
+    return True
+
+
+def _activity_figure(study, rows, path, plt) -> bool:
+    shown = [r for r in rows if r.get("activity", {}).get("groups")]
+    if not shown:
+        return False
+    from .figures import save_png
+
+    conditions = study["conditions"]
+    groups = sorted({g for r in shown for g in r["activity"]["groups"]})
+    fig, axes = plt.subplots(len(shown), len(groups), figsize=(2.6 * len(groups), 2.0 * len(shown)),
+                             squeeze=False, sharex="row")
+    for i, r in enumerate(shown):
+        act = r["activity"]
+        name = "/".join(str(r["labels"].get(c)) for c in conditions)
+        for j, g in enumerate(groups):
+            ax = axes[i][j]
+            traces = act["groups"].get(g)
+            if traces is None:
+                ax.axis("off")
+                continue
+            cmap = plt.get_cmap("coolwarm")
+            n = len(traces)
+            for k, trace in enumerate(traces):
+                t = [act["dt"] * (s + 1) for s in range(len(trace))]
+                ax.plot(t, trace, color=cmap(k / max(n - 1, 1)), lw=0.8)
+            ax.set_title(f"{name}\n{g}", fontsize=7)
+            ax.tick_params(labelsize=6)
+        axes[i][0].set_ylabel("rate", fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)", fontsize=7)
+    save_png(fig, path)
+    return True

@@ -1,0 +1,309 @@
+r"""One run of a study on a cognitive task (``[task]``): a recurrent circuit trained through time
+on freshly drawn trials, validated and tested on fixed numbers of trials per condition.
+
+The loop (Song, Yang & Wang 2016, pycog's defaults where the spec keeps them):
+
+* an "epoch" is ``[task] trials_per_epoch`` training trials in minibatches of
+  ``[train] batch_size`` (pycog: 20 trials per gradient step, a validation every 10 000 trials);
+  each minibatch is new trials from the run's training generator;
+* the loss of a minibatch is the masked mean squared error of the output after each step
+  (the time convention of :mod:`biofa.circuit.dynamics`: ``targets[n]`` scores ``rates[out][n+1]``),
+
+  .. math:: L = \frac{\sum_{n,b,o} m_{nbo}\,(r^{n+1}_{\mathrm{out},bo} - y_{nbo})^2}{\sum_{n,b,o} m_{nbo}},
+
+  back-propagated through time with every synapse's feedback rule (:func:`biofa.circuit.unroll`),
+  plus :math:`\lambda_\Omega\,\Omega` (``[train] omega``, the vanishing-gradient regulariser of
+  :mod:`biofa.circuit.regularizers`), then the gradient's global norm clipped to
+  ``[train] grad_clip`` and the optimizer's step (sign and norm constraints projected after it);
+* after each epoch the validation trials (``[task] validation_per_condition`` of every condition,
+  catch trials included, drawn once from the run's validation generator) are scored; the task's
+  own criterion (:meth:`biofa.tasks.Task.criterion`) over the validations so far decides whether
+  it is met, and with ``[task] stop_at_criterion`` the run stops there. *Trials to criterion* is
+  the number of training trials seen at that validation (censored at the budget,
+  ``epochs x trials_per_epoch``, when never met);
+* at the end the best validation epoch's weights and the final weights are scored on test trials
+  from a third generator (``[task] test_per_condition`` per condition): percent correct,
+  per-condition results, the psychometric fit, and the trial-averaged activity of the E and I
+  units per condition, kept in the run's result.
+
+The three generators (training, validation, test) and the noise generator are seeded from the
+run's seed; the training and noise generators' states are part of ``last.pt``, so a resumed run
+draws the trials it would have drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import torch
+
+from ... import tasks as task_registry
+from ...circuit.regularizers import vanishing_gradient
+from ...feedback import reset_step
+from . import checkpoints
+from .build import build_task_model, make_optimizer, make_schedule
+from .divergence import Diverged, check_weights
+
+#: Keys of a run's ``task`` table that the runner reads; the others are the task's settings.
+RUNNER_TASK_KEYS = ("name", "dt", "trials_per_epoch", "validation_per_condition", "test_per_condition",
+                    "stop_at_criterion")
+
+
+def load_task(task_config: dict):
+    """The :class:`biofa.tasks.Task` of a run's ``task`` table and its time step."""
+    settings = {k: v for k, v in task_config.items() if k not in RUNNER_TASK_KEYS}
+    task = task_registry.load(task_config["name"], **settings)
+    return task, float(task_config.get("dt") or task.dt)
+
+
+def _seeded(seed: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + stream) % (2**63 - 1))
+
+
+def masked_mse(outputs: torch.Tensor, trials) -> torch.Tensor:
+    """The masked mean squared error of ``outputs`` (T, batch, n_out) against the trials' targets."""
+    mask = trials.mask if trials.mask.dim() == outputs.dim() else trials.mask.unsqueeze(-1).expand_as(outputs)
+    return (mask * (outputs - trials.targets) ** 2).sum() / mask.sum().clamp_min(1)
+
+
+def forward(model, trials, dt: float, generator=None, probe: bool = False):
+    """The circuit's trajectory on ``trials`` and its outputs aligned with the targets."""
+    trajectory = model.unroll(trials.inputs, dt=dt, generator=generator, probe=probe)
+    return trajectory, trajectory.rates[model.output][1:]
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class TaskTraining:
+    """Everything one task run trains with (the counterpart of the data runner's ``_Training``)."""
+
+    def __init__(self, config: dict, result: dict, seed: int):
+        self.config, self.result = config, result
+        train_cfg, task_cfg = config["train"], config["task"]
+        self.dtype = getattr(torch, train_cfg["dtype"])
+        reset_step(0)
+        torch.manual_seed(seed)
+        self.task, self.dt = load_task(task_cfg)
+        self.model = build_task_model(config["model"], self.task, seed).to(dtype=self.dtype)
+        self.optimizer = make_optimizer(self.model.parameters(), train_cfg["optimizer"])
+        self.schedule = make_schedule(self.optimizer, train_cfg["schedule"], train_cfg["epochs"])
+        self.train_gen, self.noise_gen = _seeded(seed, 11), _seeded(seed, 13)  # _SPLIT_STREAMS
+        self.batch = train_cfg["batch_size"]
+        self.per_epoch = max(1, task_cfg["trials_per_epoch"] // self.batch)
+        self.val_trials = self.task.balanced(task_cfg["validation_per_condition"], dt=self.dt,
+                                             generator=_seeded(seed, 22)).to(dtype=self.dtype)
+        self.clip, self.omega = train_cfg.get("grad_clip"), train_cfg.get("omega", 0.0)
+        self.trials_seen = 0
+        self.validations: list[dict] = []
+        self.criterion_at = None
+        self.best, self.best_state = None, None
+        self.best_written = None
+
+    # -- scoring -----------------------------------------------------------------------------
+    def score(self, trials, generator) -> dict:
+        """The task's scores of the current model on ``trials`` (noise drawn from ``generator``)."""
+        self.model.eval()
+        with torch.no_grad():
+            _, outputs = forward(self.model, trials, self.dt, generator)
+            scores = self.task.score(outputs, trials)
+            scores["loss"] = float(masked_mse(outputs, trials))
+        return scores
+
+    @staticmethod
+    def _accuracy(scores: dict):
+        correct = scores.get("correct")
+        return None if correct is None else float(correct)
+
+    def _better(self, val: dict) -> bool:
+        best = self.best
+        if best is None:
+            return True
+        if val["acc"] is not None and val["acc"] != best["acc"]:
+            return val["acc"] > best["acc"]
+        return val["loss"] < best["loss"]
+
+    # -- the loop ----------------------------------------------------------------------------
+    def resume(self, folder) -> int:
+        if folder is None:
+            return 1
+        checkpoints.clean(folder)
+        state = checkpoints.load_last(folder, model=self.model, optimizer=self.optimizer, scheduler=self.schedule)
+        if state is None:
+            return 1
+        self.result["history"] = json.loads(state["history"])
+        self.best, self.best_state = state["best"], state["best_state"]
+        if self.best_state is None:
+            self.best_state = checkpoints.snapshot(self.model.state_dict())
+        self.train_gen.set_state(state["data_order"])
+        self.noise_gen.set_state(state["noise_order"])
+        self.trials_seen = state["trials_seen"]
+        self.validations = json.loads(state["validations"])
+        self.criterion_at = state["criterion_at"]
+        self.result["epochs_done"] = state["epoch"]
+        self.result["resumed_from_epoch"] = state["epoch"]
+        self.result["_time_before"] = state["time_s"]
+        return state["epoch"] + 1
+
+    def record(self, epoch: int, train_loss, seconds: float) -> dict:
+        scores = self.score(self.val_trials, _seeded(int(self.config["seed"]), 23))
+        val = {"loss": scores["loss"], "acc": self._accuracy(scores)}
+        self.validations.append({"correct": scores.get("correct"), "loss": scores["loss"],
+                                 "min_condition": scores.get("min_condition")})
+        met = bool(self.task.criterion([dict(v) for v in self.validations]))
+        if met and self.criterion_at is None and epoch > 0:
+            self.criterion_at = self.trials_seen
+        self.result["history"].append({
+            "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+            "train_acc": None, "val_loss": val["loss"], "val_acc": val["acc"], "time_s": round(seconds, 4),
+            "trials": self.trials_seen, "val_min_condition": scores.get("min_condition"), "criterion": met})
+        return val
+
+    def epoch(self, epoch: int) -> bool:
+        """Train one epoch; record and validate it. Returns whether the run should stop
+        (criterion met with ``stop_at_criterion``). Raises :class:`Diverged`."""
+        t0 = time.perf_counter()
+        model, optimizer = self.model, self.optimizer
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        total = torch.zeros((), dtype=torch.float64)
+        for _ in range(self.per_epoch):
+            trials = self.task.trials(self.batch, dt=self.dt, generator=self.train_gen).to(dtype=self.dtype)
+            optimizer.zero_grad(set_to_none=True)
+            trajectory, outputs = forward(model, trials, self.dt, self.noise_gen, probe=self.omega > 0)
+            loss = masked_mse(outputs, trials)
+            loss.backward(retain_graph=self.omega > 0)  # Ω back-propagates to W through the same graph
+            if self.omega > 0 and trajectory.blocks:
+                (self.omega * vanishing_gradient(trajectory)).backward()
+            if self.clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, self.clip)
+            optimizer.step()
+            total += loss.detach().double()
+            self.trials_seen += len(trials)
+        if self.schedule is not None:
+            self.schedule.step()
+        train_loss = float(total) / self.per_epoch
+        if not math.isfinite(train_loss):
+            raise Diverged(f"non-finite training loss ({train_loss}) in epoch {epoch}")
+        check_weights(model, epoch)
+        val = self.record(epoch, train_loss, time.perf_counter() - t0)
+        self.result["epochs_done"] = epoch
+        if self._better(val):
+            self.best = dict(val, epoch=epoch)
+            self.best_state = checkpoints.snapshot(model.state_dict())
+        return self.criterion_at is not None and self.config["task"]["stop_at_criterion"]
+
+    def checkpoint(self, folder, epoch: int, seconds: float) -> None:
+        self.save_best(folder)
+        best = self.best
+        checkpoints.save_last(folder, model=self.model, optimizer=self.optimizer, scheduler=self.schedule, extra={
+            "epoch": epoch, "history": json.dumps(self.result["history"]), "best": best,
+            "best_state": None if best["epoch"] == epoch else self.best_state,
+            "data_order": self.train_gen.get_state(), "noise_order": self.noise_gen.get_state(),
+            "trials_seen": self.trials_seen, "validations": json.dumps(self.validations),
+            "criterion_at": self.criterion_at,
+            "time_s": self.result.get("_time_before", 0.0) + seconds})
+
+    def save_best(self, folder) -> None:
+        if self.best is not None and self.best["epoch"] != self.best_written:
+            checkpoints.save_best(folder, self.best_state, epoch=self.best["epoch"], val=self.best,
+                                  config=self.config, splits=None)
+            self.best_written = self.best["epoch"]
+
+    def record_best(self) -> None:
+        if self.best is not None:
+            self.result.update(best_epoch=self.best["epoch"], best_val_acc=self.best["acc"],
+                               best_val_loss=self.best["loss"])
+
+    def finish(self, folder) -> None:
+        result, model, seed = self.result, self.model, int(self.config["seed"])
+        last = result["history"][-1]
+        result.update(final_train_loss=last["train_loss"], final_train_acc=None,
+                      final_val_loss=last["val_loss"], final_val_acc=last["val_acc"])
+        budget = self.config["train"]["epochs"] * self.per_epoch * self.batch
+        result.update(trials=self.trials_seen, criterion_met=self.criterion_at is not None,
+                      trials_to_criterion=self.criterion_at if self.criterion_at is not None else budget)
+        test = self.task.balanced(self.config["task"]["test_per_condition"], dt=self.dt,
+                                  generator=_seeded(seed, 33)).to(dtype=self.dtype)
+        final = self.score(test, _seeded(seed, 34))
+        result.update(test_loss_final=final["loss"], test_acc_final=self._accuracy(final))
+        model.load_state_dict(self.best_state)
+        at_best = self.score(test, _seeded(seed, 34))
+        result.update(test_loss_at_best_val=at_best["loss"], test_acc_at_best_val=self._accuracy(at_best),
+                      test_min_condition=at_best.get("min_condition"))
+        result["task_scores"] = _jsonable({k: v for k, v in at_best.items() if k not in ("loss",)})
+        result["activity"] = _jsonable(activity(model, self.task, test, self.dt, _seeded(seed, 34)))
+        if folder is not None and not self.config["train"].get("keep_last", False):
+            (folder / checkpoints.LAST).unlink(missing_ok=True)
+
+
+def activity(model, task, trials, dt: float, generator) -> dict:
+    """Trial-averaged rates of the E and I units per condition, units sorted by preference.
+
+    A unit's preference is the output its rate favours: the sign of its mean rate difference,
+    over all steps, between trials whose correct choice is 0 and trials whose choice is 1. The
+    conditions are the pairs (the task's first condition label, e.g. the coherence, the context or
+    the modality; the correct choice). Returns ``{"dt", "keys", "conditions", "groups"}`` with
+    ``groups["E pref 0"]`` of shape (n_conditions, T): the rates averaged over the group's units
+    and the condition's trials (catch trials left out). Empty for tasks without choices.
+    """
+    choice = trials.conditions.get("choice")
+    if choice is None:
+        return {}
+    model.eval()
+    with torch.no_grad():
+        trajectory, _ = forward(model, trials, dt, generator)
+    scored = choice >= 0
+    first = next((k for k in trials.conditions if k not in ("catch", "choice")), None)
+    keys = ([first] if first else []) + ["choice"]
+    labels = torch.stack([trials.conditions[k].to(torch.float64) for k in keys], 1)
+    uniq = torch.unique(labels[scored], dim=0)
+    groups = {}
+    for pop in model.populations:
+        if pop.name in (model.input, model.output):
+            continue
+        rates = trajectory.rates[pop.name][1:].to(torch.float64)  # (T, batch, size)
+        diff = rates[:, choice == 0].mean((0, 1)) - rates[:, choice == 1].mean((0, 1))
+        for pref, units in ((0, diff >= 0), (1, diff < 0)):
+            if bool(units.any()):
+                groups[f"{pop.name} pref {pref}"] = torch.stack(
+                    [rates[:, scored & (labels == row).all(1)][..., units].mean((1, 2)) for row in uniq])
+    return {"dt": dt, "keys": keys, "conditions": uniq.tolist(), "groups": {k: v.tolist() for k, v in groups.items()}}
+
+
+#: The generator streams of a run's trials (and of the noise while they are scored), by split.
+_SPLIT_STREAMS = {"train": (11, 13), "val": (22, 23), "test": (33, 34)}
+
+
+def evaluate_task(model, config: dict, split: str = "test") -> dict:
+    """A task run's stored model scored on its ``split`` trials: the validation or test trials the
+    run drew (the same generators), or fresh training trials; ``{"n", "loss", "acc", ...scores}``."""
+    seed, task_cfg = int(config["seed"]), config["task"]
+    task, dt = load_task(task_cfg)
+    dtype = getattr(torch, config["train"]["dtype"])
+    trials_stream, noise_stream = _SPLIT_STREAMS[split]
+    per_condition = task_cfg["test_per_condition" if split == "test" else "validation_per_condition"]
+    if split == "train":
+        trials = task.trials(config["train"]["batch_size"], dt=dt, generator=_seeded(seed, trials_stream))
+    else:
+        trials = task.balanced(per_condition, dt=dt, generator=_seeded(seed, trials_stream))
+    trials = trials.to(dtype=dtype)
+    model = model.to(dtype=dtype).eval()
+    with torch.no_grad():
+        _, outputs = forward(model, trials, dt, _seeded(seed, noise_stream))
+        scores = task.score(outputs, trials)
+        loss = float(masked_mse(outputs, trials))
+    acc = scores.get("correct")
+    return _jsonable({"n": len(trials), "loss": loss, "acc": None if acc is None else float(acc),
+                      **{k: v for k, v in scores.items() if k not in ("loss", "correct")}})
