@@ -29,7 +29,7 @@ def test_registry_lists_every_task_and_the_cli_shows_them():
     text = list_text("tasks")
     for name in ALL:
         assert name in text
-    assert "Random-dots" in text
+    assert "Random-dots" in text and "Multisensory integration" in text
 
 
 @pytest.mark.parametrize("name", ALL)
