@@ -4,7 +4,7 @@
 
     biofa run SPEC [--quick] [--jobs N] [--out DIR] [--set key=value ...] [--retry-failed]
                    [--executor local|slurm] [--detach]
-    biofa list [rules|constraints|models|datasets|circuits|experiments]
+    biofa list [rules|constraints|models|datasets|tasks|circuits|experiments]
     biofa report RESULTS_DIR [--table TEXT ...] [--format md|rst]
     biofa evaluate RESULTS_DIR RUN_ID [--split test|val|train] [--which best|last]
     biofa record RESULTS_DIR RECORD_DIR
@@ -53,7 +53,7 @@ class Stopped(BaseException):
 
 def _raise_stopped(signum, frame):
     raise Stopped(signum)
-LIST_TOPICS = ("rules", "constraints", "models", "datasets", "circuits", "experiments")
+LIST_TOPICS = ("rules", "constraints", "models", "datasets", "tasks", "circuits", "experiments")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="always show progress bars")
     bars.add_argument("--no-progress", dest="progress", action="store_false",
                       help="never show progress bars (default: only on a terminal)")
-    lst = sub.add_parser("list", help="show feedback rules, constraints, models, datasets, circuits, experiments")
+    lst = sub.add_parser("list", help="show feedback rules, constraints, models, datasets, tasks, circuits, experiments")
     lst.add_argument("topic", nargs="?", choices=LIST_TOPICS, help="show only this registry")
     rep = sub.add_parser("report", help="regenerate report.md and figures from a results folder or a record")
     rep.add_argument("results_dir")
@@ -340,6 +340,9 @@ def list_text(topic: str | None = None) -> str:
     if topic in (None, "datasets"):
         registry = getattr(data, "DATASETS", {})
         section("datasets", [(n, getattr(registry.get(n), "description", "")) for n in data.available()])
+    if topic in (None, "tasks"):
+        from . import tasks
+        section("tasks (biofa.tasks.load)", [(n, tasks.registry.description(n)) for n in tasks.available()])
     if topic in (None, "circuits"):
         section("circuits", _circuits())
     if topic in (None, "experiments"):

@@ -20,7 +20,7 @@ def coherence_scale(signed_coherence: torch.Tensor, gain: float) -> torch.Tensor
 
 
 class PerceptualDecision(ChoiceTask):
-    r"""Random-dots motion discrimination: which of two noisy inputs is stronger (Song et al. 2016, Fig. 2).
+    r"""Random-dots motion discrimination: which of two inputs is stronger (Song et al. 2016, Fig. 2)?
 
     .. math:: u_0 = \tfrac12(1 + 3.2\,s\,c/100), \quad u_1 = \tfrac12(1 - 3.2\,s\,c/100)
               \quad\text{during the stimulus}
@@ -124,8 +124,10 @@ class ContextDecision(ChoiceTask):
 
 
 class Multisensory(ChoiceTask):
-    r"""Multisensory integration of event rates (Raposo, Kaufman & Churchland 2014, Nat Neurosci 17:
-    1784; after Raposo et al. 2012): is the rate f above 12.5 Hz, from vision, audition or both?
+    r"""Multisensory integration: is an event rate above 12.5 Hz, seen, heard or both (Raposo et al.)?
+
+    After Raposo, Sheppard, Schrater & Churchland (2012, J Neurosci 32: 3726) and pycog's
+    version of Raposo, Kaufman & Churchland (2014, Nat Neurosci 17: 1784).
 
     Inputs (5): visual and auditory channels tuned positively and negatively,
 

@@ -19,7 +19,9 @@ from .base import Task, Trials, check_outputs, default_generator, masked_mse
 
 
 class Sequence(Task):
-    r"""A :mod:`biofa.data` classification set read ``mode="rows"`` (one image row per step) or
+    r"""Classify a data set read one image row or one chunk of features per step.
+
+    A :mod:`biofa.data` classification set read ``mode="rows"`` (one image row per step) or
     ``mode="steps"`` (``chunk`` features per step, default 1).
 
     ``sequence(dataset="digits", mode="rows")``: scikit-learn's 8×8 digits as 8 steps of 8 inputs;
