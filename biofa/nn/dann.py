@@ -114,10 +114,15 @@ class DANNLinear(nn.Module):
             self.gain.fill_(1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the interneurons first, `ee` last: under DFA `ee` of the read-out is the output layer,
+        # whose forward collects the inputs the other DFA layers registered in this pass
         z_i = self.ie(x)
-        h = self.ee(x) - self.ei(z_i)
+        inhibition = self.ei(z_i)
         if self.shunting:
-            h = self.gain * h / (self.ei(self.alpha.exp() * z_i) + self.epsilon)
+            shunt = self.ei(self.alpha.exp() * z_i) + self.epsilon
+        h = self.ee(x) - inhibition
+        if self.shunting:
+            h = self.gain * h / shunt
         return h if self.bias is None else h + self.bias
 
     def effective_weight(self) -> torch.Tensor:
