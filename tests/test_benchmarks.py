@@ -136,3 +136,12 @@ def test_bench_recurrent_simulate_quick(tmp_path):
     assert "brian2/engine" in stdout
     assert {(r["circuit"], r["engine"]) for r in data["rows"]} >= {("recurrent", "biofa float64"),
                                                                    ("feedforward", "biofa float64")}
+
+
+@pytest.mark.timeout(HANG_S + 60)
+def test_bench_dann_quick(tmp_path):
+    stdout, data = run("bench_dann.py", tmp_path)
+    assert "ratio" in stdout
+    (row,) = data["rows"]
+    assert row["n_I"] == 10 and row["ratio"] > 0 and data["meta"]["rounds"] == 3
+    assert_environment(data, "bench_dann.py")

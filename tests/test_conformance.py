@@ -169,3 +169,82 @@ def test_repr_and_config(name, i):
     assert rule.clone().config() == rule.config()
     if isinstance(spec, dict):
         assert {k: v for k, v in spec.items() if k != "rule"}.items() <= rule.config().items()
+
+
+# -- E/I architectures (biofa.nn.EI): every rule on every weight matrix ------------------------
+ARCHITECTURES = {"projection": "projection", "colei": "colei", "dann": "dann",
+                 "dann_shunting": {"rule": "dann", "shunting": True}}
+
+
+def test_every_architecture_is_covered():
+    names = {a if isinstance(a, str) else a["rule"] for a in ARCHITECTURES.values()}
+    assert names == set(bnn.EI), f"add {set(bnn.EI) - names} to ARCHITECTURES"
+
+
+def build_ei(spec, ei):
+    native = nn.Sequential(nn.Linear(5, 20), nn.Tanh(), nn.Linear(20, 10), nn.Tanh(), nn.Linear(10, 3))
+    import warnings
+
+    from biofa.errors import DegenerateFeedbackWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateFeedbackWarning)  # uSF under Dale: marked, still runs
+        return bnn.convert(native, feedback=spec, sign="dale", ei=ei), torch.rand(7, 5)
+
+
+def _matrices(model):
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, bnn.FeedbackLayer)]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("name, i", CASES)
+def test_ei_backward_sends_B_for_every_matrix(f64, name, i, arch):
+    model, x = build_ei(samples(name)[i], ARCHITECTURES[arch])
+    calls = {}
+
+    def own_input(mod, args):  # each call gets its own input node, so its .grad is this layer's alone
+        inp = args[0].clone()
+        inp.retain_grad()
+        calls.setdefault(mod, []).append(inp)
+        return (inp,)
+
+    def keep_output(mod, args, out):
+        out.retain_grad()
+        calls[mod][-1] = (calls[mod][-1], out)
+
+    layers = _matrices(model)
+    handles = [h for _, m in layers for h in (m.register_forward_pre_hook(own_input), m.register_forward_hook(keep_output))]
+    e = torch.randn(x.shape[0], 3)
+    model(x.requires_grad_(True)).backward(e)
+    for h in handles:
+        h.remove()
+    assert len(layers) == (9 if arch.startswith("dann") else 3)
+    for _, layer in layers:
+        assert layer.feedback.name == name
+        if layer.feedback.direct or name == "densefa":
+            continue  # DFA's signal comes from the output, DenseFA's B is dense (test_backward_sends_B)
+        for inp, out in calls[layer]:  # the shunting DANN uses W_EI twice: both errors go through B
+            torch.testing.assert_close(inp.grad, out.grad @ layer.feedback.matrix(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("name, i", CASES)
+def test_ei_trains_dale_compliant_and_round_trips(name, i, arch):
+    from biofa.constraints import dale_violations
+    model, x = build_ei(samples(name)[i], ARCHITECTURES[arch])
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    target = torch.randint(0, 3, (7,))
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), target).backward()
+        opt.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    violations = dale_violations(model)
+    assert len(violations) == len(_matrices(model)) and not any(violations.values())
+    torch.manual_seed(5)
+    other, _ = build_ei(samples(name)[i], ARCHITECTURES[arch])
+    with torch.no_grad():
+        model(x), other(x)  # DenseFA draws its B at the first input
+    other.load_state_dict(model.state_dict())
+    for (_, a), (_, b) in zip(_matrices(model), _matrices(other)):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.feedback.matrix(), b.feedback.matrix())
+    assert torch.equal(model(x), other(x))

@@ -114,6 +114,18 @@ class Dale(SignConstraint):
         n_e = int(round(self.e_fraction * n))
         return torch.cat([torch.ones(n_e), -torch.ones(n - n_e)])
 
+    @property
+    def _all_excitatory(self) -> bool:
+        return self.types is None and self.e_fraction == 1.0
+
+    def project(self, weight):
+        # all units E (a DANN's matrices): S = 1, one clamp instead of two products and a clamp
+        return weight.clamp_(min=0) if self._all_excitatory else super().project(weight)
+
+    def hold(self, weight):
+        # the same function as hold_signs with S = 1 (value and gradient), without building bounds
+        return weight.clamp(min=0) if self._all_excitatory else super().hold(weight)
+
     def make_signs(self, weight, groups, generator):
         out_ch, in_per_group = weight.shape[0], weight.shape[1]
         unit = self.unit_signs(in_per_group * groups)

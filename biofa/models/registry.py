@@ -21,6 +21,7 @@ from ..nn import convert
 from .cifar_convnet import CifarConvNet
 from .cnn1d import CNN1d
 from .initialization import initialize, scale_feedback, scale_weights
+from .inputs import OnOff, check_inputs, on_off_shape
 from .lenet import LeNet
 from .mlp import MLP
 from .resnet import cifar_resnet, resnet18
@@ -85,8 +86,10 @@ def build_plain(name: str, *, input_shape: Sequence[int], n_outputs: int, init="
 
 
 def build(name: str, *, input_shape: Sequence[int], n_outputs: int, feedback="bp", sign=None, norm=None,
-          free_norm=(), batch_manhattan: bool = False, init="xavier", generator: torch.Generator | None = None,
-          init_scale: float = 1.0, feedback_init_scale: float = 1.0, **options) -> nn.Module:
+          free_norm=(), free_sign=(), ei=None, inhibitory_fraction=None, shunting=None, corrected=None,
+          inputs: str = "signed", batch_manhattan: bool = False, init="xavier",
+          generator: torch.Generator | None = None, init_scale: float = 1.0, feedback_init_scale: float = 1.0,
+          **options) -> nn.Module:
     """Model ``name`` with biofa layers: :func:`build_plain` then :func:`biofa.nn.convert`.
 
     .. math:: \\text{model} = \\mathrm{convert}(\\text{plain}(\\theta_0), \\text{feedback}, \\text{sign}, \\text{norm})
@@ -100,6 +103,14 @@ def build(name: str, *, input_shape: Sequence[int], n_outputs: int, feedback="bp
         :func:`biofa.nn.convert` (``"bp"`` included). With ``"dfa"`` the last Linear is the output.
     free_norm : layers left without the ``norm`` constraint: module names or indices into the
         converted layers (``[-1]``: the read-out), see :func:`biofa.nn.convert`.
+    free_sign : layers exempt from the ``sign`` constraint, named like ``free_norm`` (``[0]``: the
+        first layer reads signed data with weights of either sign).
+    ei : E/I architecture under ``sign="dale"``: ``"projection"`` (default), ``"colei"``, ``"dann"``
+        (:mod:`biofa.nn.ei`). ``inhibitory_fraction``, ``shunting``, ``corrected``: options of
+        ``"dann"`` (:class:`~biofa.nn.DANNLinear`), given only when set.
+    inputs : ``"signed"`` (default) or ``"on_off"``: an :class:`~biofa.models.OnOff` front end
+        doubles the input channels into non-negative on/off rates, and under Dale's law the first
+        layer's inputs are all excitatory (unless ``free_sign`` exempts it).
     init : scheme of W (and of FA-type B): ``"xavier"`` (default), ``"kaiming"`` or a bound a.
         Under a sign constraint W becomes S∘|W|.
     generator : draws W, then B and random sign masks; the same generator state gives the same model.
@@ -109,9 +120,25 @@ def build(name: str, *, input_shape: Sequence[int], n_outputs: int, feedback="bp
         not depend on either factor, so a scaled model is exactly the factor times the unscaled one.
     options : the architecture's own options (``MODELS[name].options()``).
     """
-    plain = build_plain(name, input_shape=input_shape, n_outputs=n_outputs, init=init,
-                        generator=generator, **options)
+    check_inputs(inputs)
+    on_off = inputs == "on_off"
+    plain = build_plain(name, input_shape=on_off_shape(input_shape) if on_off else input_shape,
+                        n_outputs=n_outputs, init=init, generator=generator, **options)
     scale_weights(plain, init_scale)
     model = convert(plain, feedback=feedback, sign=sign, norm=norm, init=init, free_norm=free_norm,
-                    batch_manhattan=batch_manhattan, generator=generator, inplace=True)
-    return scale_feedback(model, feedback_init_scale)
+                    free_sign=free_sign, ei=_ei_table(ei, inhibitory_fraction, shunting, corrected),
+                    excitatory_input=on_off, batch_manhattan=batch_manhattan, generator=generator, inplace=True)
+    model = scale_feedback(model, feedback_init_scale)
+    return nn.Sequential(OnOff(), model) if on_off else model
+
+
+def _ei_table(ei, inhibitory_fraction, shunting, corrected):
+    """``ei`` with the architecture options that were given (an unknown one for the architecture
+    raises in :func:`biofa.nn.make_ei`)."""
+    given = {k: v for k, v in (("inhibitory_fraction", inhibitory_fraction), ("shunting", shunting),
+                               ("corrected", corrected)) if v is not None}
+    if not given:
+        return ei
+    if isinstance(ei, dict):
+        return {**ei, **given}
+    return {"rule": "projection" if ei is None else ei, **given}

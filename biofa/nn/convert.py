@@ -10,37 +10,16 @@ from torch import nn
 
 from ..errors import ConfigError, DegenerateFeedbackWarning
 from ..feedback.direct import DFA, DirectFeedbackHub
+from ..constraints.sign import Dale, make_sign
+from .ei import Projection, check_ei_sign, make_ei
 from .layers import Conv1d, Conv2d, FeedbackLayer, Linear, degenerate_usf_message
 
 _TORCH_TO_BIOFA = {nn.Linear: Linear, nn.Conv1d: Conv1d, nn.Conv2d: Conv2d}
 
 
-def _matching_bound(weight: torch.Tensor):
-    """Bound a of the uniform U[-a, a] with the copied weight's RMS: a = sqrt(3) * RMS(W)."""
-    rms = float(weight.detach().pow(2).mean().sqrt())
-    return 3.0**0.5 * rms if rms > 0 else "xavier"
-
-
-def _replacement(module: nn.Module, options: dict) -> FeedbackLayer:
-    factory = {"device": module.weight.device, "dtype": module.weight.dtype}
-    if options["init"] == "match":
-        options = {**options, "init": _matching_bound(module.weight)}
-    bias = module.bias is not None
-    if isinstance(module, nn.Linear):
-        new = Linear(module.in_features, module.out_features, bias, **options, **factory)
-    else:
-        cls = Conv1d if isinstance(module, nn.Conv1d) else Conv2d
-        new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                  module.padding, module.dilation, module.groups, bias, module.padding_mode,
-                  **options, **factory)
-    new.load_forward_weights(module.weight.detach(), module.bias.detach() if bias else None,
-                             options.get("generator"))
-    new.train(module.training)
-    return new
-
-
 def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavier",
             batch_manhattan: bool = False, exclude=(), output: str | None = None, free_norm=(),
+            free_sign=(), ei=None, excitatory_input: bool = False,
             generator: torch.Generator | None = None, inplace: bool = False) -> nn.Module:
     """Replace every ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d`` of ``model`` by biofa's layer.
 
@@ -55,6 +34,16 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
     other converted layer gets ``norm``, e.g. the read-out under ``norm="const"``. Each entry is a
     module name (``"classifier.5"``) or an int indexing the converted layers in module order
     (``-1``: the last one, the read-out). Sign constraints and feedback are unaffected.
+
+    ``free_sign``: layers exempt from the ``sign`` constraint, named like ``free_norm``: ``[0]``
+    lets the first layer read signed inputs with weights of either sign while every later layer
+    obeys Dale's law. A free-sign layer is a plain free layer whatever ``ei`` says.
+
+    ``ei``: the E/I architecture of the sign-constrained layers (:mod:`biofa.nn.ei`):
+    ``"projection"`` (default), ``"colei"``, ``"dann"`` or a table ``{"rule": "dann", ...}``; other
+    than projection it needs ``sign="dale"``. ``excitatory_input``: the first layer's presynaptic
+    units are all excitatory (non-negative input populations such as on/off channels,
+    :class:`biofa.models.OnOff`), so under Dale's law all its weights are non-negative.
 
     ``init`` is the distribution feedback is drawn from (FA's B, frSF/brSF magnitudes, uSF's c,
     DFA blocks) and what ``reset_parameters`` redraws W from: ``"xavier"`` (default),
@@ -76,6 +65,12 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
     convertible = [name for name, module in target.named_modules() if name not in exclude
                    and not isinstance(module, FeedbackLayer) and type(module) in _TORCH_TO_BIOFA]
     free = _resolve_layers(free_norm, convertible, "free_norm")
+    free_signs = _resolve_layers(free_sign, convertible, "free_sign")
+    architecture = make_ei(ei)
+    check_ei_sign(architecture, sign)
+    first_sign = sign
+    if excitatory_input and isinstance(make_sign(sign), Dale):
+        first_sign = Dale(**{**make_sign(sign).config(), "types": None, "e_fraction": 1.0})
     degenerate = []
     for name, module in list(target.named_modules()):
         if name in exclude or isinstance(module, FeedbackLayer) or type(module) not in _TORCH_TO_BIOFA:
@@ -87,14 +82,22 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
                               "(or build biofa.nn.Linear/Conv2d directly)")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DegenerateFeedbackWarning)
-            replacement = _replacement(module, {**options, "norm": None} if name in free else options)
-            replacement.feedback.where = name
+            first = name == convertible[0]
+            layer_options = {**options, "norm": None} if name in free else dict(options)
+            if name in free_signs:
+                replacement = Projection().replace(module, {**layer_options, "sign": None}, first)
+            else:
+                if first:
+                    layer_options["sign"] = first_sign
+                replacement = architecture.replace(module, layer_options, first)
+            for layer in _feedback_layers(replacement):
+                layer.feedback.where = name if layer is replacement else f"{name}.{_child_name(replacement, layer)}"
             setattr(parent, child, replacement)
         for w in caught:  # one warning per convert, not one per layer; others pass through
-            if issubclass(w.category, DegenerateFeedbackWarning):
-                degenerate.append(name)
-            else:
+            if not issubclass(w.category, DegenerateFeedbackWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if any(issubclass(w.category, DegenerateFeedbackWarning) for w in caught):
+            degenerate.append(name)
     if degenerate:
         shown = ", ".join(degenerate[:4]) + (", ..." if len(degenerate) > 4 else "")
         warnings.warn(degenerate_usf_message(f"convert ({len(degenerate)} layers: {shown})"),
@@ -102,6 +105,14 @@ def convert(model: nn.Module, feedback="fa", sign=None, norm=None, *, init="xavi
     if any(isinstance(m, FeedbackLayer) and m.feedback.direct for m in target.modules()):
         connect_dfa(target, output=output, generator=generator)
     return target
+
+
+def _feedback_layers(module: nn.Module) -> list[FeedbackLayer]:
+    return [m for m in module.modules() if isinstance(m, FeedbackLayer)]
+
+
+def _child_name(parent: nn.Module, child: nn.Module) -> str:
+    return next(n for n, m in parent.named_modules() if m is child)
 
 
 def _resolve_layers(entries, names: list[str], what: str) -> set[str]:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ... import circuit, models
 from ...errors import ConfigError, SpecError
 from ...feedback import rule_name
+from ...nn import scale_learning_rates
 from ..spec.schema import NONE_WORDS
 
 def _none(value):
@@ -125,15 +126,23 @@ def build_task_model(model_config: dict, task, seed: int = 0):
 
 
 def make_optimizer(parameters, opt: dict) -> torch.optim.Optimizer:
+    """The ``[train.optimizer]`` optimizer over ``parameters`` (tensors or parameter groups).
+
+    A group's ``lr_scale`` (:func:`biofa.nn.parameter_groups`: DANN's corrected updates)
+    multiplies its learning rate, whatever the optimizer.
+    """
     name, lr, wd = opt["name"], opt["lr"], opt["weight_decay"]
     if name == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=opt["momentum"], weight_decay=wd,
-                               nesterov=opt["nesterov"])
-    if name == "rmsprop":
-        return torch.optim.RMSprop(parameters, lr=lr, momentum=opt["momentum"], weight_decay=wd)
-    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    betas = tuple(opt.get("betas", (0.9, 0.999)))
-    return cls(parameters, lr=lr, betas=betas, weight_decay=wd)
+        optimizer = torch.optim.SGD(parameters, lr=lr, momentum=opt["momentum"], weight_decay=wd,
+                                    nesterov=opt["nesterov"])
+    elif name == "rmsprop":
+        optimizer = torch.optim.RMSprop(parameters, lr=lr, momentum=opt["momentum"], weight_decay=wd)
+    else:
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        betas = tuple(opt.get("betas", (0.9, 0.999)))
+        optimizer = cls(parameters, lr=lr, betas=betas, weight_decay=wd)
+    scale_learning_rates(optimizer)
+    return optimizer
 
 
 def make_schedule(optimizer, schedule: dict, epochs: int):

@@ -32,6 +32,7 @@ import torch
 
 from ...errors import BiofaError, BiofaWarning
 from ...feedback import reset_step
+from ...nn import parameter_groups
 from ..results import utc_now
 from . import checkpoints, devices, trials
 from .divergence import Diverged
@@ -192,7 +193,7 @@ class _Training:
         self.model = build_model(config["model"], splits, generator, seed).to(device=self.device, dtype=dtype)
         self.loss_fn = Loss(train_cfg["loss"], splits.task, splits.n_outputs)
         check_loss(self.loss_fn, splits)
-        self.optimizer = make_optimizer(self.model.parameters(), train_cfg["optimizer"])
+        self.optimizer = make_optimizer(parameter_groups(self.model), train_cfg["optimizer"])
         self.schedule = make_schedule(self.optimizer, train_cfg["schedule"], train_cfg["epochs"])
         self.clip = train_cfg.get("grad_clip")
         self.params = [p for p in self.model.parameters() if p.requires_grad]

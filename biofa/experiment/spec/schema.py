@@ -14,9 +14,11 @@ import copy
 from ...constraints import NORMS, SIGNS
 from ...errors import SpecError
 from ...feedback import check_value as check_feedback
+from ...models import INPUTS
+from ...nn import EI
 from .paths import canonical, flatten, get_path
 from .values import (betas, boolean, device, folder_name, gamma, is_int, layers, milestones, nonempty_string,
-                     nonneg_int, nonneg_num, one_of, positive_int, positive_num, sbatch_options, string, strings,
+                     nonneg_int, nonneg_num, one_of, positive_int, positive_num, sbatch_options, string, strings, unit_interval_exclusive,
                      suggest, unit_interval_open, validation_size)
 
 SECTIONS = ("experiment", "data", "task", "model", "train", "metrics", "log", "grid", "per_rule", "quick",
@@ -50,6 +52,14 @@ def norm_value(v):
     return None if ok else "one of " + ", ".join(repr(c) for c in (*NONE_WORDS, *sorted(NORMS)))
 
 
+def ei_value(v):
+    name = v.get("rule") if isinstance(v, dict) else v
+    if name in EI:
+        return None
+    return "one of " + ", ".join(repr(c) for c in EI) + " (or a table {rule = ..., ...})" + \
+        (suggest(name, EI) if isinstance(name, str) else "")
+
+
 #: Every known key, by table, with its check and default (``None``: no default, optional).
 SCHEMA: dict[str, dict[str, tuple]] = {
     "experiment": {"name": (folder_name, None), "description": (string, ""),
@@ -63,6 +73,9 @@ SCHEMA: dict[str, dict[str, tuple]] = {
              "test_per_condition": (positive_int, 100), "stop_at_criterion": (boolean, True)},
     "model": {"name": (nonempty_string, None), "circuit": (nonempty_string, None), "feedback": (check_feedback, "bp"),
               "sign": (sign_value, "free"), "norm": (norm_value, "none"), "free_norm": (layers, None),
+              "free_sign": (layers, None), "ei": (ei_value, None),
+              "inhibitory_fraction": (unit_interval_exclusive, None), "shunting": (boolean, None),
+              "corrected": (boolean, None), "inputs": (one_of(*INPUTS), None),
               "batch_manhattan": (boolean, False),
               "init_scale": (positive_num, None), "feedback_init_scale": (positive_num, None)},
     "train": {"epochs": (positive_int, 10), "batch_size": (positive_int, 64),

@@ -40,6 +40,10 @@ def unit_interval_open(v):
     return None if is_num(v) and 0 <= v < 1 else "a number in [0, 1)"
 
 
+def unit_interval_exclusive(v):
+    return None if is_num(v) and 0 < v < 1 else "a number in (0, 1)"
+
+
 def validation_size(v):
     ok = (is_num(v) and 0 <= v < 1) or (is_int(v) and v >= 0)
     return None if ok else "a fraction in [0, 1) or a whole number of examples"
