@@ -14,6 +14,8 @@ carries :math:`f'` and everything upstream.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -48,8 +50,11 @@ class Circuit(nn.Module):
     dynamics : None (``"rate"``) or ``"current"``: the form of the dynamics of every population
         whose own ``dynamics`` is None (:mod:`biofa.circuit.dynamics`).
     learn_initial_state : a learned initial state (rates, or x in the current form) per non-input
-        population, zero at first, used by ``simulate``/``unroll`` when no ``r0`` is given
-        (``circuit.initial_state[name]``, shape (size,)).
+        population, ``initial_value`` at first, used by ``simulate``/``unroll`` when no ``r0`` is
+        given (``circuit.initial_state[name]``, shape (size,)).
+    initial_value : the state every non-input population starts from when no ``r0`` is given
+        (default 0; Murray 2019 starts his networks at 0.1, pycog its learned x0 at 0.1): a fixed
+        initial state, or the learned one's first value with ``learn_initial_state``.
     readout : None or ``"E"``: the output population may only be fed by excitatory populations.
     recurrent_init : None, a rule name or a table ``{rule = ..., rho0 = ..., k = ...}`` that
         initialises every recurrent block (:mod:`biofa.circuit.recurrent_init`): ``"gamma"``
@@ -79,7 +84,8 @@ class Circuit(nn.Module):
     """
 
     def __init__(self, populations, synapses, input, output=None, feedback=(), *, balance: bool = False,
-                 dynamics: str | None = None, learn_initial_state: bool = False, readout: str | None = None,
+                 dynamics: str | None = None, learn_initial_state: bool = False, initial_value: float = 0.0,
+                 readout: str | None = None,
                  recurrent_init=None, generator: torch.Generator | None = None):
         super().__init__()
         pops = list(populations)
@@ -142,6 +148,9 @@ class Circuit(nn.Module):
                               f"Got {dynamics!r} instead.")
         if not isinstance(learn_initial_state, bool):
             raise ConfigError(f"Circuit: learn_initial_state must be true or false, got {learn_initial_state!r}")
+        if isinstance(initial_value, bool) or not isinstance(initial_value, (int, float)) or \
+                not math.isfinite(initial_value):
+            raise ConfigError(f"Circuit: initial_value must be a finite number, got {initial_value!r}")
         if readout not in (None, "E"):
             raise ConfigError(f"The 'readout' parameter of Circuit must be one of {{None, 'E'}}. Got {readout!r} instead.")
         if readout == "E":
@@ -173,6 +182,7 @@ class Circuit(nn.Module):
         self.balance = balance
         self.dynamics = dynamics
         self.learn_initial_state = learn_initial_state
+        self.initial_value = float(initial_value)
         self.readout = readout
         self.recurrent_init = recurrent_init
         self.recurrent_components = [c for c in self.components if is_recurrent(c, edges)]
@@ -189,11 +199,12 @@ class Circuit(nn.Module):
             value = torch.as_tensor(p.bias, dtype=w.dtype, device=w.device).expand(p.size).clone()
             self.biases[p.name] = nn.Parameter(value, requires_grad=p.learn_bias)
         self.initial_state = nn.ParameterDict()
-        if learn_initial_state:
+        if learn_initial_state or initial_value != 0:
             for p in self.populations:
                 if p.name != input_name:
                     w = incoming[p.name][0].weight
-                    self.initial_state[p.name] = nn.Parameter(torch.zeros(p.size, dtype=w.dtype, device=w.device))
+                    value = torch.full((p.size,), float(initial_value), dtype=w.dtype, device=w.device)
+                    self.initial_state[p.name] = nn.Parameter(value, requires_grad=learn_initial_state)
         if balance:
             self.balance_inhibition()
         if recurrent_init is not None:

@@ -28,8 +28,8 @@ unroll, brian2, noise, tasks' targets and masks). With an input of T rows ``x[0.
   (pycog and Murray 2019 read the output without that lag; pycog's output for input row n,
   :math:`W_\mathrm{out} r^{n+1} + b`, is ``rates[out][n + 2]`` here with τ_out = Δt).
 
-Other rates start at 0 (the state x at 0 in the current form) unless ``r0`` or a learned initial
-state is given. For a directed acyclic graph with a constant input the fixed point is the
+Other rates start at 0 (the state x at 0 in the current form) unless ``r0``, a learned initial
+state or the circuit's ``initial_value`` is given. For a directed acyclic graph with a constant input the fixed point is the
 feed-forward pass ``circuit(x)``; Euler's error against the exact trajectory is O(Δt).
 """
 
@@ -198,8 +198,8 @@ def time_input(circuit, x, duration, dt, owner: str = "simulate"):
 
 def initial_state(circuit, batch: int, r0=None, *, dtype=None, device=None, learned: bool = True) -> dict:
     """State at t = 0 of every non-input population, name → (batch, size): ``r0[name]``
-    (broadcast; the rates in the rate form, x in the current form), else the learned initial
-    state (``learn_initial_state``), else 0."""
+    (broadcast; the rates in the rate form, x in the current form), else the circuit's initial
+    state (``learn_initial_state``, or a fixed ``initial_value``), else 0."""
     r0 = dict(r0 or {})
     unknown = sorted(set(r0) - {p.name for p in circuit.populations} | ({circuit.input} & set(r0)))
     if unknown:

@@ -5,7 +5,7 @@ population name: the :class:`~biofa.circuit.Population` arguments), ``synapses``
 tables: ``pre``, ``post`` and the :class:`~biofa.circuit.FeedforwardSynapses` keywords),
 optionally ``feedback`` (direct feedback tables: ``source``, ``target``, ``rule = "dfa"``,
 ``sign``, ``init``, ``name``), ``balance``, ``seed`` and ``description``, and for circuits in time
-``dynamics`` (``"rate"``/``"current"``), ``learn_initial_state``, ``readout = "E"`` and
+``dynamics`` (``"rate"``/``"current"``), ``learn_initial_state``, ``initial_value``, ``readout = "E"`` and
 ``recurrent_init`` (:mod:`biofa.circuit.recurrent_init`); populations also take ``dynamics``,
 ``noise`` and (input only) ``rectify``, synapses ``p_connect`` and ``autapses``. Synapses may form
 cycles (a recurrent circuit, see :mod:`biofa.circuit.dynamics`)::
@@ -59,8 +59,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TOP_KEYS = ("description", "seed", "input", "output", "balance", "dynamics", "learn_initial_state", "readout",
-            "recurrent_init", "populations", "synapses", "feedback")
+TOP_KEYS = ("description", "seed", "input", "output", "balance", "dynamics", "learn_initial_state", "initial_value",
+            "readout", "recurrent_init", "populations", "synapses", "feedback")
 POPULATION_KEYS = ("size", "sign", "activation", "tau", "bias", "learn_bias", "dynamics", "noise", "rectify")
 SYNAPSE_KEYS = ("pre", "post", "name", "feedback", "feedback_sign", "sign", "norm", "init", "p_connect", "autapses")
 FEEDBACK_KEYS = ("source", "target", "rule", "name", "sign", "init")
@@ -172,6 +172,7 @@ def from_spec(spec: dict, *, seed: int | None = None, dtype=None, device=None) -
         circuit = Circuit(pops, syns, input=spec["input"], output=spec.get("output"), feedback=direct,
                           balance=spec.get("balance", False), dynamics=spec.get("dynamics"),
                           learn_initial_state=spec.get("learn_initial_state", False),
+                          initial_value=spec.get("initial_value", 0.0),
                           readout=spec.get("readout"), recurrent_init=spec.get("recurrent_init"),
                           generator=generator)
     circuit.seed = seed

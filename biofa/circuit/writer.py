@@ -30,6 +30,8 @@ def to_spec(circuit) -> dict:
         spec["dynamics"] = circuit.dynamics
     if circuit.learn_initial_state:
         spec["learn_initial_state"] = True
+    if circuit.initial_value != 0:
+        spec["initial_value"] = circuit.initial_value
     if circuit.readout is not None:
         spec["readout"] = circuit.readout
     if circuit.recurrent_init is not None:

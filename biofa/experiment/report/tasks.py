@@ -38,7 +38,8 @@ NOTE = (
     "best validation epoch's weights on fresh test trials, a fixed number per condition, catch trials not "
     "scored; *min over conditions*: the worst condition's percent correct (working memory's criterion); "
     "*psychometric σ*: the width of a cumulative Gaussian fitted to the choices against the signed "
-    "stimulus (mean ± sd over seeds whose fit converged).")
+    "stimulus (in its units: percent coherence, events per second), mean ± sd over seeds whose fit "
+    "converged; for multisensory also per modality (v visual, a auditory, va both).")
 
 
 def _round(value, digits: int = 4):
@@ -102,16 +103,27 @@ def _median_trials(rows: list[dict]) -> str:
     return f"{'>' if censored else ''}{mid:,}"
 
 
+def _sigma(fit) -> float | None:
+    fit = fit or {}
+    return fit["sigma"] if fit.get("ok") and fit.get("sigma") is not None else None
+
+
 def _fit_text(rows: list[dict]) -> str:
-    sigmas = []
+    """σ of the psychometric fit, mean ± sd over the seeds whose fit converged; per modality too
+    where the task has modalities (multisensory: v, a, va)."""
+    overall, modal = [], {}
     for r in rows:
-        fit = (r["scores"].get("psychometric") or {}).get("fit") or {}
-        if fit.get("ok") and fit.get("sigma") is not None:
-            sigmas.append(fit["sigma"])
-    if not sigmas:
+        psy = r["scores"].get("psychometric") or {}
+        if _sigma(psy.get("fit")) is not None:
+            overall.append(_sigma(psy["fit"]))
+        for name, sub in (psy.get("by_modality") or {}).items():
+            if _sigma(sub.get("fit")) is not None:
+                modal.setdefault(name, []).append(_sigma(sub["fit"]))
+    if not overall and not modal:
         return "–"
-    sd = statistics.stdev(sigmas) if len(sigmas) > 1 else 0.0
-    return f"{statistics.fmean(sigmas):.2f} ± {sd:.2f}"
+    parts = [_mean_sd(overall, 2)] if overall else []
+    parts += [f"{name} {_mean_sd(v, 2)}" for name, v in modal.items()]
+    return "; ".join(parts)
 
 
 def table(study: dict, rows: list[dict]) -> str:
@@ -140,11 +152,11 @@ def table(study: dict, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _mean_sd(values) -> str:
+def _mean_sd(values, digits: int = 1) -> str:
     if not values:
         return "–"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.1f} ± {sd:.1f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}"
 
 
 def write_figures(study: dict, rows: list[dict]) -> list[str]:
