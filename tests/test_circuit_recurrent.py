@@ -210,6 +210,23 @@ def test_orthogonal_initialisation_and_errors(f64):
         ei_circuit(init={"rule": "gamma", "rho0": -1})
 
 
+def test_normal_initialisation_and_initial_value(f64):
+    """rule 'normal': a Gaussian block scaled to radius rho0 exactly; an initial_value is the
+    state a trajectory starts from (fixed, not learned, without learn_initial_state)."""
+    g = torch.Generator().manual_seed(0)
+    x, h = Population("x", 1), Population("h", 30, activation="tanh")
+    c = Circuit([x, h], [FeedforwardSynapses(x, h, generator=g), FeedforwardSynapses(h, h, generator=g)],
+                input="x", recurrent_init="normal", initial_value=0.1, generator=g)
+    assert abs(spectral_radius(c.synapse("h->h").weight) - 1.5) < 1e-9
+    traj = c.simulate(torch.zeros(3, 2, 1), dt=0.01)
+    torch.testing.assert_close(traj.rates["h"][0], torch.full((2, 30), 0.1), rtol=0, atol=0)
+    assert not c.initial_state["h"].requires_grad
+    with pytest.raises(ConfigError, match="'normal' is for free-sign blocks"):
+        ei_circuit(init="normal")
+    with pytest.raises(ConfigError, match="initial_value must be a finite number"):
+        Circuit([x, h], [FeedforwardSynapses(x, h), FeedforwardSynapses(h, h)], input="x", initial_value=float("nan"))
+
+
 def test_readout_from_e_only(f64):
     x, e, i, y = Population("x", 2), Population("e", 3, sign="E"), Population("i", 2, sign="I"), Population("y", 1)
     syns = [FeedforwardSynapses(x, e), FeedforwardSynapses(e, i), FeedforwardSynapses(i, y)]

@@ -23,6 +23,10 @@ synapse object inside it (populations in circuit order, the connectivity masks a
     free-sign blocks (no typed population): :math:`W_\mathrm{rec} = \rho_0 Q` with Q a uniformly
     random orthogonal matrix (QR of a Gaussian matrix, signs fixed by R's diagonal), masked, then
     scaled to radius :math:`\rho_0` (default 1.0).
+``"normal"``
+    free-sign blocks: :math:`W_{ij} \sim \mathcal N(0, 1/N)` (N the block's width), masked, then
+    scaled to radius :math:`\rho_0` (default 1.5): the random network of Sompolinsky et al.
+    (1988) that Murray (2019) trains, whose gain g = 1.5 gives a radius close to 1.5 for large N.
 
 Given in Python or TOML as a name or a table ``{rule = "gamma", rho0 = 1.5, k = 2}``. Draws come
 from the circuit's generator after the synapses' own (the gamma draws through a numpy generator
@@ -38,8 +42,10 @@ import torch
 
 from ..errors import ConfigError
 
-RULES = ("gamma", "balanced", "orthogonal")
-DEFAULT_RHO0 = {"gamma": 1.5, "balanced": 1.5, "orthogonal": 1.0}
+RULES = ("gamma", "balanced", "orthogonal", "normal")
+DEFAULT_RHO0 = {"gamma": 1.5, "balanced": 1.5, "orthogonal": 1.0, "normal": 1.5}
+#: rules for free-sign blocks (the others draw E/I magnitudes and need every population typed)
+FREE_SIGN_RULES = ("orthogonal", "normal")
 
 
 def parse(value) -> dict:
@@ -57,8 +63,8 @@ def parse(value) -> dict:
     for key, v in (("rho0", rho0), ("k", k)):
         if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < float("inf")):
             raise ConfigError(f"Circuit: recurrent_init.{key} must be a number > 0, got {v!r}")
-    if "k" in table and rule == "orthogonal":
-        raise ConfigError("Circuit: recurrent_init.k is the gamma shape; rule 'orthogonal' has none")
+    if "k" in table and rule in FREE_SIGN_RULES:
+        raise ConfigError(f"Circuit: recurrent_init.k is the gamma shape; rule {rule!r} has none")
     return {"rule": rule, "rho0": float(rho0), "k": float(k)}
 
 
@@ -116,11 +122,11 @@ def initialise_recurrent(circuit, value, generator=None) -> None:
     for comp in circuit.recurrent_components:
         pops = [circuit.population(n) for n in comp]
         typed = [p.sign is not None for p in pops]
-        if opts["rule"] == "orthogonal" and any(typed):
-            raise ConfigError(f"Circuit: recurrent_init 'orthogonal' is for free-sign blocks, but populations "
+        if opts["rule"] in FREE_SIGN_RULES and any(typed):
+            raise ConfigError(f"Circuit: recurrent_init {opts['rule']!r} is for free-sign blocks, but populations "
                               f"{[p.name for p in pops if p.sign]} of the block {comp} are typed (Dale); use 'gamma' "
                               "or 'balanced'")
-        if opts["rule"] != "orthogonal" and not all(typed):
+        if opts["rule"] not in FREE_SIGN_RULES and not all(typed):
             raise ConfigError(f"Circuit: recurrent_init {opts['rule']!r} draws E/I magnitudes and needs every "
                               f"population of the block {comp} typed (sign 'E' or 'I'); untyped: "
                               f"{[p.name for p in pops if p.sign is None]}")
@@ -135,6 +141,8 @@ def initialise_recurrent(circuit, value, generator=None) -> None:
         if opts["rule"] == "orthogonal":
             q, r = torch.linalg.qr(torch.randn(width, width, generator=generator, dtype=torch.float64))
             block = q * torch.sign(torch.diagonal(r))[None, :]
+        elif opts["rule"] == "normal":
+            block = torch.randn(width, width, generator=generator, dtype=torch.float64) / width ** 0.5
         else:
             sign = torch.cat([torch.full((p.size,), 1.0 if p.sign == "E" else -1.0, dtype=torch.float64)
                               for p in circuit.populations if p.name in offset])
