@@ -20,6 +20,9 @@ so they equal ``report.md``'s):
 ``layers metric=M [where=K:V] [digits=N]``
     a per-layer metric (``weight_alignment``, ``update_alignment``, ``norm_ratio``) at the final
     epoch of the reported runs, mean ± sd over seeds.
+``tasks``
+    a study on cognitive tasks: the report's table of criteria met, trials to criterion, test
+    percent correct and psychometric fits (:mod:`biofa.experiment.report.tasks`).
 
 A conservation-laws study has its own kind, ``claims`` (its report's table), in
 :mod:`biofa.experiment.conservation.report`.
@@ -33,6 +36,7 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from ..results import condition
+from . import tasks
 from .render import interval_text, mean_sd, p_text, read_study
 from .summary import analyse, final_layer_values, reported
 
@@ -81,7 +85,7 @@ def excerpt(folder: str | Path, text: str) -> Excerpt:
     (:func:`biofa.experiment.kinds.excerpt` dispatches on the study's kind)."""
     kind, options = parse(text)
     folder = Path(folder)
-    makers = {"selection": selection, "comparisons": comparisons, "layers": layers}
+    makers = {"selection": selection, "comparisons": comparisons, "layers": layers, "tasks": task_table}
     if kind not in makers:
         raise ConfigError(f"excerpt {text!r}: a grid study has no {kind!r} table; expected one of "
                           f"{', '.join(makers)}")
@@ -205,6 +209,14 @@ def layers(study: dict, metric: str, where: str | None = None, digits: str = "1"
              *(mean_sd([per_run.get(r["run_id"], {}).get(x) for r in group], digits=int(digits))
                for x in names)] for cond, group in groups.items()]
     return Excerpt([*shown_keys, *(f"layer {x}" if x.isdigit() else x for x in names)], rows)
+
+
+def task_table(study: dict) -> Excerpt:
+    """The Tasks table of a study on cognitive tasks."""
+    rows = tasks.collect(study["out"], study["labels"])
+    if not rows:
+        raise ConfigError(f"{study['meta']['name']}: not a study on cognitive tasks (no task results)")
+    return Excerpt(*tasks.table_cells(study, rows))
 
 
 def selection_cells(study: dict, record: dict) -> tuple[list[str], list[list[str]]]:

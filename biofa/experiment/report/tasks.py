@@ -127,16 +127,26 @@ def _fit_text(rows: list[dict]) -> str:
 
 
 def table(study: dict, rows: list[dict]) -> str:
-    """One line per condition: criterion met (seeds), median trials to criterion, test percent
-    correct (mean ± sd over seeds), the psychometric threshold σ (mean ± sd) and the criterion."""
+    """:func:`table_cells` as Markdown."""
+    header, body = table_cells(study, rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
+
+
+def table_cells(study: dict, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """One row per condition: criterion met (seeds), median trials to criterion, test percent
+    correct (mean ± sd over seeds), the worst condition, the psychometric σ and the criterion."""
     conditions = study["conditions"]
+    order = {}
+    for run in study["runs"]:  # the plan's order
+        order.setdefault(tuple(str(run.get(c)) for c in conditions), len(order))
     by_cond: dict[tuple, list] = {}
-    for r in rows:
+    for r in sorted(rows, key=lambda r: order.get(_condition(r, conditions), len(order))):
         by_cond.setdefault(_condition(r, conditions), []).append(r)
     header = [display(c) for c in conditions] + ["criterion met", "trials to criterion (median)",
                                                   "test correct (%)", "min over conditions (%)",
                                                   "psychometric σ", "criterion (pycog)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    body = []
     runs = {r["run_id"]: r for r in study["runs"]}
     for cond, group in by_cond.items():
         met = sum(1 for r in group if r.get("criterion_met"))
@@ -148,8 +158,8 @@ def table(study: dict, rows: list[dict]) -> str:
             study.get("task_name", "")
         cells = list(cond) + [f"{met}/{len(group)}", _median_trials(group), _mean_sd(accs), _mean_sd(mins),
                               _fit_text(group), CRITERIA.get(task, "the task's own")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return header, body
 
 
 def _mean_sd(values, digits: int = 1) -> str:
