@@ -28,8 +28,7 @@ from .executors import Executor
 from .executors.local import LocalExecutor
 from .report import Tables, write_report
 from .runner import Loss, build_model, check_loss, data_key, load_data
-from .runner.build import build_task_model
-from .runner.trials import load_task
+from .runner.build import build_task_model, load_task
 from .runner.devices import check as check_device
 from .runner.metrics import check_metrics
 from .spec import Spec, expand, label

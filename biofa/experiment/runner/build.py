@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ... import circuit, models
+from ... import circuit, models, tasks
 from ...errors import ConfigError, SpecError
 from ...feedback import rule_name
 from ...nn import scale_learning_rates
@@ -94,6 +94,18 @@ def _build_circuit(options: dict, splits, seed: int):
     if len(splits.input_shape) > 1:
         model = torch.nn.Sequential(torch.nn.Flatten(), model)
     return model
+
+
+#: Keys of a run's ``task`` table that the runner reads; the others are the task's settings.
+RUNNER_TASK_KEYS = ("name", "dt", "trials_per_epoch", "validation_per_condition", "test_per_condition",
+                    "stop_at_criterion")
+
+
+def load_task(task_config: dict):
+    """The :class:`biofa.tasks.Task` of a run's ``task`` table and its time step."""
+    settings = {k: v for k, v in task_config.items() if k not in RUNNER_TASK_KEYS}
+    task = tasks.load(task_config["name"], **settings)
+    return task, float(task_config.get("dt") or task.dt)
 
 
 def build_task_model(model_config: dict, task, seed: int = 0):

@@ -37,7 +37,8 @@ from ...checkpoint import load_checkpoint, save_checkpoint
 from ...errors import ConfigError
 from .. import results
 from .batches import Batches, evaluate
-from .build import Loss, build_model, build_task_model
+from .build import Loss, build_model, build_task_model, load_task
+from .task_scoring import evaluate_task
 from .data import load_data
 
 LAST, BEST = "last.pt", "best.pt"
@@ -153,8 +154,6 @@ def _load(out, run_id: str, which: str):
     seed = int(config["seed"])
     with _kept_rng():
         if "task" in config:
-            from .trials import load_task
-
             model = build_task_model(config["model"], load_task(config["task"])[0], seed)
         else:
             splits = SimpleNamespace(name=shapes["name"], input_shape=tuple(shapes["input_shape"]),
@@ -195,8 +194,6 @@ def evaluate_run(out: str | os.PathLike, run_id: str, *, which: str = "best", sp
     run_id = find_run(out, run_id)
     model, config, epoch = _load(out, run_id, which)
     if "task" in config:
-        from .trials import evaluate_task
-
         return {"run_id": run_id, "which": which, "epoch": epoch, "split": split,
                 **evaluate_task(model, config, split)}
     splits = load_data(config["data"])

@@ -39,52 +39,12 @@ import time
 
 import torch
 
-from ... import tasks as task_registry
 from ...circuit.regularizers import vanishing_gradient
 from ...feedback import reset_step
 from . import checkpoints
-from .build import build_task_model, make_optimizer, make_schedule
+from .build import build_task_model, load_task, make_optimizer, make_schedule
 from .divergence import Diverged, check_weights
-
-#: Keys of a run's ``task`` table that the runner reads; the others are the task's settings.
-RUNNER_TASK_KEYS = ("name", "dt", "trials_per_epoch", "validation_per_condition", "test_per_condition",
-                    "stop_at_criterion")
-
-
-def load_task(task_config: dict):
-    """The :class:`biofa.tasks.Task` of a run's ``task`` table and its time step."""
-    settings = {k: v for k, v in task_config.items() if k not in RUNNER_TASK_KEYS}
-    task = task_registry.load(task_config["name"], **settings)
-    return task, float(task_config.get("dt") or task.dt)
-
-
-def _seeded(seed: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + stream) % (2**63 - 1))
-
-
-def masked_mse(outputs: torch.Tensor, trials) -> torch.Tensor:
-    """The masked mean squared error of ``outputs`` (T, batch, n_out) against the trials' targets."""
-    mask = trials.mask if trials.mask.dim() == outputs.dim() else trials.mask.unsqueeze(-1).expand_as(outputs)
-    return (mask * (outputs - trials.targets) ** 2).sum() / mask.sum().clamp_min(1)
-
-
-def forward(model, trials, dt: float, generator=None, probe: bool = False):
-    """The circuit's trajectory on ``trials`` and its outputs aligned with the targets."""
-    trajectory = model.unroll(trials.inputs, dt=dt, generator=generator, probe=probe)
-    return trajectory, trajectory.rates[model.output][1:]
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
+from .task_scoring import SPLIT_STREAMS, activity, forward, jsonable, masked_mse, seeded
 
 class TaskTraining:
     """Everything one task run trains with (the counterpart of the data runner's ``_Training``)."""
@@ -99,11 +59,11 @@ class TaskTraining:
         self.model = build_task_model(config["model"], self.task, seed).to(dtype=self.dtype)
         self.optimizer = make_optimizer(self.model.parameters(), train_cfg["optimizer"])
         self.schedule = make_schedule(self.optimizer, train_cfg["schedule"], train_cfg["epochs"])
-        self.train_gen, self.noise_gen = _seeded(seed, 11), _seeded(seed, 13)  # _SPLIT_STREAMS
+        self.train_gen, self.noise_gen = (seeded(seed, s) for s in SPLIT_STREAMS["train"])
         self.batch = train_cfg["batch_size"]
         self.per_epoch = max(1, task_cfg["trials_per_epoch"] // self.batch)
         self.val_trials = self.task.balanced(task_cfg["validation_per_condition"], dt=self.dt,
-                                             generator=_seeded(seed, 22)).to(dtype=self.dtype)
+                                             generator=seeded(seed, SPLIT_STREAMS["val"][0])).to(dtype=self.dtype)
         self.clip, self.omega = train_cfg.get("grad_clip"), train_cfg.get("omega", 0.0)
         self.trials_seen = 0
         self.validations: list[dict] = []
@@ -157,7 +117,7 @@ class TaskTraining:
         return state["epoch"] + 1
 
     def record(self, epoch: int, train_loss, seconds: float) -> dict:
-        scores = self.score(self.val_trials, _seeded(int(self.config["seed"]), 23))
+        scores = self.score(self.val_trials, seeded(int(self.config["seed"]), SPLIT_STREAMS["val"][1]))
         val = {"loss": scores["loss"], "acc": self._accuracy(scores)}
         self.validations.append({"correct": scores.get("correct"), "loss": scores["loss"],
                                  "min_condition": scores.get("min_condition")})
@@ -235,75 +195,15 @@ class TaskTraining:
         result.update(trials=self.trials_seen, criterion_met=self.criterion_at is not None,
                       trials_to_criterion=self.criterion_at if self.criterion_at is not None else budget)
         test = self.task.balanced(self.config["task"]["test_per_condition"], dt=self.dt,
-                                  generator=_seeded(seed, 33)).to(dtype=self.dtype)
-        final = self.score(test, _seeded(seed, 34))
+                                  generator=seeded(seed, SPLIT_STREAMS["test"][0])).to(dtype=self.dtype)
+        noise = SPLIT_STREAMS["test"][1]
+        final = self.score(test, seeded(seed, noise))
         result.update(test_loss_final=final["loss"], test_acc_final=self._accuracy(final))
         model.load_state_dict(self.best_state)
-        at_best = self.score(test, _seeded(seed, 34))
+        at_best = self.score(test, seeded(seed, noise))
         result.update(test_loss_at_best_val=at_best["loss"], test_acc_at_best_val=self._accuracy(at_best),
                       test_min_condition=at_best.get("min_condition"))
-        result["task_scores"] = _jsonable({k: v for k, v in at_best.items() if k not in ("loss",)})
-        result["activity"] = _jsonable(activity(model, self.task, test, self.dt, _seeded(seed, 34)))
+        result["task_scores"] = jsonable({k: v for k, v in at_best.items() if k not in ("loss",)})
+        result["activity"] = jsonable(activity(model, self.task, test, self.dt, seeded(seed, noise)))
         if folder is not None and not self.config["train"].get("keep_last", False):
             (folder / checkpoints.LAST).unlink(missing_ok=True)
-
-
-def activity(model, task, trials, dt: float, generator) -> dict:
-    """Trial-averaged rates of the E and I units per condition, units sorted by preference.
-
-    A unit's preference is the output its rate favours: the sign of its mean rate difference,
-    over all steps, between trials whose correct choice is 0 and trials whose choice is 1. The
-    conditions are the pairs (the task's first condition label, e.g. the coherence, the context or
-    the modality; the correct choice). Returns ``{"dt", "keys", "conditions", "groups"}`` with
-    ``groups["E pref 0"]`` of shape (n_conditions, T): the rates averaged over the group's units
-    and the condition's trials (catch trials left out). Empty for tasks without choices.
-    """
-    choice = trials.conditions.get("choice")
-    if choice is None:
-        return {}
-    model.eval()
-    with torch.no_grad():
-        trajectory, _ = forward(model, trials, dt, generator)
-    scored = choice >= 0
-    first = next((k for k in trials.conditions if k not in ("catch", "choice")), None)
-    keys = ([first] if first else []) + ["choice"]
-    labels = torch.stack([trials.conditions[k].to(torch.float64) for k in keys], 1)
-    uniq = torch.unique(labels[scored], dim=0)
-    groups = {}
-    for pop in model.populations:
-        if pop.name in (model.input, model.output):
-            continue
-        rates = trajectory.rates[pop.name][1:].to(torch.float64)  # (T, batch, size)
-        diff = rates[:, choice == 0].mean((0, 1)) - rates[:, choice == 1].mean((0, 1))
-        for pref, units in ((0, diff >= 0), (1, diff < 0)):
-            if bool(units.any()):
-                groups[f"{pop.name} pref {pref}"] = torch.stack(
-                    [rates[:, scored & (labels == row).all(1)][..., units].mean((1, 2)) for row in uniq])
-    return {"dt": dt, "keys": keys, "conditions": uniq.tolist(), "groups": {k: v.tolist() for k, v in groups.items()}}
-
-
-#: The generator streams of a run's trials (and of the noise while they are scored), by split.
-_SPLIT_STREAMS = {"train": (11, 13), "val": (22, 23), "test": (33, 34)}
-
-
-def evaluate_task(model, config: dict, split: str = "test") -> dict:
-    """A task run's stored model scored on its ``split`` trials: the validation or test trials the
-    run drew (the same generators), or fresh training trials; ``{"n", "loss", "acc", ...scores}``."""
-    seed, task_cfg = int(config["seed"]), config["task"]
-    task, dt = load_task(task_cfg)
-    dtype = getattr(torch, config["train"]["dtype"])
-    trials_stream, noise_stream = _SPLIT_STREAMS[split]
-    per_condition = task_cfg["test_per_condition" if split == "test" else "validation_per_condition"]
-    if split == "train":
-        trials = task.trials(config["train"]["batch_size"], dt=dt, generator=_seeded(seed, trials_stream))
-    else:
-        trials = task.balanced(per_condition, dt=dt, generator=_seeded(seed, trials_stream))
-    trials = trials.to(dtype=dtype)
-    model = model.to(dtype=dtype).eval()
-    with torch.no_grad():
-        _, outputs = forward(model, trials, dt, _seeded(seed, noise_stream))
-        scores = task.score(outputs, trials)
-        loss = float(masked_mse(outputs, trials))
-    acc = scores.get("correct")
-    return _jsonable({"n": len(trials), "loss": loss, "acc": None if acc is None else float(acc),
-                      **{k: v for k, v in scores.items() if k not in ("loss", "correct")}})
