@@ -198,6 +198,9 @@ def test_a_resumed_task_run_ends_exactly_where_an_uninterrupted_one_ends(tmp_pat
     for name in ("last.pt", "best.pt"):
         wa, wb = (torch.load(f / name, map_location="cpu", weights_only=False)["model"] for f in (a, b))
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
+    last = ex.evaluate_run(tmp_path / "b", task["run_id"], which="last")  # keep_last: the final weights
+    assert last["acc"] == whole["test_acc_final"] and last["loss"] == whole["test_loss_final"]
+    assert last["epoch"] == 3
 
 
 def _criterion_after(monkeypatch, validations: int):
