@@ -178,12 +178,20 @@ def test_a_record_keeps_the_task_results_and_regenerates_the_tasks_section(song)
 
 # -- determinism, resuming, trials to criterion ---------------------------------------------------------
 def test_the_same_task_run_twice_gives_the_same_history():
-    (task,) = ex.expand(task_spec(train={"epochs": 2}))
+    tree = task_tree(train={"epochs": 2})
+    del tree["train"]["omega"], tree["train"]["grad_clip"]  # neither: plain BPTT
+    (task,) = ex.expand(ex.from_dict(tree, source="t.toml"))
+    assert "omega" not in task["config"]["train"] and "grad_clip" not in task["config"]["train"]
     first, second = runner.run(task), runner.run(task)
     assert first["status"] == "ok" and first["epochs_done"] == 2
     assert comparable(first) == comparable(second)
+    losses = [h["train_loss"] for h in first["history"]]
     other = runner.run(ex.expand(task_spec(train={"epochs": 2}, grid={"seed": [1]}))[0])
-    assert [h["val_loss"] for h in other["history"]] != [h["val_loss"] for h in first["history"]]
+    assert [h["train_loss"] for h in other["history"]] != losses
+    tree["train"]["omega"] = 2.0  # the regulariser reaches the weights: from the second step on
+    regularised = runner.run(ex.expand(ex.from_dict(tree, source="t.toml"))[0])
+    assert regularised["history"][0] == first["history"][0] | {"time_s": regularised["history"][0]["time_s"]}
+    assert regularised["history"][1]["train_loss"] != losses[1]
 
 
 def test_a_resumed_task_run_ends_exactly_where_an_uninterrupted_one_ends(tmp_path, monkeypatch):
