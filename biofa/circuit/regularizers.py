@@ -36,8 +36,10 @@ def vanishing_gradient(trajectory, *, bound: float = 1e-20) -> torch.Tensor:
     Call it after the loss's backward with ``retain_graph=True`` (which fills each block's probe
     gradient, i.e. :math:`k\,a^{n+1}`, and keeps the graph from the synapses' weights to the
     assembled W) and back-propagate ``lam * omega`` to add :math:`\lambda\,\partial\Omega/\partial W`
-    to the weights' gradients (``lam`` = 2 in Song et al.). Returns a scalar (0 for a circuit
-    without recurrent blocks); differentiable with respect to the recurrent weights.
+    to the weights' gradients (``lam`` = 2 in Song et al.). Returns a scalar, differentiable with
+    respect to the recurrent weights. Raises :class:`~biofa.errors.ConfigError` when the trajectory
+    has no recurrent blocks (a circuit without a cycle, or unrolled without ``probe=True``) or the
+    probes have no gradient yet (the runner checks ``trajectory.blocks`` before calling it).
     """
     if not trajectory.blocks:
         raise ConfigError("vanishing_gradient: the trajectory has no recurrent blocks to regularise; unroll "

@@ -97,7 +97,7 @@ class ChoiceTask(Task):
         return self.build(index.clamp(min=0), index < 0, dt, generator, dtype)
 
     def shortest_epoch(self) -> float:
-        return min([self.catch_duration] + [float(torch.as_tensor(s).min())
+        return min([self.catch_duration] + [float(torch.as_tensor(s, dtype=torch.float64).min())
                                             for _, s in self.epochs(1, 1.0, torch.Generator().manual_seed(0))])
 
     def build(self, index: torch.Tensor, catch: torch.Tensor, dt, generator, dtype=torch.float32) -> Trials:

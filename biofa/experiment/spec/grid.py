@@ -156,9 +156,10 @@ def _base(tree, source, origins) -> dict:
             for table in ("data", "model", "train", "metrics", "log")}
     for sub in ("optimizer", "schedule"):
         base["train"][sub] = fill_table(tree, f"train.{sub}", source, origins)
-    if "task" in tree or "task" in tree.get("grid", {}):
-        _task_base(tree, base, source, origins)
-    elif "omega" in base["train"]:
+    varied = {canonical(k) for k in flatten(tree.get("grid", {}))}  # "task.name" quoted or as a table
+    if "task" in tree or any(path.startswith("task.") for path in varied):
+        _task_base(tree, base, source, origins, varied)
+    elif "omega" in base["train"] or "train.omega" in varied:
         raise SpecError(f"{source}: [train] omega (the vanishing-gradient regulariser) applies to runs on a "
                         "[task], which train a recurrent circuit through time")
     model = base["model"]
@@ -175,14 +176,14 @@ def _base(tree, source, origins) -> dict:
     return base
 
 
-def _task_base(tree, base, source, origins) -> None:
+def _task_base(tree, base, source, origins, varied: set) -> None:
     """A study on a cognitive task: ``[task]`` replaces ``[data]`` (its trials are drawn, not
     loaded) and the model is a circuit trained in time."""
     if "data" in tree:
         raise SpecError(f"{source}: give either [data] (a data set) or [task] (a cognitive task), not both")
     del base["data"]
     base["task"] = fill_table(tree, "task", source, origins)
-    if "name" not in base["task"] and "task.name" not in {canonical(k) for k in tree.get("grid", {})}:
+    if "name" not in base["task"] and "task.name" not in varied:
         raise SpecError(f"{source}: [task] name is missing; one of the tasks `biofa list` shows, "
                         "e.g. name = \"perceptual_decision\"")
     if "circuit" not in get_path(tree, "model", {}):
