@@ -276,7 +276,7 @@ def _evaluate(args) -> int:
     from .experiment import evaluate_run
     r = evaluate_run(args.results_dir, args.run_id, which=args.which, split=args.split)
     acc = "" if r["acc"] is None else f"accuracy {r['acc']:.4f}, "
-    print(f"{r['run_id']} ({r['which']} weights, epoch {r['epoch']}) on {r['split']} ({r['n']} examples): "
+    print(f"{r['run_id']} ({r['which']} weights, epoch {r['epoch']}) on {r['split']} ({r['n']} {'trials' if 'n_scored' in r else 'examples'}): "
           f"{acc}loss {r['loss']:.4f}")
     return EXIT_OK
 

@@ -116,9 +116,12 @@ def _preflight_task(spec: Spec, config: dict, seen: set) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BiofaWarning)
-            build_task_model(config["model"], task, 0)
+            model = build_task_model(config["model"], task, 0)
     except (ConfigError, TypeError, ValueError) as err:
         raise SpecError(f"{spec.source}: [model] {err}") from None
+    if config["train"].get("omega") and model.cycle is None:
+        raise SpecError(f"{spec.source}: [train] omega regularises the gradient through a recurrent block, but "
+                        f"circuit {config['model']['circuit']!r} has no cycle; remove omega or use a recurrent circuit")
 
 
 def run_study(spec: Spec, out: str | os.PathLike, *, jobs: int = 1, progress: bool | None = None,

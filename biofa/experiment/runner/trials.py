@@ -144,7 +144,7 @@ class TaskTraining:
             trajectory, outputs = forward(model, trials, self.dt, self.noise_gen, probe=self.omega > 0)
             loss = masked_mse(outputs, trials)
             loss.backward(retain_graph=self.omega > 0)  # Ω back-propagates to W through the same graph
-            if self.omega > 0 and trajectory.blocks:
+            if self.omega > 0:  # the study's preflight checked that the circuit has a recurrent block
                 (self.omega * vanishing_gradient(trajectory)).backward()
             if self.clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, self.clip)
