@@ -17,7 +17,7 @@ from biofa.errors import ConfigError
 from biofa.experiment import records
 from biofa.experiment.runner import checkpoints
 from biofa.experiment.runner import train as runner
-from biofa.experiment.runner.trials import RUNNER_TASK_KEYS
+from biofa.experiment.runner.build import RUNNER_TASK_KEYS
 from biofa.tasks.decision import PerceptualDecision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +158,7 @@ def test_evaluate_on_a_task_run_gives_its_test_score(song, capsys):
     run_id = result["run_id"]
     assert main(["evaluate", str(out), run_id[:-4]]) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith(f"{run_id} (best weights, epoch {result['best_epoch']}) on test (55 examples): "
+    assert printed.startswith(f"{run_id} (best weights, epoch {result['best_epoch']}) on test (55 trials): "
                               f"accuracy {result['test_acc_at_best_val']:.4f}, loss ")
     with pytest.raises(ConfigError, match="last.pt is deleted when a run finishes unless"):
         ex.evaluate_run(out, run_id, which="last")
