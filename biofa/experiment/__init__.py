@@ -19,6 +19,14 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     seed = 0                       # the split's seed (the same for every run)
     # any other key is an option of the dataset, e.g. n_train = 1000, root = "data/"
 
+    # or, instead of [data], a cognitive task (biofa.tasks) trained through time by a recurrent
+    # circuit (see the guide "Cognitive tasks"):
+    # [task]
+    # name = "perceptual_decision"  # biofa.tasks.available(); other keys are the task's settings
+    # dt = 0.02                     # default: the task's
+    # trials_per_epoch = 10000      # training trials between two validations
+    # validation_per_condition = 100; test_per_condition = 100; stop_at_criterion = true
+
     [model]                        # biofa.models.build(name, feedback=, sign=, norm=, ..., **options)
     name = "mlp"                   # biofa.models.available()  (or: circuit = "<circuit name>")
     feedback = "bp"                # bp fa usf frsf brsf dfa kp wm, or {rule = "usf", scale = "sn"}
@@ -39,6 +47,8 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
     threads = 1                    # torch threads per run
     keep_last = false              # keep runs/<run_id>/last.pt when the run is done (best.pt is kept)
     checkpoint_s = 10.0            # seconds between a run's checkpoints, after its first epoch (0: every epoch)
+    grad_clip = 1.0                # clip the gradient's global norm (default: no clipping)
+    omega = 2.0                    # task runs: the vanishing-gradient regulariser's weight (default 0)
     [train.optimizer]              # or optimizer = "adam"; lr/momentum/weight_decay may sit in [train]
     name = "sgd"                   # sgd adam adamw rmsprop
     lr = 0.01
@@ -70,6 +80,9 @@ writes ``runs.csv``, ``history.csv``, ``report.md`` and PNG figures to the resul
 
     [per_rule.dfa]                 # applied to runs whose feedback rule is dfa
     "train.lr" = 0.001
+
+    [per_task.working_memory]      # applied to runs on that task (a study on [task]s)
+    "train.epochs" = 15
 
     [search]                       # chosen per condition on validation (product of every list)
     "train.optimizer.lr" = [0.001, 0.003, 0.01, 0.03]

@@ -58,7 +58,8 @@ def expand(spec) -> list[dict]:
     ``[search]`` keys, which vary fastest).
 
     A run is ``{"run_id", "labels": {column: value}, "config": {data, model, train, metrics,
-    seed}}``; ``[per_rule.<rule>]`` entries are applied to runs whose feedback rule is ``<rule>``.
+    seed}}``; ``[per_rule.<rule>]`` entries are applied to runs whose feedback rule is ``<rule>``,
+    ``[per_task.<task>]`` entries to runs on task ``<task>``.
     Each ``[search]`` candidate of a condition is a run per seed of its own, labelled by the search
     keys too, with ``<key><value>`` in its id (``bp-dale-lr0.001-s0-<hash>``); a spec without
     ``[search]`` gives the ids it always gave.
@@ -76,6 +77,8 @@ def expand(spec) -> list[dict]:
             else:
                 set_path(config, path, copy.deepcopy(unlabelled(value)))
         for path, value in spec.per_rule.get(rule_name(config["model"].get("feedback", "")), {}).items():
+            set_path(config, path, copy.deepcopy(value))
+        for path, value in getattr(spec, "per_task", {}).get(config.get("task", {}).get("name"), {}).items():
             set_path(config, path, copy.deepcopy(value))
         labels = {display(k): v for k, v in zip(keys, values)}
         if search:  # columns: the condition, the candidate, then the seed

@@ -18,6 +18,7 @@ from .expand import label
 from .loader import read_tree
 from .paths import canonical, flatten, get_path, override_items, set_path
 from .published import validate_published
+from .values import suggest
 from .schema import RUN_TABLES, SECTIONS, check_run_value, check_schedule, check_tables, fill_table, value_lists
 from .search import override_search, validate_compare, validate_search
 
@@ -48,6 +49,8 @@ class Spec:
     compare: dict[str, tuple] = field(default_factory=dict)
     #: the ``[executor]`` table with defaults filled in (used by ``--executor slurm``)
     executor: dict = field(default_factory=dict)
+    #: ``[per_task.<task>]``: task name -> ``{full dotted path: value}`` for runs on that task.
+    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def load(spec: str | Path, *, quick: bool = False, overrides: list[str] | dict | None = None) -> Spec:
@@ -110,7 +113,7 @@ def _apply_override(tree, path, value, source, origin):
             grid[path] = value if isinstance(value, list) else [value]
             return
     section = path.split(".")[0]
-    fixed = ("grid", "per_rule", "quick", "search", "compare", "published")
+    fixed = ("grid", "per_rule", "per_task", "quick", "search", "compare", "published")
     if section not in SECTIONS or section in fixed or "." not in path:
         raise SpecError(f"{source} ({origin}): unknown key {path!r}; expected a dotted path such as "
                         "'train.epochs', 'data.name' or a grid key such as 'feedback'")
@@ -123,13 +126,14 @@ def _validate(tree, source, quick, origins, default_name) -> Spec:
     base = _base(tree, source, origins)
     grid = _grid(tree, source, origins)
     per_rule = _per_rule(tree, grid, source, origins)
+    per_task = _per_task(tree, grid, source, origins)
     search = validate_search(tree, base, grid, per_rule, source, origins)
     compare = validate_compare(tree, grid, source, origins)
     validate_published(tree, grid, search, source, origins)
     name = experiment.get("name", default_name)
     return Spec(source=source, name=name, description=experiment.get("description", ""), base=base,
                 grid=grid, per_rule=per_rule, quick=quick, tree=tree, search=search, compare=compare,
-                executor=fill_table(tree, "executor", source, origins))
+                executor=fill_table(tree, "executor", source, origins), per_task=per_task)
 
 
 def _move_optimizer_aliases(tree, source) -> None:
@@ -226,3 +230,28 @@ def _per_rule(tree, grid, source, origins) -> dict[str, dict]:
             entries[path] = value
         per_rule[rule] = entries
     return per_rule
+
+
+def _per_task(tree, grid, source, origins) -> dict[str, dict]:
+    """``{task: {full dotted path: value}}`` of the ``[per_task.<task>]`` tables: settings for the
+    runs on one task of a study over several (e.g. a smaller budget for the longest task)."""
+    from ... import tasks
+
+    per_task: dict[str, dict] = {}
+    for name, table in tree.get("per_task", {}).items():
+        if name not in tasks.available():
+            raise SpecError(f"{source}: [per_task.{name}]: {name!r} is not a task{suggest(name, tasks.available())}; "
+                            f"expected one of {', '.join(tasks.available())}")
+        if not isinstance(table, dict):
+            raise SpecError(f"{source}: [per_task.{name}] must be a table of key = value, got {table!r}")
+        entries = {}
+        for key, value in flatten(table).items():
+            path = canonical(key)
+            if path in grid:
+                raise SpecError(f"{source}: [per_task.{name}] {key} is also a [grid] key; keep one of them")
+            if path in ("task.name", "seed"):
+                raise SpecError(f"{source}: [per_task.{name}] cannot set {key}")
+            check_run_value(path, value, source, origins, f"[per_task.{name}] {key}")
+            entries[path] = value
+        per_task[name] = entries
+    return per_task

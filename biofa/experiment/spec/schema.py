@@ -21,7 +21,7 @@ from .values import (betas, boolean, device, folder_name, gamma, is_int, layers,
                      nonneg_int, nonneg_num, one_of, positive_int, positive_num, sbatch_options, string, strings, unit_interval_exclusive,
                      suggest, unit_interval_open, validation_size)
 
-SECTIONS = ("experiment", "data", "task", "model", "train", "metrics", "log", "grid", "per_rule", "quick",
+SECTIONS = ("experiment", "data", "task", "model", "train", "metrics", "log", "grid", "per_rule", "per_task", "quick",
             "search", "compare", "executor", "published")
 
 
