@@ -101,7 +101,7 @@ def test_parse_value_and_canonical_and_label():
      "experiments/x.toml: unknown key [train] epoch (did you mean 'epochs'?); expected some of "
      "epochs, batch_size, loss, dtype, eval_batch_size, device, threads, keep_last, checkpoint_s, grad_clip, omega"),
     ({"trian": {}}, "experiments/x.toml: unknown table [trian] (did you mean 'train'?); expected some of "
-                    "[experiment], [data], [task], [model], [train], [metrics], [log], [grid], [per_rule], [quick], "
+                    "[experiment], [data], [task], [model], [train], [metrics], [log], [grid], [per_rule], [per_task], [quick], "
                     "[search], [compare], [executor], [published]"),
     ({"grid": {"feedback": "fa"}}, "experiments/x.toml: [grid] feedback must be a non-empty list of values, got 'fa'"),
     ({"grid": {"seed": []}}, "experiments/x.toml: [grid] seed must be a non-empty list of values, got []"),

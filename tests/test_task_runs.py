@@ -13,7 +13,7 @@ from _interrupt import run_killed_after_epoch
 
 import biofa.experiment as ex
 from biofa.cli import main
-from biofa.errors import ConfigError
+from biofa.errors import ConfigError, SpecError
 from biofa.experiment import records
 from biofa.experiment.runner import checkpoints
 from biofa.experiment.runner import train as runner
@@ -231,3 +231,17 @@ def test_trials_to_criterion_and_stopping(monkeypatch):
     _criterion_after(monkeypatch, 99)  # never: censored at the budget, epochs x trials per epoch
     never = runner.run(ex.expand(task_spec(train={"epochs": 2}))[0])
     assert never["criterion_met"] is False and never["trials_to_criterion"] == 80 == never["trials"]
+
+
+def test_per_task_settings_apply_to_their_task_only():
+    tree = task_tree(grid={"task.name": ["perceptual_decision", "working_memory"], "seed": [0]},
+                     per_task={"working_memory": {"train.epochs": 1}})
+    runs = ex.expand(ex.from_dict(tree, source="tiny_task.toml"))
+    epochs = {r["config"]["task"]["name"]: r["config"]["train"]["epochs"] for r in runs}
+    assert epochs == {"perceptual_decision": 3, "working_memory": 1}
+    bad = task_tree(per_task={"working_memroy": {"train.epochs": 1}})
+    with pytest.raises(SpecError, match=r"\[per_task.working_memroy\]: 'working_memroy' is not a task "
+                                           r"\(did you mean 'working_memory'\?\)"):
+        ex.from_dict(bad, source="tiny_task.toml")
+    with pytest.raises(SpecError, match=r"\[per_task.working_memory\] cannot set task.name"):
+        ex.from_dict(task_tree(per_task={"working_memory": {"task.name": "periodic"}}), source="tiny_task.toml")
