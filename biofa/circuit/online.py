@@ -56,6 +56,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.utils import parametrize
 
 from .. import _hooks
 from ..errors import ConfigError, DegenerateFeedbackWarning, DivergenceError, ShapeError, check_choice
@@ -334,30 +335,37 @@ def _check_traced(circuit, method) -> None:
 
 def _apply(circuit, learners, grads: dict, lr: float, batch: int) -> None:
     """:math:`W \\leftarrow W - \\eta\\, G / N` for every traced weight, then its constraints
-    (sign and norm projected after every update; a learned Kolen–Pollack B gets W's update)."""
+    (sign and norm projected after every update; a learned Kolen–Pollack B gets W's update).
+    Raises :class:`~biofa.errors.DivergenceError` naming the first weight that is no longer finite."""
     scale = lr / batch
+    total = None  # one host sync per update: a sum is finite iff every term is
     for ln in learners:
         g = grads[ln.key]
         s = ln.synapse
         if s is None:
-            bias = circuit.biases[ln.post]
-            bias.sub_(scale * g[:, 0])
-            new = bias
+            circuit.biases[ln.post].sub_(g[:, 0], alpha=scale)
         else:
             layer = s.layer
             if s.mask is not None:
                 g = g * s.mask.to(g.dtype)
-            layer._set_weight(s.weight.detach() - scale * g)
+            if parametrize.is_parametrized(layer, "weight"):
+                layer._set_weight(s.weight.detach() - scale * g)
+            else:
+                layer.weight.sub_(g, alpha=scale)
             layer.enforce_constraints()
             if s.has_feedback and layer.feedback.learned:
-                b = layer.feedback.B
-                b.sub_(scale * g)
+                layer.feedback.B.sub_(g, alpha=scale)
                 s.feedback_synapses.enforce_constraints()
-            new = layer.weight
-        if not bool(torch.isfinite(new).all()):
-            what = f"the bias of population {ln.post!r}" if s is None else f"the weights of synapses {s.name!r}"
-            raise DivergenceError(f"learn_online: {what} became non-finite (NaN or inf) after an update; the "
-                                  f"learning rate lr={lr} is probably too large for this circuit, dt and error")
+        part = g.sum()
+        total = part if total is None else total + part
+    if total is not None and not math.isfinite(float(total)):
+        for ln in learners:
+            value = circuit.biases[ln.post] if ln.synapse is None else ln.synapse.weight
+            if not bool(torch.isfinite(value).all()) or not bool(torch.isfinite(grads[ln.key]).all()):
+                what = (f"the bias of population {ln.post!r}" if ln.synapse is None
+                        else f"the weights of synapses {ln.synapse.name!r}")
+                raise DivergenceError(f"learn_online: {what} became non-finite (NaN or inf) after an update; "
+                                      f"the learning rate lr={lr} is probably too large for this circuit, dt and error")
     _hooks.next_step()
 
 

@@ -48,14 +48,16 @@ __all__ = ["TRACES", "Trace", "RFLOTrace", "EpropTrace", "rflo_advance", "eprop_
 def rflo_advance(p: torch.Tensor, alpha: float, d_prime: torch.Tensor, r_pre: torch.Tensor) -> torch.Tensor:
     r""":math:`p \leftarrow (1-\alpha) p + \alpha f'(I_\mathrm{post}) r_\mathrm{pre}^\top`, in place.
 
-    p: (post, batch, pre) (laid out so that :func:`rflo_gradient` is one batched matmul);
-    d_prime: f'(I) (batch, post); r_pre: (batch, pre)."""
-    return p.mul_(1.0 - alpha).addcmul_(d_prime.T.unsqueeze(2), r_pre.unsqueeze(0), value=alpha)
+    p: (batch, post, pre); d_prime: f'(I) (batch, post); r_pre: (batch, pre)."""
+    return p.mul_(1.0 - alpha).addcmul_(d_prime.unsqueeze(2), r_pre.unsqueeze(1), value=alpha)
 
 
 def rflo_gradient(signal: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    r""":math:`G_{ij} = \sum_b L_{bi}\, p_{ibj}`: signal (batch, post), p (post, batch, pre) → (post, pre)."""
-    return torch.bmm(signal.T.unsqueeze(1), p).squeeze(1)
+    r""":math:`G_{ij} = \sum_b L_{bi}\, p_{bij}`: signal (batch, post), p (batch, post, pre) → (post, pre).
+
+    A product and a sum over the batch: on CPU about 4x faster than the batched matrix-vector
+    product (``bmm`` with one row) or ``einsum``, which is memory-bound the same way."""
+    return (p * signal.unsqueeze(2)).sum(0)
 
 
 def eprop_advance(eps: torch.Tensor, alpha: float, r_pre: torch.Tensor) -> torch.Tensor:
@@ -116,8 +118,7 @@ class RFLOTrace(Trace):
     exact_form = "rate"
 
     def reset(self) -> None:
-        b, i, j = self.shape
-        self.p = torch.zeros(i, b, j, **self.factory)
+        self.p = torch.zeros(self.shape, **self.factory)
 
     def advance(self, r_pre, d_prime) -> None:
         rflo_advance(self.p, self.alpha, d_prime, r_pre)
