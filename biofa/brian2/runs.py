@@ -158,10 +158,14 @@ def learn_online(circuit, x, target, duration: float | None = None, dt: float | 
     (T, batch, n_out), ``mask``, ``update``; ``duration`` optional); no recording.
     """
     from ..circuit.dynamics import n_steps as _n_steps
-    from ..circuit.online import UPDATES, _check_lr
+    import math
+
+    from ..circuit.online import UPDATES
 
     if method == "rflo":
-        _check_lr(lr)
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ConfigError(f"biofa.brian2.learn_online: lr must be a finite number > 0 (the learning rate), "
+                              f"got {lr!r}")
         check_choice("biofa.brian2.learn_online", "update", update, UPDATES)
         dt = _seconds(dt, "dt", "biofa.brian2.learn_online")
         if record:
