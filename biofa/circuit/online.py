@@ -6,8 +6,7 @@ feedback pathway at each step (:mod:`biofa.circuit.three_factor`).
 ``method="rflo"`` / ``"eprop"`` (any circuit with an output, recurrent ones included; the traces
 are in :mod:`biofa.circuit.traces`). The time convention of :mod:`biofa.circuit.dynamics`; the loss
 
-.. math:: L = \frac{1}{2N} \sum_{n=0}^{T-1} \sum_{b} \big\| m^n_b \odot (r^{n+1}_{\mathrm{out},b} - y^{*n}_b) \big\|^2_{m}
-          = \frac{1}{2N} \sum_{n,b,k} m^n_{bk} \big(r^{n+1}_{\mathrm{out},bk} - y^{*n}_{bk}\big)^2
+.. math:: L = \frac{1}{2N} \sum_{n=0}^{T-1} \sum_{b,k} m^n_{bk} \big(r^{n+1}_{\mathrm{out},bk} - y^{*n}_{bk}\big)^2
 
 (not divided by T: Murray's code divides by T, so its η is T times the η here). With
 :math:`e^{n+1} = m^n \odot (r^{n+1}_\mathrm{out} - y^{*n})`, the error reaching a hidden
@@ -113,6 +112,7 @@ class _Learner:
     synapse: object
     trace: Trace
     key: str
+    hidden: bool = True  # False for the read-out's own synapses (scored after the trace advances)
 
 
 def _learners(circuit, method: str, batch: int, dt: float, learn_bias: bool, factory: dict) -> list:
@@ -122,12 +122,15 @@ def _learners(circuit, method: str, batch: int, dt: float, learn_bias: bool, fac
     for p in circuit.populations:
         if p.name == circuit.input:
             continue
-        cls = exact_trace(circuit.dynamics_of(p.name)) if p.name == circuit.output else TRACES[method]
+        readout = p.name == circuit.output
+        cls = exact_trace(circuit.dynamics_of(p.name)) if readout else TRACES[method]
         alpha = dt / p.tau
         for s in circuit._incoming[p.name]:
-            out.append(_Learner(p.name, s.pre.name, s, cls(alpha, batch, p.size, s.pre.size, **factory), s.name))
+            out.append(_Learner(p.name, s.pre.name, s, cls(alpha, batch, p.size, s.pre.size, **factory), s.name,
+                                not readout))
         if learn_bias and p.learn_bias:
-            out.append(_Learner(p.name, None, None, cls(alpha, batch, p.size, 1, **factory), f"bias:{p.name}"))
+            out.append(_Learner(p.name, None, None, cls(alpha, batch, p.size, 1, **factory), f"bias:{p.name}",
+                                not readout))
     return out
 
 
@@ -237,17 +240,20 @@ def _learn_traced(circuit, x, target, duration, dt, lr, *, method, mask, update,
             rec_w[name].append(v.clone())
 
     alpha_out = dt / circuit.population(out).tau
+    act = {p.name: p.act for p in pops}
+    hidden = [ln for ln in learners if ln.hidden]
+    readout = [ln for ln in learners if not ln.hidden]
+    w = weights(circuit)  # re-read after every update under update="step"; held under "sequence"
     for n in range(steps):
         xi = draws(circuit, 1, batch, generator, **factory) if noisy_pops else {}
         u = xs[n] if inp.name not in xi else xs[n] + scale(inp.sigma, inp.tau, dt) * xi[inp.name][0]
         rates[circuit.input] = circuit.input_rates(u)
         if n in keep:
             record(rates)
-        w = weights(circuit)
         current = currents(circuit, rates, w)  # I^n from r^n
-        d_prime = {p.name: p.act.prime(current[p.name]) for p in pops}  # f'(I^n)
+        d_prime = {k: act[k].prime(v) for k, v in current.items()}  # f'(I^n)
         # the pseudo-derivative at step n: f'(x^n) in the current form, f'(I^n) in the rate form
-        v_prime = {p.name: d_prime[p.name] if form[p.name] == "rate" else p.act.prime(state[p.name]) for p in pops}
+        v_prime = {k: d_prime[k] if form[k] == "rate" else act[k].prime(state[k]) for k in current}
         new_state, new_rates = {}, {}
         for p in pops:  # s^{n+1} = s^n + (dt/tau)(-s^n + d^n + noise)
             d = p.act.f(current[p.name]) if form[p.name] == "rate" else current[p.name]
@@ -273,21 +279,19 @@ def _learn_traced(circuit, x, target, duration, dt, lr, *, method, mask, update,
                 term = err @ fb.matrix()
                 g = term if g is None else g + term
             signal[h] = g
-        step_grads = grads if update == "sequence" else {k: torch.zeros_like(v) for k, v in grads.items()}
-        for ln in learners:  # hidden: L^n against p^n, before the trace advances
-            if ln.post != out and signal[ln.post] is not None:
-                step_grads[ln.key].add_(ln.trace.gradient(signal[ln.post], v_prime[ln.post]))
+        for ln in hidden:  # hidden: L^n against p^n, before the trace advances
+            if signal[ln.post] is not None:
+                grads[ln.key].add_(ln.trace.gradient(signal[ln.post], v_prime[ln.post]))
         for ln in learners:  # p^n -> p^{n+1} from r^n_pre and f'(I^n_post)
             ln.trace.advance(one if ln.pre is None else rates[ln.pre], d_prime[ln.post])
-        if form[out] == "current":
-            v_out = circuit.population(out).act.prime(new_state[out])
-        else:
-            v_out = None
-        for ln in learners:  # read-out: e^{n+1} against p^{n+1}
-            if ln.post == out:
-                step_grads[ln.key].add_(ln.trace.gradient(err, v_out))
+        v_out = act[out].prime(new_state[out]) if form[out] == "current" else None
+        for ln in readout:  # read-out: e^{n+1} against p^{n+1}
+            grads[ln.key].add_(ln.trace.gradient(err, v_out))
         if update == "step":
-            _apply(circuit, learners, step_grads, lr, batch)
+            _apply(circuit, learners, grads, lr, batch)
+            for g in grads.values():
+                g.zero_()
+            w = weights(circuit)
         state, rates = new_state, {circuit.input: rates[circuit.input], **new_rates}
     if update == "sequence":
         _apply(circuit, learners, grads, lr, batch)

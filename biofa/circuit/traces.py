@@ -52,12 +52,13 @@ def rflo_advance(p: torch.Tensor, alpha: float, d_prime: torch.Tensor, r_pre: to
     return p.mul_(1.0 - alpha).addcmul_(d_prime.unsqueeze(2), r_pre.unsqueeze(1), value=alpha)
 
 
-def rflo_gradient(signal: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+def rflo_gradient(signal: torch.Tensor, p: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
     r""":math:`G_{ij} = \sum_b L_{bi}\, p_{bij}`: signal (batch, post), p (batch, post, pre) → (post, pre).
 
     A product and a sum over the batch: on CPU about 4x faster than the batched matrix-vector
-    product (``bmm`` with one row) or ``einsum``, which is memory-bound the same way."""
-    return (p * signal.unsqueeze(2)).sum(0)
+    product (``bmm`` with one row) or ``einsum``; ``scratch`` (p's shape) holds the product, so
+    no buffer of p's size is allocated per step."""
+    return torch.mul(p, signal.unsqueeze(2), out=scratch).sum(0)
 
 
 def eprop_advance(eps: torch.Tensor, alpha: float, r_pre: torch.Tensor) -> torch.Tensor:
@@ -119,12 +120,13 @@ class RFLOTrace(Trace):
 
     def reset(self) -> None:
         self.p = torch.zeros(self.shape, **self.factory)
+        self._scratch = torch.empty(self.shape, **self.factory)
 
     def advance(self, r_pre, d_prime) -> None:
         rflo_advance(self.p, self.alpha, d_prime, r_pre)
 
     def gradient(self, signal, v_prime=None):
-        return rflo_gradient(signal, self.p)
+        return rflo_gradient(signal, self.p, self._scratch)
 
 
 class EpropTrace(Trace):
