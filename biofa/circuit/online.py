@@ -113,6 +113,7 @@ class _Learner:
     trace: Trace
     key: str
     hidden: bool = True  # False for the read-out's own synapses (scored after the trace advances)
+    signs: torch.Tensor | None = None  # Dale's signs when they are W's only constraint (in-place projection)
 
 
 def _learners(circuit, method: str, batch: int, dt: float, learn_bias: bool, factory: dict) -> list:
@@ -127,7 +128,7 @@ def _learners(circuit, method: str, batch: int, dt: float, learn_bias: bool, fac
         alpha = dt / p.tau
         for s in circuit._incoming[p.name]:
             out.append(_Learner(p.name, s.pre.name, s, cls(alpha, batch, p.size, s.pre.size, **factory), s.name,
-                                not readout))
+                                not readout, _dale_in_place(s.layer)))
         if learn_bias and p.learn_bias:
             out.append(_Learner(p.name, None, None, cls(alpha, batch, p.size, 1, **factory), f"bias:{p.name}",
                                 not readout))
@@ -164,40 +165,52 @@ def _check_traced(circuit, method) -> None:
                               "from noise and has no online form here; use 'kp' or a fixed-B rule")
 
 
+def _dale_in_place(layer):
+    """The ±1 signs when W's only constraint is a projected sign (Dale's law), else None: then
+    :meth:`_apply` projects in place, :math:`W \\leftarrow S \\circ \\max(S \\circ W, 0)` — the
+    projection of ``layer.enforce_constraints()`` without its temporaries (the per-step cost)."""
+    sign = layer.sign
+    if sign is None or sign.reparameterised or layer.norm is not None or parametrize.is_parametrized(layer, "weight"):
+        return None
+    return sign.signs.to(layer.weight.dtype)
+
+
 def _apply(circuit, learners, grads: dict, lr: float, batch: int) -> None:
     """:math:`W \\leftarrow W - \\eta\\, G / N` for every traced weight, then its constraints
-    (sign and norm projected after every update; a learned Kolen–Pollack B gets W's update).
-    Raises :class:`~biofa.errors.DivergenceError` naming the first weight that is no longer finite."""
+    (sign and norm projected after every update; a learned Kolen–Pollack B gets W's update)."""
     scale = lr / batch
-    total = None  # one host sync per update: a sum is finite iff every term is
     for ln in learners:
         g = grads[ln.key]
         s = ln.synapse
         if s is None:
             circuit.biases[ln.post].sub_(g[:, 0], alpha=scale)
+            continue
+        layer = s.layer
+        if s.mask is not None:
+            g = g * s.mask.to(g.dtype)
+        if ln.signs is not None:
+            layer.weight.sub_(g, alpha=scale).mul_(ln.signs).clamp_(min=0).mul_(ln.signs)
         else:
-            layer = s.layer
-            if s.mask is not None:
-                g = g * s.mask.to(g.dtype)
             if parametrize.is_parametrized(layer, "weight"):
                 layer._set_weight(s.weight.detach() - scale * g)
             else:
                 layer.weight.sub_(g, alpha=scale)
             layer.enforce_constraints()
-            if s.has_feedback and layer.feedback.learned:
-                layer.feedback.B.sub_(g, alpha=scale)
-                s.feedback_synapses.enforce_constraints()
-        part = g.sum()
-        total = part if total is None else total + part
-    if total is not None and not math.isfinite(float(total)):
-        for ln in learners:
-            value = circuit.biases[ln.post] if ln.synapse is None else ln.synapse.weight
-            if not bool(torch.isfinite(value).all()) or not bool(torch.isfinite(grads[ln.key]).all()):
-                what = (f"the bias of population {ln.post!r}" if ln.synapse is None
-                        else f"the weights of synapses {ln.synapse.name!r}")
-                raise DivergenceError(f"learn_online: {what} became non-finite (NaN or inf) after an update; "
-                                      f"the learning rate lr={lr} is probably too large for this circuit, dt and error")
+        if s.has_feedback and layer.feedback.learned:
+            layer.feedback.B.sub_(g, alpha=scale)
+            s.feedback_synapses.enforce_constraints()
     _hooks.next_step()
+
+
+def _check_finite(circuit, learners, lr: float) -> None:
+    """Raise :class:`~biofa.errors.DivergenceError` naming the first weight or bias that is not finite."""
+    for ln in learners:
+        value = circuit.biases[ln.post] if ln.synapse is None else ln.synapse.weight
+        if not bool(torch.isfinite(value).all()):
+            what = (f"the bias of population {ln.post!r}" if ln.synapse is None
+                    else f"the weights of synapses {ln.synapse.name!r}")
+            raise DivergenceError(f"learn_online: {what} became non-finite (NaN or inf); the learning rate "
+                                  f"lr={lr} is probably too large for this circuit, dt and error")
 
 
 @torch.no_grad()
@@ -265,7 +278,12 @@ def _learn_traced(circuit, x, target, duration, dt, lr, *, method, mask, update,
         # e^{n+1}: the error that target[n] scores, masked
         diff = new_rates[out] - target[n]
         err = diff if mask is None else mask[n] * diff
-        losses[n] = 0.5 * (err * diff).sum() / batch
+        loss = 0.5 * (err * diff).sum() / batch
+        losses[n] = loss
+        if not math.isfinite(float(loss)):  # a weight went non-finite at the last update: name it
+            _check_finite(circuit, learners, lr)
+            raise DivergenceError(f"learn_online: the output rates became non-finite at step {n} (the weights are "
+                                  f"finite: the dynamics diverged); try a smaller lr (now {lr}) or dt")
         # δ_out = ∂r^{n+1}_out/∂I^n_out ⊙ e: α f'(I^n) (rate form) or α f'(x^{n+1}) (current form)
         out_prime = d_prime[out] if form[out] == "rate" else circuit.population(out).act.prime(new_state[out])
         delta_out = alpha_out * out_prime * err
@@ -295,6 +313,7 @@ def _learn_traced(circuit, x, target, duration, dt, lr, *, method, mask, update,
         state, rates = new_state, {circuit.input: rates[circuit.input], **new_rates}
     if update == "sequence":
         _apply(circuit, learners, grads, lr, batch)
+    _check_finite(circuit, learners, lr)
     rates[circuit.input] = circuit.input_rates(xs[-1])
     if kept:
         record(rates)
