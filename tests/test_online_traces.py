@@ -69,10 +69,11 @@ def assert_close(got, want, tol=1e-10):
         assert w.norm() > 0, k
 
 
-@pytest.mark.parametrize("dynamics, method", [("rate", "rflo"), ("current", "eprop")])
+@pytest.mark.parametrize("method", sorted(TRACES))  # every registered rule, on the form it is exact for
 @pytest.mark.parametrize("wiring", [dict(readout_fb="bp"), dict(readout_fb="fa"),
                                     dict(readout_fb="none", direct=True), dict(readout_fb="fa", direct=True)])
-def test_exact_gradient_of_the_detached_dynamics(f64, dynamics, method, wiring):
+def test_exact_gradient_of_the_detached_dynamics(f64, method, wiring):
+    dynamics = TRACES[method].exact_form
     c = ei(dynamics, **wiring)
     x, target, mask = data()
     want = reference(c, x, target, mask)

@@ -105,34 +105,48 @@ def _rows(value, name: str, steps: int, batch: int, width: int | None, like: tor
 @dataclass
 class _Learner:
     """One traced weight: a synapse object (``synapse``) or a population's bias (``synapse`` None,
-    presynaptic rate 1), its post population and its trace."""
+    presynaptic rate 1), columns ``cols`` of its post population's trace."""
 
     post: str
-    pre: str | None
     synapse: object
-    trace: Trace
     key: str
-    hidden: bool = True  # False for the read-out's own synapses (scored after the trace advances)
+    cols: slice
     signs: torch.Tensor | None = None  # Dale's signs when they are W's only constraint (in-place projection)
 
 
-def _learners(circuit, method: str, batch: int, dt: float, learn_bias: bool, factory: dict) -> list:
-    """A trace for every synapse into a non-input population and every learned bias; the output's
-    is the exact trace of its own form (it has no recurrence), the others use ``method``'s."""
-    out = []
+@dataclass
+class _Traced:
+    """The trace of every weight into population ``post``, side by side: presynaptic rates
+    ``pres`` (population names; None for the bias's rate 1) concatenated, so one trace update and
+    one gradient serve all of them. ``hidden``: False for the read-out (scored after the advance)."""
+
+    post: str
+    pres: list
+    trace: Trace
+    hidden: bool
+
+
+def _learners(circuit, method: str, batch: int, dt: float, learn_bias: bool, factory: dict):
+    """The traces (one per non-input population) and the weights they serve: every synapse into a
+    non-input population and every learned bias. The output's trace is the exact one of its own
+    form (it has no recurrence); the others use ``method``'s."""
+    traced, learners = [], []
     for p in circuit.populations:
         if p.name == circuit.input:
             continue
         readout = p.name == circuit.output
         cls = exact_trace(circuit.dynamics_of(p.name)) if readout else TRACES[method]
-        alpha = dt / p.tau
+        pres, start = [], 0
         for s in circuit._incoming[p.name]:
-            out.append(_Learner(p.name, s.pre.name, s, cls(alpha, batch, p.size, s.pre.size, **factory), s.name,
-                                not readout, _dale_in_place(s.layer)))
+            learners.append(_Learner(p.name, s, s.name, slice(start, start + s.pre.size), _dale_in_place(s.layer)))
+            pres.append(s.pre.name)
+            start += s.pre.size
         if learn_bias and p.learn_bias:
-            out.append(_Learner(p.name, None, None, cls(alpha, batch, p.size, 1, **factory), f"bias:{p.name}",
-                                not readout))
-    return out
+            learners.append(_Learner(p.name, None, f"bias:{p.name}", slice(start, start + 1)))
+            pres.append(None)
+            start += 1
+        traced.append(_Traced(p.name, pres, cls(dt / p.tau, batch, p.size, start, **factory), not readout))
+    return traced, learners
 
 
 def _signal_routes(circuit) -> dict:
@@ -180,7 +194,7 @@ def _apply(circuit, learners, grads: dict, lr: float, batch: int) -> None:
     (sign and norm projected after every update; a learned Kolen–Pollack B gets W's update)."""
     scale = lr / batch
     for ln in learners:
-        g = grads[ln.key]
+        g = grads[ln.post][:, ln.cols]
         s = ln.synapse
         if s is None:
             circuit.biases[ln.post].sub_(g[:, 0], alpha=scale)
@@ -227,7 +241,7 @@ def _learn_traced(circuit, x, target, duration, dt, lr, *, method, mask, update,
     target = _rows(target, "target", steps, batch, n_out, xs)
     mask = None if mask is None else _rows(mask, "mask", steps, batch, n_out, xs)
     factory = {"dtype": xs.dtype, "device": xs.device}
-    learners = _learners(circuit, method, batch, dt, learn_bias, factory)
+    traced, learners = _learners(circuit, method, batch, dt, learn_bias, factory)
     routes = _signal_routes(circuit)
     pops = [p for p in circuit.populations if p.name != circuit.input]
     form = {p.name: circuit.dynamics_of(p.name) for p in pops}
@@ -237,7 +251,7 @@ def _learn_traced(circuit, x, target, duration, dt, lr, *, method, mask, update,
 
     state = initial_state(circuit, batch, r0, learned=False, **factory)  # s^n: r (rate form) or x (current form)
     rates = {p.name: state[p.name] if form[p.name] == "rate" else p.act.f(state[p.name]) for p in pops}
-    grads = {ln.key: torch.zeros(ln.trace.shape[1], ln.trace.shape[2], **factory) for ln in learners}
+    grads = {tr.post: torch.zeros(tr.trace.shape[1], tr.trace.shape[2], **factory) for tr in traced}
     losses = torch.empty(steps, **factory)
     kept = [] if record_every is None else list(range(0, steps + 1, record_every))
     if kept and kept[-1] != steps:
@@ -254,8 +268,13 @@ def _learn_traced(circuit, x, target, duration, dt, lr, *, method, mask, update,
 
     alpha_out = dt / circuit.population(out).tau
     act = {p.name: p.act for p in pops}
-    hidden = [ln for ln in learners if ln.hidden]
-    readout = [ln for ln in learners if not ln.hidden]
+    hidden = [tr for tr in traced if tr.hidden]
+    readout = [tr for tr in traced if not tr.hidden]
+
+    def presynaptic(tr, rates_n):  # the concatenated presynaptic rates of a trace at step n
+        parts = [one if name is None else rates_n[name] for name in tr.pres]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
     w = weights(circuit)  # re-read after every update under update="step"; held under "sequence"
     for n in range(steps):
         xi = draws(circuit, 1, batch, generator, **factory) if noisy_pops else {}
@@ -297,14 +316,14 @@ def _learn_traced(circuit, x, target, duration, dt, lr, *, method, mask, update,
                 term = err @ fb.matrix()
                 g = term if g is None else g + term
             signal[h] = g
-        for ln in hidden:  # hidden: L^n against p^n, before the trace advances
-            if signal[ln.post] is not None:
-                grads[ln.key].add_(ln.trace.gradient(signal[ln.post], v_prime[ln.post]))
-        for ln in learners:  # p^n -> p^{n+1} from r^n_pre and f'(I^n_post)
-            ln.trace.advance(one if ln.pre is None else rates[ln.pre], d_prime[ln.post])
+        for tr in hidden:  # hidden: L^n against p^n, before the trace advances
+            if signal[tr.post] is not None:
+                grads[tr.post].add_(tr.trace.gradient(signal[tr.post], v_prime[tr.post]))
+        for tr in traced:  # p^n -> p^{n+1} from r^n_pre and f'(I^n_post)
+            tr.trace.advance(presynaptic(tr, rates), d_prime[tr.post])
         v_out = act[out].prime(new_state[out]) if form[out] == "current" else None
-        for ln in readout:  # read-out: e^{n+1} against p^{n+1}
-            grads[ln.key].add_(ln.trace.gradient(err, v_out))
+        for tr in readout:  # read-out: e^{n+1} against p^{n+1}
+            grads[tr.post].add_(tr.trace.gradient(err, v_out))
         if update == "step":
             _apply(circuit, learners, grads, lr, batch)
             for g in grads.values():
@@ -322,7 +341,7 @@ def _learn_traced(circuit, x, target, duration, dt, lr, *, method, mask, update,
                         weights={k: torch.stack(v) for k, v in rec_w.items()}, final_rates=rates)
     if update == "sequence":
         for ln in learners:
-            g = grads[ln.key] / batch
+            g = grads[ln.post][:, ln.cols] / batch
             mask_s = None if ln.synapse is None else ln.synapse.mask
             trace.gradients[ln.key] = g if mask_s is None else g * mask_s.to(g.dtype)
     return trace
