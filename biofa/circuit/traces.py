@@ -73,8 +73,10 @@ def eprop_gradient(signal: torch.Tensor, prime: torch.Tensor, eps: torch.Tensor)
 
 # -- the modes: small trace classes -------------------------------------------------------------
 class Trace:
-    r"""Eligibility trace of one synapse object (or one bias) into a population with
-    :math:`\alpha = \Delta t/\tau_\mathrm{post}`, for ``batch`` samples.
+    r"""Eligibility trace of the weights into one population with
+    :math:`\alpha = \Delta t/\tau_\mathrm{post}`, for ``batch`` samples: ``n_pre`` columns, the
+    presynaptic rates of its synapse objects side by side (and 1 for the bias), so that one update
+    and one gradient per step serve all of them (the loop slices the gradient per synapse object).
 
     Subclasses set ``name`` (the ``method`` string) and ``exact_form`` (the dynamics form for
     which the trace is the exact detached derivative) and implement :meth:`advance` and
