@@ -246,7 +246,7 @@ def _learn_traced(circuit, x, target, duration, dt, lr, *, method, mask, update,
     pops = [p for p in circuit.populations if p.name != circuit.input]
     form = {p.name: circuit.dynamics_of(p.name) for p in pops}
     inp = circuit.population(circuit.input)
-    noisy_pops = [p for p in noisy(circuit)]
+    noisy_pops = noisy(circuit)
     one = torch.ones(batch, 1, **factory)  # the presynaptic "rate" of a bias
 
     state = initial_state(circuit, batch, r0, learned=False, **factory)  # s^n: r (rate form) or x (current form)
