@@ -49,10 +49,9 @@ from .. import _hooks
 from ..errors import ConfigError, DegenerateFeedbackWarning, DivergenceError, ShapeError, check_choice
 from .dynamics import currents, initial_state, time_input, weights
 from .noise import draws, noisy, scale
-from .three_factor import OnlineStep, OnlineTrace, learn_three_factor, online_step
+from .three_factor import OnlineStep, OnlineTrace, learn_three_factor, online_step  # noqa: F401 (re-exported)
 from .traces import TRACES, Trace, exact_trace
 
-__all__ = ["learn_online", "methods", "UPDATES", "OnlineStep", "OnlineTrace", "online_step"]
 
 
 # -- learning through time: RFLO and e-prop ---------------------------------------------------------

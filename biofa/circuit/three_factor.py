@@ -26,7 +26,6 @@ from .. import _hooks
 from ..errors import ConfigError, ShapeError
 from .dynamics import batched, currents, euler_step, initial_rates, n_steps, weights
 
-__all__ = ["OnlineStep", "OnlineTrace", "online_step", "learn_three_factor"]
 
 
 @dataclass
