@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("bench_training_step.py", "bench_dfa_memory.py", "bench_forward_projection.py",
               "bench_ddp_buffers.py", "bench_rate_dynamics.py", "bench_runner_overhead.py",
-              "bench_recurrent_bptt.py", "bench_recurrent_simulate.py", "bench_dann.py")
+              "bench_recurrent_bptt.py", "bench_recurrent_simulate.py", "bench_dann.py", "bench_rflo.py")
 
 
 def main(argv=None) -> int:

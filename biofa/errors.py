@@ -41,6 +41,10 @@ class CheckpointError(BiofaError, FileNotFoundError):
     """A checkpoint file is missing, truncated, corrupt or not a biofa checkpoint."""
 
 
+class DivergenceError(BiofaError, FloatingPointError):
+    """Learning produced non-finite values (NaN or inf) in weights or biases; the message names them."""
+
+
 class BiofaWarning(UserWarning):
     """Base of every warning issued by biofa."""
 

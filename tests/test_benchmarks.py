@@ -130,6 +130,17 @@ def test_bench_recurrent_bptt_quick(tmp_path):
 
 @pytest.mark.brian2
 @pytest.mark.timeout(HANG_S + 60)
+def test_bench_rflo_quick(tmp_path):
+    stdout, data = run("bench_rflo.py", tmp_path)
+    assert "ratio vs hand" in stdout
+    assert data["meta"]["weight_gap_vs_hand"] < 1e-4  # the hand loop computes the same equations
+    assert {r["engine"] for r in data["rows"]} == {"biofa rflo", "hand", "bptt"}
+    assert [r["steps"] for r in data["memory"]] == [20, 200]
+    assert data["brian2"]["max_weight_gap"] < 1e-9
+
+
+@pytest.mark.brian2
+@pytest.mark.timeout(HANG_S + 60)
 def test_bench_recurrent_simulate_quick(tmp_path):
     pytest.importorskip("brian2")
     stdout, data = run("bench_recurrent_simulate.py", tmp_path)

@@ -13,6 +13,10 @@ delivered by the feedback ``Synapses``, then
 :math:`W \\leftarrow W - \\Delta t\\,\\eta\\,\\delta_\\mathrm{post}^\\top r_\\mathrm{pre}/n_\\mathrm{batch}`
 (Kolen–Pollack B the same), sign projection, and the rates advance with the old weights.
 
+On a recurrent circuit, ``learn_online(..., method="rflo")`` runs RFLO instead, its eligibility
+traces held as synapse variables and updated every step (:mod:`biofa.brian2.rflo`; the rule of
+:func:`biofa.circuit.online.learn_online`).
+
 The brian2 network (see :func:`build_network`):
 
 - one ``NeuronGroup`` per population holding ``batch`` copies (neuron ``k*size + i`` is unit i of

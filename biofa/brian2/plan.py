@@ -54,6 +54,7 @@ class _FF:
     learned_b: bool = False  # a Kolen–Pollack B lives in this projection's store
     b_signs: np.ndarray | None = None  # ±1 of B's shape when the learned B is sign-constrained
     b_matrix: np.ndarray | None = None  # the learned B's initial value
+    mask: np.ndarray | None = None  # the fixed connectivity mask M (0/1 of W's shape), None: all-to-all
 
 
 @dataclass
@@ -87,11 +88,12 @@ def as_numpy(t) -> np.ndarray:
     return np.array(t, dtype=float)
 
 
-def read_circuit(circuit, *, learning: bool, learn_bias: bool = True) -> Plan:
-    """Read a :class:`~biofa.circuit.Circuit` into numpy; raise on what brian2 cannot express."""
+def read_circuit(circuit, *, learning: bool, learn_bias: bool = True, through_time: bool = False) -> Plan:
+    """Read a :class:`~biofa.circuit.Circuit` into numpy; raise on what brian2 cannot express.
+    ``through_time``: learning by a traced rule (RFLO), which accepts cycles."""
     if learning and circuit.output is None:
         raise ConfigError("biofa.brian2: online learning needs the circuit's output population; set output=")
-    if learning and circuit.recurrent:
+    if learning and circuit.recurrent and not through_time:
         raise ConfigError(f"biofa.brian2: online learning needs an acyclic circuit; the synapses form a cycle "
                           f"{' -> '.join(circuit.cycle)} (simulate it, or train it with circuit.unroll)")
     index = {p.name: k for k, p in enumerate(circuit.populations)}
@@ -124,7 +126,8 @@ def read_circuit(circuit, *, learning: bool, learn_bias: bool = True) -> Plan:
             # (a reparameterised weight is written through its right inverse)
             signs = np.broadcast_to(as_numpy(layer.sign.signs), tuple(layer.weight.shape)).copy()
         ff_index[id(s)] = len(ffs)
-        ff = _FF(s.name, index[s.pre.name], index[s.post.name], as_numpy(s.weight), signs)
+        ff = _FF(s.name, index[s.pre.name], index[s.post.name], as_numpy(s.weight), signs,
+                 mask=None if s.mask is None else as_numpy(s.mask))
         if learning and s.has_feedback and layer.feedback.name == "kp":
             # Kolen–Pollack B learns with W's update even where its error is not used
             ff.learned_b, ff.b_matrix = True, as_numpy(layer.feedback.B)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choice
 from .network import Brian2Circuit, build_network
+from .rflo import learn_rflo
 from .targets import brian2_target
 
 __all__ = ["Brian2Learning", "learn_online", "simulate"]
@@ -139,8 +140,9 @@ class Brian2Learning:
             circuit.bias(name).copy_(b)
 
 
-def learn_online(circuit, x, target, duration: float, dt: float, lr: float, *, r0=None,
-                 learn_bias: bool = True, record: bool = False, backend: str = "numpy",
+def learn_online(circuit, x, target, duration: float | None = None, dt: float | None = None,
+                 lr: float | None = None, *, method: str = "three_factor", mask=None, update: str = "step",
+                 r0=None, learn_bias: bool = True, record: bool = False, backend: str = "numpy",
                  directory: str | None = None) -> Brian2Learning:
     """Online three-factor learning in brian2, with input ``x`` and target ``y*`` clamped.
 
@@ -150,8 +152,33 @@ def learn_online(circuit, x, target, duration: float, dt: float, lr: float, *, r
     and ``dt`` may also be brian2 times such as ``20*ms``); the
     circuit is not modified (:meth:`Brian2Learning.load_into` writes the result back).
     ``record=True`` also returns the rate trajectory.
+
+    ``method="rflo"``: RFLO with its traces as synapse variables (:mod:`biofa.brian2.rflo`), the
+    arguments of :func:`biofa.circuit.online.learn_online` (x (T, batch, n_in), target
+    (T, batch, n_out), ``mask``, ``update``; ``duration`` optional); no recording.
     """
     from ..circuit.dynamics import n_steps as _n_steps
+    import math
+
+    from ..circuit.online import UPDATES
+
+    if method == "rflo":
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ConfigError(f"biofa.brian2.learn_online: lr must be a finite number > 0 (the learning rate), "
+                              f"got {lr!r}")
+        check_choice("biofa.brian2.learn_online", "update", update, UPDATES)
+        dt = _seconds(dt, "dt", "biofa.brian2.learn_online")
+        if record:
+            raise ConfigError("biofa.brian2.learn_online(method='rflo') records nothing; leave record out")
+        with brian2_target(backend, directory):
+            weights, biases = learn_rflo(circuit, x, target, dt=dt, lr=lr, mask=mask, update=update, r0=r0,
+                                         learn_bias=learn_bias)
+        dtype = _dtype(x)
+        cast = lambda d: {k: torch.as_tensor(v, dtype=dtype) for k, v in d.items()}
+        return Brian2Learning(weights=cast(weights), feedback={}, biases=cast(biases))
+    check_choice("biofa.brian2.learn_online", "method", method, ("three_factor", "rflo"))
+    if mask is not None or update != "step":
+        raise ConfigError("biofa.brian2.learn_online(method='three_factor') takes no mask or update")
 
     duration = _seconds(duration, "duration", "biofa.brian2.learn_online")
     dt = _seconds(dt, "dt", "biofa.brian2.learn_online")

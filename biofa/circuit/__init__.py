@@ -9,8 +9,8 @@ output). It is a torch module: ``circuit(x)`` is the feed-forward (steady-state)
 
 The same circuit runs in time: :meth:`Circuit.simulate` integrates
 :math:`\\tau \\dot r = -r + f(\\sum W r_\\mathrm{pre} + b)` (forward Euler), and
-:meth:`Circuit.learn_online` learns while it runs (three-factor updates,
-:mod:`biofa.circuit.online`). Specs are TOML (:mod:`biofa.circuit.spec`).
+:meth:`Circuit.learn_online` learns while it runs (three-factor updates on acyclic circuits,
+RFLO or e-prop eligibility traces on recurrent ones: :mod:`biofa.circuit.online`). Specs are TOML (:mod:`biofa.circuit.spec`).
 
 >>> import torch
 >>> from biofa.circuit import Circuit, Population, FeedforwardSynapses, FeedbackSynapses
@@ -30,7 +30,7 @@ torch.Size([101, 8, 10])
 True
 """
 
-from . import activations, dynamics, graph, masks, noise, online, recurrent_init, unroll
+from . import activations, dynamics, graph, masks, noise, online, recurrent_init, three_factor, traces, unroll
 from .activations import ACTIVATIONS, Activation
 from .circuit import Circuit, topological_order
 from .dynamics import Trajectory, simulate
@@ -46,5 +46,5 @@ __all__ = [
     "simulate", "Trajectory", "learn_online", "online_step", "OnlineStep", "OnlineTrace",
     "load", "available", "from_spec", "to_spec", "read", "save", "dump",
     "activations", "dynamics", "online", "topological_order", "components",
-    "graph", "masks", "noise", "recurrent_init", "unroll",
+    "graph", "masks", "noise", "recurrent_init", "unroll", "three_factor", "traces",
 ]

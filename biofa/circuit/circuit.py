@@ -337,8 +337,10 @@ class Circuit(nn.Module):
         return unroll(self, x, duration, dt, r0=r0, generator=generator, noise=noise, truncate=truncate,
                       probe=probe)
 
-    def learn_online(self, x, target, duration: float, dt: float, lr: float, **kwargs):
-        """Learn while the dynamics run; see :func:`biofa.circuit.online.learn_online`."""
+    def learn_online(self, x, target, duration: float | None = None, dt: float | None = None,
+                     lr: float | None = None, **kwargs):
+        """Learn while the dynamics run (``method="three_factor"``, ``"rflo"`` or ``"eprop"``); see
+        :func:`biofa.circuit.online.learn_online`."""
         from .online import learn_online
 
         return learn_online(self, x, target, duration, dt, lr, **kwargs)
