@@ -15,6 +15,10 @@ The loop (Song, Yang & Wang 2016, pycog's defaults where the spec keeps them):
   plus :math:`\lambda_\Omega\,\Omega` (``[train] omega``, the vanishing-gradient regulariser of
   :mod:`biofa.circuit.regularizers`), then the gradient's global norm clipped to
   ``[train] grad_clip`` and the optimizer's step (sign and norm constraints projected after it);
+  with ``[train] method = "rflo"`` or ``"eprop"`` the circuit instead learns by that local rule
+  through time (:func:`biofa.circuit.online.learn_online`, ``[train] online_update``:
+  ``"sequence"`` sums a trial's updates and applies them at its end, ``"step"`` applies each
+  step's), by plain gradient steps on the same L at the same ``lr``;
 * after each epoch the validation trials (``[task] validation_per_condition`` of every condition,
   catch trials included, drawn once from the run's validation generator) are scored; the task's
   own criterion (:meth:`biofa.tasks.Task.criterion`) over the validations so far decides whether
@@ -65,6 +69,8 @@ class TaskTraining:
         self.val_trials = self.task.balanced(task_cfg["validation_per_condition"], dt=self.dt,
                                              generator=seeded(seed, SPLIT_STREAMS["val"][0])).to(dtype=self.dtype)
         self.clip, self.omega = train_cfg.get("grad_clip"), train_cfg.get("omega", 0.0)
+        self.method = train_cfg.get("method", "bptt")
+        self.online_update = train_cfg.get("online_update", "sequence")
         self.trials_seen = 0
         self.validations: list[dict] = []
         self.criterion_at = None
@@ -119,8 +125,9 @@ class TaskTraining:
     def record(self, epoch: int, train_loss, seconds: float) -> dict:
         scores = self.score(self.val_trials, seeded(int(self.config["seed"]), SPLIT_STREAMS["val"][1]))
         val = {"loss": scores["loss"], "acc": self._accuracy(scores)}
-        self.validations.append({"correct": scores.get("correct"), "loss": scores["loss"],
-                                 "min_condition": scores.get("min_condition")})
+        # every scalar score (the criteria read "correct", "min_condition", "normalized_loss", ...)
+        self.validations.append({k: v for k, v in scores.items()
+                                 if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))})
         met = bool(self.task.criterion([dict(v) for v in self.validations]))
         if met and self.criterion_at is None and epoch > 0:
             self.criterion_at = self.trials_seen
@@ -134,22 +141,17 @@ class TaskTraining:
         """Train one epoch; record and validate it. Returns whether the run should stop
         (criterion met with ``stop_at_criterion``). Raises :class:`Diverged`."""
         t0 = time.perf_counter()
-        model, optimizer = self.model, self.optimizer
+        model = self.model
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         total = torch.zeros((), dtype=torch.float64)
         for _ in range(self.per_epoch):
             trials = self.task.trials(self.batch, dt=self.dt, generator=self.train_gen).to(dtype=self.dtype)
-            optimizer.zero_grad(set_to_none=True)
-            trajectory, outputs = forward(model, trials, self.dt, self.noise_gen, probe=self.omega > 0)
-            loss = masked_mse(outputs, trials)
-            loss.backward(retain_graph=self.omega > 0)  # Ω back-propagates to W through the same graph
-            if self.omega > 0:  # the study's preflight checked that the circuit has a recurrent block
-                (self.omega * vanishing_gradient(trajectory)).backward()
-            if self.clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, self.clip)
-            optimizer.step()
-            total += loss.detach().double()
+            if self.method == "bptt":
+                loss = self._bptt_step(trials, params)
+            else:
+                loss = self._online_step(trials)
+            total += loss
             self.trials_seen += len(trials)
         if self.schedule is not None:
             self.schedule.step()
@@ -163,6 +165,35 @@ class TaskTraining:
             self.best = dict(val, epoch=epoch)
             self.best_state = checkpoints.snapshot(model.state_dict())
         return self.criterion_at is not None and self.config["task"]["stop_at_criterion"]
+
+    def _bptt_step(self, trials, params) -> torch.Tensor:
+        """One optimizer step on the masked error of ``trials``, back-propagated through time."""
+        self.optimizer.zero_grad(set_to_none=True)
+        trajectory, outputs = forward(self.model, trials, self.dt, self.noise_gen, probe=self.omega > 0)
+        loss = masked_mse(outputs, trials)
+        loss.backward(retain_graph=self.omega > 0)  # Ω back-propagates to W through the same graph
+        if self.omega > 0:  # the study's preflight checked that the circuit has a recurrent block
+            (self.omega * vanishing_gradient(trajectory)).backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, self.clip)
+        self.optimizer.step()
+        return loss.detach().double()
+
+    def _online_step(self, trials) -> torch.Tensor:
+        r"""RFLO or e-prop on ``trials`` (:meth:`biofa.circuit.Circuit.learn_online`).
+
+        ``learn_online`` descends :math:`\tfrac12 \sum m e^2 / N` (N the batch); its rate is scaled
+        by :math:`2N / \sum m` so that ``[train.optimizer] lr`` is a step on the same masked mean
+        squared error that BPTT descends (the two methods then share a learning-rate grid).
+        """
+        mask = trials.mask if trials.mask.dim() == trials.targets.dim() else \
+            trials.mask.unsqueeze(-1).expand_as(trials.targets)
+        weight = float(mask.sum())
+        lr = self.optimizer.param_groups[0]["lr"] * 2 * len(trials) / max(weight, 1.0)
+        trace = self.model.learn_online(trials.inputs, trials.targets, dt=self.dt, lr=lr, method=self.method,
+                                        mask=trials.mask, update=self.online_update, record_every=None,
+                                        generator=self.noise_gen)
+        return trace.loss.detach().double().sum() * 2 * len(trials) / max(weight, 1.0)
 
     def checkpoint(self, folder, epoch: int, seconds: float) -> None:
         self.save_best(folder)

@@ -163,9 +163,11 @@ def _base(tree, source, origins) -> dict:
     varied = {canonical(k) for k in flatten(tree.get("grid", {}))}  # "task.name" quoted or as a table
     if "task" in tree or any(path.startswith("task.") for path in varied):
         _task_base(tree, base, source, origins, varied)
-    elif "omega" in base["train"] or "train.omega" in varied:
-        raise SpecError(f"{source}: [train] omega (the vanishing-gradient regulariser) applies to runs on a "
-                        "[task], which train a recurrent circuit through time")
+    else:
+        for key in TASK_TRAIN_KEYS:
+            if key in base["train"] or f"train.{key}" in varied:
+                raise SpecError(f"{source}: [train] {key} applies to runs on a [task], which train a recurrent "
+                                "circuit through time")
     model = base["model"]
     if "name" in model and "circuit" in model:
         raise SpecError(f"{source}: [model] give either name or circuit, not both")
@@ -178,6 +180,10 @@ def _base(tree, source, origins) -> dict:
                 model.pop(key, None)
     check_schedule(base["train"]["schedule"], source, origins)
     return base
+
+
+#: ``[train]`` keys that only runs on a task read.
+TASK_TRAIN_KEYS = ("omega", "method", "online_update")
 
 
 def _task_base(tree, base, source, origins, varied: set) -> None:
@@ -193,6 +199,25 @@ def _task_base(tree, base, source, origins, varied: set) -> None:
     if "circuit" not in get_path(tree, "model", {}):
         raise SpecError(f"{source}: [model] circuit is missing; a [task] trains a recurrent circuit in time "
                         "(e.g. circuit = \"song_ei\")")
+    grid = {canonical(k): v for k, v in flatten(tree.get("grid", {})).items()}
+    methods = [base["train"].get("method", "bptt")] + list(grid.get("train.method") or [])
+    _check_online(base["train"], methods, source)
+
+
+def _check_online(train: dict, methods: list, source: str) -> None:
+    """A local rule through time (``[train] method`` rflo or eprop) updates the weights itself, by
+    plain gradient steps: no optimizer state, no clipping, no regulariser on the backward pass."""
+    if all(m == "bptt" for m in methods):
+        return
+    opt = train["optimizer"]
+    if opt["name"] != "sgd" or opt["momentum"] or opt["weight_decay"] or opt.get("nesterov"):
+        raise SpecError(f"{source}: [train] method rflo/eprop updates the weights online by plain gradient "
+                        "steps; [train.optimizer] must be name = \"sgd\" without momentum or weight_decay "
+                        f"(got {opt['name']!r})")
+    for key in ("grad_clip", "omega"):
+        if train.get(key):
+            raise SpecError(f"{source}: [train] {key} needs the backward pass of BPTT; [train] method "
+                            "rflo/eprop has none (remove it, or use method = \"bptt\")")
 
 
 def _grid(tree, source, origins) -> dict[str, list]:
