@@ -48,7 +48,7 @@ from .noise import scale
 
 @dataclass
 class RecurrentBlock:
-    """One recurrent block of an ``unroll(..., probe=True)``: its populations ``names``, the
+    r"""One recurrent block of an ``unroll(..., probe=True)``: its populations ``names``, the
     assembled ``weight`` W (differentiable to the synapses' weights), the rate ``k`` = Δt/τ (a
     number or a per-unit tensor), the detached ``external`` currents c^n (from outside the block,
     bias included) and ``states`` s^0..s^{T-1}, the block's ``ops`` (drive, rate and their
