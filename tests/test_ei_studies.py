@@ -13,7 +13,7 @@ from biofa.constraints import Dale
 from biofa.experiment import load
 from biofa.experiment.results import read_csv
 from biofa.experiment.spec import expand, label
-from biofa.nn import FeedbackLayer
+from biofa.nn import DANNLinear, FeedbackLayer
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 CORNFORD, ARCHITECTURES = EXPERIMENTS / "cornford2021.toml", EXPERIMENTS / "dale_architectures.toml"
@@ -68,3 +68,46 @@ def test_quick_runs_every_condition_through_the_cli(path, conditions, tmp_path, 
             degenerate = r["feedback"] == "usf" and r["ei"] != "free"
             assert ("DegenerateFeedbackWarning" in str(r["notes"] or "")) == degenerate, (r["feedback"], r["ei"])
     assert (out / "report.md").is_file()
+
+
+# -- Li et al. (2023): NSE at initialisation, a grid study with [metrics] spectra ----------------
+LI = EXPERIMENTS / "li2023_spectra.toml"
+
+
+def test_layer_nse_names_each_layer_once_and_measures_a_dann_by_its_effective_weight():
+    from biofa.analysis import layer_nse, nse
+
+    model = bm.build("mlp", input_shape=(30,), n_outputs=10, hidden=[40], sign="dale", ei="dann",
+                     generator=torch.Generator().manual_seed(0))
+    values = layer_nse(model)
+    danns = {n: m for n, m in model.named_modules() if isinstance(m, DANNLinear)}
+    assert list(values) == list(danns) and len(danns) == 2  # not their ee, ie, ei sub-layers
+    for name, layer in danns.items():
+        assert values[name] == nse(layer.effective_weight())
+
+
+def test_li2023_design():
+    spec = load(LI)
+    assert spec.grid["model.ei"] == ["free", "colei", "dann"]
+    assert [h[0] for h in spec.grid["model.hidden"]] == [50, 100, 200, 400]
+    assert all(h[0] == h[1] for h in spec.grid["model.hidden"])  # the square hidden-to-hidden layer
+    assert spec.base["metrics"]["spectra"] is True
+
+
+def test_li2023_quick_records_nse_at_initialisation(tmp_path, capsys):
+    out = tmp_path / "q"
+    assert main(["run", str(LI), "--quick", "--out", str(out), "--no-progress"]) == 0
+    _, rows = read_csv(out / "runs.csv")
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    _, history = read_csv(out / "history.csv")
+    start = {r["run_id"]: r for r in history if r["epoch"] == 0}
+    nse_columns = [c for c in history[0] if c.startswith("nse:")]
+    assert len(nse_columns) == 3  # three layers, a DANN's sub-layers not listed apart
+    square = nse_columns[1]  # the N x N hidden-to-hidden layer
+    by_arch = {}
+    for r in rows:
+        by_arch.setdefault(str(r["model.hidden"]), {})[r["ei"]] = start[r["run_id"]][square]
+    for values in by_arch.values():  # Li et al.: ColEI's singular values spread more than free ones
+        assert 0 < values["colei"] < values["free"] <= 1
+    report = (out / "report.md").read_text()
+    assert "NSE of each layer's W at initialisation (epoch 0)" in report and (out / "nse.png").is_file()
