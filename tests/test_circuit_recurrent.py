@@ -562,3 +562,29 @@ def test_cuda_simulate_and_unroll_match_cpu(f64, dynamics):
     torch.testing.assert_close(got.rates["y"].cpu(), ref.rates["y"], rtol=0, atol=1e-12)
     c.unroll(x.cuda(), dt=DT, noise=xi_cuda).rates["y"].sum().backward()
     torch.testing.assert_close(c.synapse("E->E").layer.weight.grad.cpu(), ref_grad, rtol=0, atol=1e-10)
+
+
+# -- Li et al.'s recurrent ColEI initialisation ------------------------------------------------
+def test_colei_recurrent_init_is_dale_signed_balanced_and_at_its_radius(f64):
+    c = ei_circuit(init="colei")
+    (comp,) = c.recurrent_components
+    m = recurrent_matrix(c, comp)
+    assert spectral_radius(m) == pytest.approx(1.5, rel=1e-9)
+    n_e = 7
+    assert bool((m[:, :n_e] >= 0).all()) and bool((m[:, n_e:] <= 0).all())  # columns: E then I
+    # the magnitudes before the radius scaling are Exp(1) draws times the row's balance ratio:
+    # the same circuit with rho0 = 1 is the same matrix scaled
+    m1 = recurrent_matrix(ei_circuit(init={"rule": "colei", "rho0": 1.0}), comp)
+    torch.testing.assert_close(m1 * 1.5, m)
+    with pytest.raises(ConfigError, match="gamma shape"):
+        ei_circuit(init={"rule": "colei", "k": 2})
+
+
+def test_colei_recurrent_rows_balance_in_expectation(f64):
+    from biofa.circuit.recurrent_init import balance_ratios
+
+    present = torch.ones(4, 10) - torch.eye(4, 10)
+    sign = torch.tensor([1.0] * 8 + [-1.0] * 2)
+    r = balance_ratios(present, sign)
+    # Exp(1) has mean 1: expected excitation = sum of E ratios, inhibition = sum of I ratios
+    torch.testing.assert_close((r * (sign > 0)).sum(1), (r * (sign < 0)).sum(1))

@@ -172,7 +172,7 @@ def test_repr_and_config(name, i):
 
 
 # -- E/I architectures (biofa.nn.EI): every rule on every weight matrix ------------------------
-ARCHITECTURES = {"projection": "projection", "colei": "colei", "dann": "dann",
+ARCHITECTURES = {"free": "free", "projection": "projection", "colei": "colei", "dann": "dann",
                  "dann_shunting": {"rule": "dann", "shunting": True}}
 
 
@@ -239,7 +239,10 @@ def test_ei_trains_dale_compliant_and_round_trips(name, i, arch):
         opt.step()
     assert all(torch.isfinite(p).all() for p in model.parameters())
     violations = dale_violations(model)
-    assert len(violations) == len(_matrices(model)) and not any(violations.values())
+    if arch == "free":  # no sign constraint on any layer, whatever sign says
+        assert all(layer.sign is None for _, layer in _matrices(model)) and not any(violations.values())
+    else:
+        assert len(violations) == len(_matrices(model)) and not any(violations.values())
     torch.manual_seed(5)
     other, _ = build_ei(samples(name)[i], ARCHITECTURES[arch])
     with torch.no_grad():

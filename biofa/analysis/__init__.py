@@ -15,6 +15,7 @@
 :func:`distance_to_min_norm`       relative distance of an effective weight from :math:`Y X^+`
 :func:`singular_values`            singular values (conv kernels as (out, in·k), DANN effective W)
 :func:`nse`                        normalised SVD entropy (Li et al. 2023)
+:func:`layer_nse`                  NSE of every layer of a model (a DANN by its effective W)
 :func:`eigenvalues`                eigenvalues of a recurrent matrix
 :func:`plot_spectrum`              figure of singular values and eigenvalues
 =================================  ============================================================
@@ -27,7 +28,7 @@ from .alignment import angle, feedback_layers, layer_metrics, norm_ratio, sign_a
 from .conservation import balancedness, drift, feedback_chain, linear_invariants, relu_invariants
 from .diagnostic import conservation_diagnostic
 from .minnorm import distance_to_min_norm, effective_weight, min_norm_solution
-from .spectra import eigenvalues, nse, plot_spectrum, singular_values
+from .spectra import eigenvalues, layer_nse, nse, plot_spectrum, singular_values
 from .updates import update_alignment
 
 __all__ = [
@@ -36,5 +37,5 @@ __all__ = [
     "linear_invariants", "relu_invariants", "balancedness", "drift", "feedback_chain",
     "conservation_diagnostic",
     "min_norm_solution", "effective_weight", "distance_to_min_norm",
-    "singular_values", "nse", "eigenvalues", "plot_spectrum",
+    "singular_values", "nse", "layer_nse", "eigenvalues", "plot_spectrum",
 ]

@@ -56,6 +56,22 @@ def nse(weight) -> float:
     return float(-terms.sum() / math.log(s.numel()))
 
 
+def layer_nse(model) -> dict[str, float]:
+    """:func:`nse` of every layer of ``model``, by module name: a :class:`~biofa.nn.DANNLinear`
+    by its effective :math:`W_{EE} - W_{EI} W_{IE}`, every other biofa layer by its W (a DANN's
+    sub-layers are not listed apart)."""
+    from ..nn import DANNLinear, FeedbackLayer
+
+    out, inside = {}, set()
+    for name, module in model.named_modules():
+        if isinstance(module, DANNLinear):
+            out[name] = nse(module)
+            inside.update(id(m) for m in module.modules())
+        elif isinstance(module, FeedbackLayer) and id(module) not in inside:
+            out[name] = nse(module)
+    return out
+
+
 def eigenvalues(weight) -> torch.Tensor:
     """Complex eigenvalues of a square (recurrent) matrix, float64 → complex128."""
     w = as_matrix(weight)

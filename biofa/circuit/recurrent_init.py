@@ -19,6 +19,12 @@ synapse object inside it (populations in circuit order, the connectivity masks a
 ``"balanced"``
     as ``"gamma"``, then every row's inhibitory entries are rescaled so that the row sums to zero
     exactly (:math:`\sum_{j \in E} W_{ij} = -\sum_{j \in I} W_{ij}`), then the same radius scaling.
+``"colei"`` (Li et al., NeurIPS 2023, their recurrent column-E/I networks)
+    magnitudes :math:`|W_{ij}| \sim \mathrm{Exp}(1)`, every inhibitory entry scaled by
+    :math:`n^E_i / n^I_i` (the row's present E and I entries, as for ``"gamma"``, without the row
+    normalisation), signed by the presynaptic type, then scaled to spectral radius :math:`\rho_0`
+    (default 1.5). Each row is balanced in expectation; the spectrum keeps ColEI's spread-out
+    singular values, which is what their study measures (:func:`biofa.analysis.nse`).
 ``"orthogonal"``
     free-sign blocks (no typed population): :math:`W_\mathrm{rec} = \rho_0 Q` with Q a uniformly
     random orthogonal matrix (QR of a Gaussian matrix, signs fixed by R's diagonal), masked, then
@@ -42,8 +48,8 @@ import torch
 
 from ..errors import ConfigError
 
-RULES = ("gamma", "balanced", "orthogonal", "normal")
-DEFAULT_RHO0 = {"gamma": 1.5, "balanced": 1.5, "orthogonal": 1.0, "normal": 1.5}
+RULES = ("gamma", "balanced", "colei", "orthogonal", "normal")
+DEFAULT_RHO0 = {"gamma": 1.5, "balanced": 1.5, "colei": 1.5, "orthogonal": 1.0, "normal": 1.5}
 #: rules for free-sign blocks (the others draw E/I magnitudes and need every population typed)
 FREE_SIGN_RULES = ("orthogonal", "normal")
 
@@ -63,7 +69,7 @@ def parse(value) -> dict:
     for key, v in (("rho0", rho0), ("k", k)):
         if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < float("inf")):
             raise ConfigError(f"Circuit: recurrent_init.{key} must be a number > 0, got {v!r}")
-    if "k" in table and rule in FREE_SIGN_RULES:
+    if "k" in table and rule in (*FREE_SIGN_RULES, "colei"):
         raise ConfigError(f"Circuit: recurrent_init.k is the gamma shape; rule {rule!r} has none")
     return {"rule": rule, "rho0": float(rho0), "k": float(k)}
 
@@ -100,6 +106,15 @@ def _gamma(shape, k, generator) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).gamma(k, 0.1 / k, size=shape))
 
 
+def balance_ratios(present: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """Per row, 1 on present E entries and :math:`n^E_i / n^I_i` on present I entries (0 elsewhere)."""
+    exc = (sign > 0).to(present.dtype)[None, :]
+    n_e = (present * exc).sum(1, keepdim=True)
+    n_i = (present * (1 - exc)).sum(1, keepdim=True)
+    ratio = torch.where(n_i > 0, n_e / n_i.clamp(min=1), torch.ones_like(n_i))
+    return present * (exc + (1 - exc) * ratio)
+
+
 def mean_balanced_scales(present: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
     """pycog's default E/I connectivity scales c_ij (module docstring): per row, 1 on present E
     entries and n_E / n_I on present I entries, each row of unit Euclidean norm (empty rows 0)."""
@@ -124,8 +139,8 @@ def initialise_recurrent(circuit, value, generator=None) -> None:
         typed = [p.sign is not None for p in pops]
         if opts["rule"] in FREE_SIGN_RULES and any(typed):
             raise ConfigError(f"Circuit: recurrent_init {opts['rule']!r} is for free-sign blocks, but populations "
-                              f"{[p.name for p in pops if p.sign]} of the block {comp} are typed (Dale); use 'gamma' "
-                              "or 'balanced'")
+                              f"{[p.name for p in pops if p.sign]} of the block {comp} are typed (Dale); use 'gamma', 'balanced' "
+                              "or 'colei'")
         if opts["rule"] not in FREE_SIGN_RULES and not all(typed):
             raise ConfigError(f"Circuit: recurrent_init {opts['rule']!r} draws E/I magnitudes and needs every "
                               f"population of the block {comp} typed (sign 'E' or 'I'); untyped: "
@@ -146,7 +161,11 @@ def initialise_recurrent(circuit, value, generator=None) -> None:
         else:
             sign = torch.cat([torch.full((p.size,), 1.0 if p.sign == "E" else -1.0, dtype=torch.float64)
                               for p in circuit.populations if p.name in offset])
-            block = _gamma((width, width), opts["k"], generator) * mean_balanced_scales(present, sign)
+            if opts["rule"] == "colei":
+                draws = torch.empty(width, width, dtype=torch.float64).exponential_(1.0, generator=generator)
+                block = draws * balance_ratios(present, sign)
+            else:
+                block = _gamma((width, width), opts["k"], generator) * mean_balanced_scales(present, sign)
             block = block * sign[None, :]
         block = block * present
         if opts["rule"] == "balanced":

@@ -35,10 +35,34 @@ def hold_signs(weight: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
 
     On a compliant W the value and the gradient are W's own, bit for bit.
     """
+    if _complies(weight, signs):
+        return weight
     zero = torch.zeros_like(signs)
     inf = torch.full_like(signs, torch.inf)
     positive = signs > 0
     return weight.clamp(torch.where(positive, zero, -inf), torch.where(positive, inf, zero))
+
+
+def hold_nonnegative(weight: torch.Tensor) -> torch.Tensor:
+    """:func:`hold_signs` with every sign +1 (value and gradient): :math:`\\max(W, 0)`."""
+    return weight if _complies(weight, None) else weight.clamp(min=0)
+
+
+def _complies(weight: torch.Tensor, signs: torch.Tensor | None) -> bool:
+    """Whether :math:`S \\circ W \\ge 0` is known cheaply, so the hold can return W itself.
+
+    On a compliant W the clamp is the identity in value and gradient, but its backward builds a
+    boolean mask of W's size, which on a CPU costs more than the layer's own weight gradient for
+    a wide layer (a DANN's three matrices pay it three times). A float reduction answers first.
+    Only in eager CPU code: on an accelerator the answer would synchronise the device, and under
+    ``torch.compile`` or ``torch.func`` a data-dependent branch is not allowed; there the clamp runs.
+    """
+    if (weight.device.type != "cpu" or torch.compiler.is_compiling()
+            or torch._C._functorch.peek_interpreter_stack() is not None or weight.numel() == 0):
+        return False
+    with torch.no_grad():
+        low = weight.min() if signs is None else (weight * signs).min()
+    return bool(low >= 0)
 
 
 def violations(weight: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:

@@ -124,7 +124,7 @@ class Dale(SignConstraint):
 
     def hold(self, weight):
         # the same function as hold_signs with S = 1 (value and gradient), without building bounds
-        return weight.clamp(min=0) if self._all_excitatory else super().hold(weight)
+        return F.hold_nonnegative(weight) if self._all_excitatory else super().hold(weight)
 
     def make_signs(self, weight, groups, generator):
         out_ch, in_per_group = weight.shape[0], weight.shape[1]

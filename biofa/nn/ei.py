@@ -1,8 +1,10 @@
 """E/I architectures: how :func:`biofa.nn.convert` builds a layer that obeys Dale's law.
 
 =============  =================================================================================
+``free``       no sign constraint at all, whatever ``sign`` says: the free-sign baseline of a
+               study that varies ``ei`` alone
 ``projection`` W = S∘|W₀| from the layer's usual init, violators clamped to 0 after each step
-               (the default, and the only choice without Dale's law)
+               (the default, and the only other choice without Dale's law)
 ``colei``      the same column signs W = |W|·D, drawn with Cornford et al.'s column-E/I init
 ``dann``       :class:`~biofa.nn.DANNLinear`: W_EE x − W_EI (W_IE x), all three non-negative
 =============  =================================================================================
@@ -80,6 +82,17 @@ class Projection(EIArchitecture):
         return _replacement(module, options)
 
 
+class FreeSigns(EIArchitecture):
+    """Every layer free of the sign constraint (as if listed in ``free_sign``), whatever ``sign``
+    says: the baseline of an architecture comparison, so that a study's ``[grid] ei`` can run
+    ``["free", "projection", "colei", "dann"]`` under one ``sign = "dale"``."""
+
+    name = "free"
+
+    def replace(self, module, options, first):
+        return _replacement(module, {**options, "sign": None})
+
+
 def colei_weight(shape, signs: torch.Tensor, generator=None, dtype=None, device=None) -> torch.Tensor:
     """Cornford et al.'s column-E/I initialisation: magnitudes |W| of a layer with column signs.
 
@@ -147,7 +160,7 @@ class DANN(EIArchitecture):
         return new
 
 
-EI = {cls.name: cls for cls in (Projection, ColEI, DANN)}
+EI = {cls.name: cls for cls in (FreeSigns, Projection, ColEI, DANN)}
 
 
 def make_ei(spec, owner: str = "convert") -> EIArchitecture:
@@ -169,6 +182,6 @@ def make_ei(spec, owner: str = "convert") -> EIArchitecture:
 
 def check_ei_sign(ei: EIArchitecture, sign, owner: str = "convert") -> None:
     """An E/I architecture other than ``projection`` needs Dale's law (``sign="dale"``)."""
-    if not isinstance(ei, Projection) and not isinstance(make_sign(sign), Dale):
+    if not isinstance(ei, (FreeSigns, Projection)) and not isinstance(make_sign(sign), Dale):
         raise ConfigError(f"{owner}: ei={ei.name!r} is an architecture for Dale's law and needs "
                           f"sign='dale', got sign={sign!r}")

@@ -21,6 +21,7 @@ LAYER_FIGURES = (
     ("weight_alignment", "alignment.png", "∠(W, B) (degrees)"),
     ("update_alignment", "update_alignment.png", "∠(δ, δ_BP) (degrees)"),
     ("norm_ratio", "norm_ratio.png", "‖B‖ / ‖W‖"),
+    ("nse", "nse.png", "NSE of W"),
 )
 
 

@@ -258,9 +258,10 @@ def comparison_table(study: dict) -> str | None:
                    "p (paired t)", "p (Holm)", "seeds left out"], rows)
 
 
-def layer_table(study: dict, metric: str, digits: int = 1) -> str | None:
-    """Mean ± sd over seeds of ``metric`` per layer at the final epoch, or None if not measured."""
-    layers, per_run = final_layer_values(study, metric)
+def layer_table(study: dict, metric: str, digits: int = 1, epoch: int | None = None) -> str | None:
+    """Mean ± sd over seeds of ``metric`` per layer at the final epoch (or at ``epoch``), or None
+    if not measured."""
+    layers, per_run = final_layer_values(study, metric, epoch)
     if not layers:
         return None
     keys = study["conditions"]
@@ -337,12 +338,14 @@ def render(study: dict, figures: list[str], task_rows: list | None = None) -> st
     table = comparison_table(study)
     if table:
         parts += ["## Comparisons (paired over seeds)", "", COMPARE_NOTE, "", table, ""]
-    for metric, title, digits in (
-            ("weight_alignment", "Weight alignment ∠(W, B) at the final epoch (degrees)", 1),
-            ("update_alignment", "Update alignment ∠(δ_rule, δ_BP) at the final epoch (degrees)", 1),
-            ("norm_ratio", "Norm ratio ‖B‖/‖W‖ at the final epoch", 3),
-            ("dale_violations", "Dale violations at the final epoch (must be 0)", 1)):
-        table = layer_table(shown, metric, digits)
+    for metric, title, digits, epoch in (
+            ("weight_alignment", "Weight alignment ∠(W, B) at the final epoch (degrees)", 1, None),
+            ("update_alignment", "Update alignment ∠(δ_rule, δ_BP) at the final epoch (degrees)", 1, None),
+            ("norm_ratio", "Norm ratio ‖B‖/‖W‖ at the final epoch", 3, None),
+            ("dale_violations", "Dale violations at the final epoch (must be 0)", 1, None),
+            ("nse", "NSE of each layer's W at initialisation (epoch 0)", 3, 0),
+            ("nse", "NSE of each layer's W at the final epoch", 3, None)):
+        table = layer_table(shown, metric, digits, epoch)
         if table:
             parts += [f"## {title}", "", "Mean ± sample sd over seeds, per layer.", "", table, ""]
     notes = _full_notes(study)

@@ -94,11 +94,15 @@ def reported(study: dict, summary: Summary) -> dict:
             "history": [h for h in study["history"] if h.get("run_id") in ids]}
 
 
-def final_layer_values(study: dict, metric: str) -> tuple[list[str], dict[str, dict[str, float]]]:
-    """Layers measured for ``metric`` and, per run id, its value at the last epoch that has one."""
+def final_layer_values(study: dict, metric: str, epoch: int | None = None
+                       ) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """Layers measured for ``metric`` and, per run id, its value at the last epoch that has one
+    (at ``epoch`` when given: 0 is the initialisation)."""
     layers, per_run = [], {}
     prefix = metric + ":"
     for row in study["history"]:
+        if epoch is not None and row.get("epoch") != epoch:
+            continue
         for key, value in row.items():
             if key.startswith(prefix) and isinstance(value, float):
                 layer = key[len(prefix):]

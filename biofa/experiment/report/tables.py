@@ -16,7 +16,7 @@ from ..results import HISTORY_COLUMNS, RUN_COLUMNS
 from ..spec.expand import label
 
 #: Order of per-layer metric groups in history.csv.
-METRIC_ORDER = ("weight_alignment", "update_alignment", "norm_ratio", "sign_agreement", "dale_violations")
+METRIC_ORDER = ("weight_alignment", "update_alignment", "norm_ratio", "sign_agreement", "dale_violations", "nse")
 
 
 class Tables:

@@ -1,4 +1,5 @@
-"""The per-layer columns of history.csv: ``[metrics] alignment`` and ``update_alignment``
+"""The per-layer columns of history.csv: ``[metrics] alignment``, ``update_alignment`` and
+``spectra`` (``nse:<layer>``, :func:`~biofa.analysis.layer_nse`; epoch 0 is the initialisation)
 (:func:`layer_columns`), and the conservation-law columns of ``[metrics] invariants`` and
 ``[metrics] min_norm``.
 
@@ -104,6 +105,9 @@ def layer_columns(model, metrics: dict, probe, loss_fn) -> dict:
         for layer, values in analysis.layer_metrics(model).items():
             for metric, value in values.items():
                 out[f"{metric}:{layer or 'model'}"] = value
+    if metrics.get("spectra"):
+        for layer, value in analysis.layer_nse(model).items():
+            out[f"nse:{layer or 'model'}"] = value
     if metrics["update_alignment"] and probe is not None:
         for layer, value in analysis.update_alignment(model, probe[0], probe[1], loss_fn).items():
             out[f"update_alignment:{layer or 'model'}"] = value

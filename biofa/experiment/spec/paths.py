@@ -26,6 +26,7 @@ ALIASES = {
     "sign": "model.sign",
     "norm": "model.norm",
     "batch_manhattan": "model.batch_manhattan",
+    "ei": "model.ei",
     "lr": "train.optimizer.lr",
     "momentum": "train.optimizer.momentum",
     "weight_decay": "train.optimizer.weight_decay",
@@ -45,7 +46,7 @@ def canonical(path: str) -> str:
 def display(path: str) -> str:
     """The short column name of a grid path (``"model.feedback"`` → ``"feedback"``)."""
     short = {"model.feedback": "feedback", "model.sign": "sign", "model.norm": "norm",
-             "model.batch_manhattan": "batch_manhattan"}
+             "model.batch_manhattan": "batch_manhattan", "model.ei": "ei"}
     return short.get(path, path)
 
 
@@ -62,7 +63,7 @@ def flatten(table: dict, prefix: str = "") -> dict:
     return out
 
 
-_TABLE_VALUED = ("model.feedback", "model.sign", "model.norm")
+_TABLE_VALUED = ("model.feedback", "model.sign", "model.norm", "model.ei")
 
 
 def get_path(tree: dict, path: str, default=None):

@@ -95,7 +95,9 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                        "gamma": (gamma, 0.1)},
     "metrics": {"alignment": (boolean, True), "update_alignment": (boolean, True),
                 "every": (positive_int, 1), "update_batch": (positive_int, 256),
-                "invariants": (boolean, False), "min_norm": (boolean, False)},
+                "invariants": (boolean, False), "min_norm": (boolean, False),
+                # no default: a key absent from older specs' runs keeps their run ids
+                "spectra": (boolean, None)},
     "log": {"tensorboard": (boolean, False)},
     # where runs execute with --executor slurm (biofa.experiment.executors.slurm); not part of a
     # run's configuration, so it never changes run ids
