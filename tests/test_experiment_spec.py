@@ -99,7 +99,7 @@ def test_parse_value_and_canonical_and_label():
     ({"metrics": {"alignment": "yes"}}, "experiments/x.toml: [metrics] alignment must be true or false, got 'yes'"),
     ({"train": {"epoch": 3}},
      "experiments/x.toml: unknown key [train] epoch (did you mean 'epochs'?); expected some of "
-     "epochs, batch_size, loss, dtype, eval_batch_size, device, threads, keep_last, checkpoint_s, grad_clip, omega"),
+     "epochs, batch_size, loss, dtype, eval_batch_size, device, threads, keep_last, checkpoint_s, grad_clip, omega, method, online_update"),
     ({"trian": {}}, "experiments/x.toml: unknown table [trian] (did you mean 'train'?); expected some of "
                     "[experiment], [data], [task], [model], [train], [metrics], [log], [grid], [per_rule], [per_task], [quick], "
                     "[search], [compare], [executor], [published]"),
