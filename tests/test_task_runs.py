@@ -72,9 +72,15 @@ BAD_SPECS = {
     "dt too long": (TASK + 'dt = 0.5\n[model]\ncircuit = "song_free"\n',
                     r"dt = 0.5 s is longer than its shortest epoch \(0.1 s\)"),
     "omega without a task": ('[data]\nname = "digits"\n[train]\nomega = 2.0\n',
-                             r"\[train\] omega \(the vanishing-gradient regulariser\) applies to runs on a \[task\]"),
+                             r"\[train\] omega applies to runs on a \[task\]"),
     "omega in the grid without a task": ('[data]\nname = "digits"\n[grid]\n"train.omega" = [0.0, 2.0]\n',
-                                         r"\[train\] omega .* applies to runs on a \[task\]"),
+                                         r"\[train\] omega applies to runs on a \[task\]"),
+    "rflo without a task": ('[data]\nname = "digits"\n[train]\nmethod = "rflo"\n',
+                            r"\[train\] method applies to runs on a \[task\]"),
+    "rflo with adam": (TASK + '[model]\ncircuit = "song_free"\n[train]\nmethod = "rflo"\noptimizer = "adam"\n',
+                       r"method rflo/eprop updates the weights online by plain gradient steps"),
+    "rflo with omega": (TASK + '[model]\ncircuit = "song_free"\n[train]\nmethod = "rflo"\nomega = 2.0\n',
+                        r"\[train\] omega needs the backward pass of BPTT"),
     "grad_clip not positive": (TASK + '[model]\ncircuit = "song_free"\n[train]\ngrad_clip = 0\n',
                                r"\[train\] grad_clip must be a positive number, got 0"),
 }
@@ -245,3 +251,27 @@ def test_per_task_settings_apply_to_their_task_only():
         ex.from_dict(bad, source="tiny_task.toml")
     with pytest.raises(SpecError, match=r"\[per_task.working_memory\] cannot set task.name"):
         ex.from_dict(task_tree(per_task={"working_memory": {"task.name": "periodic"}}), source="tiny_task.toml")
+
+
+def test_rflo_and_bptt_share_the_learning_rate_of_the_readout():
+    """The read-out learns by the exact delta rule under RFLO: one update on one sequence
+    (weights held, noise off, float64) moves W_out exactly as one SGD step of BPTT at the same lr
+    on the same masked mean squared error, so the two methods share a learning-rate grid."""
+    from biofa.experiment.runner.trials import TaskTraining
+
+    moved = {}
+    for method in ("bptt", "rflo"):
+        tree = {"experiment": {"name": "murray_tiny"},
+                "task": {"name": "periodic", "period": 40, "trials_per_epoch": 1, "validation_per_condition": 1,
+                         "test_per_condition": 1, "stop_at_criterion": False},
+                "model": {"circuit": "murray_rnn", "sizes": {"h": 8}},
+                "train": {"epochs": 1, "batch_size": 1, "dtype": "float64", "method": method,
+                          "optimizer": {"name": "sgd", "lr": 0.05}}}
+        run = ex.expand(ex.from_dict(tree, source="murray_tiny.toml"))[0]
+        result = {"history": []}
+        training = TaskTraining(run["config"], result, 0)
+        before = training.model.synapse("h->y").weight.detach().clone()
+        training.epoch(1)
+        moved[method] = training.model.synapse("h->y").weight.detach() - before
+    assert moved["bptt"].abs().max() > 0
+    torch.testing.assert_close(moved["rflo"], moved["bptt"], rtol=1e-10, atol=1e-14)
