@@ -61,7 +61,7 @@ def validate_search(tree: dict, base: dict, grid: dict, per_rule: dict, source: 
         for value in values:
             check_run_value(path, value, source, origins, f"[search] {key}")
         search[path] = values
-    if search and base["data"].get("validation") == 0:
+    if search and base.get("data", {}).get("validation") == 0:
         raise SpecError(f"{source}: [search] chooses on the validation split, but [data] validation "
                         "= 0; set [data] validation to a fraction such as 0.1")
     if "search" in tree:
