@@ -335,6 +335,11 @@ def render(study: dict, figures: list[str], task_rows: list | None = None) -> st
     if task_rows:
         parts += ["## Tasks: criteria, trials to criterion, psychometric fits", "", tasks.NOTE, "",
                   tasks.table(study, task_rows), ""]
+        by_condition = tasks.condition_table(study, task_rows)
+        if by_condition:
+            parts += ["## Tasks: percent correct per condition", "",
+                      "On the test trials, at the best validation epoch; trials of the conditions a "
+                      "row groups are pooled per run; mean ± sd over seeds.", "", by_condition, ""]
     table = comparison_table(study)
     if table:
         parts += ["## Comparisons (paired over seeds)", "", COMPARE_NOTE, "", table, ""]

@@ -91,6 +91,15 @@ def _condition(row: dict, conditions: list[str]) -> tuple:
     return tuple(str(row["labels"].get(c)) for c in conditions)
 
 
+def _in_plan_order(study: dict, rows: list[dict]) -> list[dict]:
+    """``rows`` sorted by their condition's place in the study's plan (runs.csv's order)."""
+    conditions = study["conditions"]
+    order: dict[tuple, int] = {}
+    for run in study["runs"]:
+        order.setdefault(tuple(str(run.get(c)) for c in conditions), len(order))
+    return sorted(rows, key=lambda r: order.get(_condition(r, conditions), len(order)))
+
+
 def _median_trials(rows: list[dict]) -> str:
     """Median trials to criterion over seeds; a censored run counts at its budget and the median
     is marked ">" when it falls on a censored value."""
@@ -137,11 +146,8 @@ def table_cells(study: dict, rows: list[dict]) -> tuple[list[str], list[list[str
     """One row per condition: criterion met (seeds), median trials to criterion, test percent
     correct (mean ± sd over seeds), the worst condition, the psychometric σ and the criterion."""
     conditions = study["conditions"]
-    order = {}
-    for run in study["runs"]:  # the plan's order
-        order.setdefault(tuple(str(run.get(c)) for c in conditions), len(order))
     by_cond: dict[tuple, list] = {}
-    for r in sorted(rows, key=lambda r: order.get(_condition(r, conditions), len(order))):
+    for r in _in_plan_order(study, rows):
         by_cond.setdefault(_condition(r, conditions), []).append(r)
     header = [display(c) for c in conditions] + ["criterion met", "trials to criterion (median)",
                                                   "test correct (%)", "min over conditions (%)",
@@ -160,6 +166,46 @@ def table_cells(study: dict, rows: list[dict]) -> tuple[list[str], list[list[str
                               _fit_text(group), CRITERIA.get(task, "the task's own")]
         body.append(cells)
     return header, body
+
+
+#: The labels a task's per-condition table groups by (the others are averaged over, trials weighted).
+GROUP_BY = {"perceptual_decision": ("coh",), "context_decision": ("context",),
+            "multisensory": ("modality",), "working_memory": ("f1", "f2")}
+
+
+def condition_table(study: dict, rows: list[dict]) -> str | None:
+    """Percent correct per condition group (:data:`GROUP_BY`: the coherence, the context, the
+    modality, the frequency pair), one column per value of the study's other condition keys,
+    mean ± sd over seeds; None when no run has per-condition results."""
+    conditions = study["conditions"]
+    task_key = "task.name" if "task.name" in conditions else None
+    others = [c for c in conditions if c != task_key]
+    cells: dict[tuple, dict[str, list]] = {}
+    columns: list[str] = []
+    for r in _in_plan_order(study, rows):
+        per = r["scores"].get("per_condition") or []
+        if not per:
+            continue
+        task = str(r["labels"].get(task_key, "")) if task_key else study.get("task_name", "")
+        keys = GROUP_BY.get(task) or tuple(k for k in per[0] if k not in ("correct", "n", "choice"))
+        column = "/".join(str(r["labels"].get(c)) for c in others) or "all"
+        if column not in columns:
+            columns.append(column)
+        sums: dict[tuple, list] = {}
+        for entry in sorted(per, key=lambda e: tuple(e.get(k, 0) for k in keys)):
+            group = (task, ", ".join(f"{k} {entry.get(k)}" for k in keys))
+            acc = sums.setdefault(group, [0.0, 0])
+            acc[0] += entry["correct"] * entry["n"]
+            acc[1] += entry["n"]
+        for group, (hits, n) in sums.items():
+            cells.setdefault(group, {}).setdefault(column, []).append(100 * hits / n if n else float("nan"))
+    if not cells:
+        return None
+    header = ["task", "condition"] + [f"{c}: correct (%)" for c in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for (task, group), by_column in cells.items():
+        lines.append("| " + " | ".join([task, group] + [_mean_sd(by_column.get(c, [])) for c in columns]) + " |")
+    return "\n".join(lines)
 
 
 def _mean_sd(values, digits: int = 1) -> str:
