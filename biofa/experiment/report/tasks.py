@@ -231,33 +231,37 @@ def write_figures(study: dict, rows: list[dict]) -> list[str]:
     return written
 
 
-def _curves(psy: dict):
-    """(name, x, p) of every psychometric curve in a run's scores."""
-    if "levels" in psy:
-        yield "", psy["levels"], psy["fraction"]
-    for name, sub in (psy.get("by_modality") or {}).items():
-        if isinstance(sub, dict) and "levels" in sub:
-            yield name, sub["levels"], sub["fraction"]
+#: The psychometric axis of each task, as its figure labels it.
+STIMULUS = {"perceptual_decision": "signed coherence (%)", "context_decision": "signed coherence of the cued input (%)",
+            "multisensory": "event rate (Hz)"}
 
 
 def _psychometric_figure(study, rows, path, plt) -> bool:
+    """One panel per task (a line per circuit, mean over seeds); a task with modalities
+    (multisensory) gets one panel per circuit with a line per modality, as Raposo et al. plot it."""
     conditions = study["conditions"]
     task_key = "task.name" if "task.name" in conditions else None
     others = [c for c in conditions if c != task_key]
     panels: dict[str, dict] = {}
-    for r in rows:
+    xlabels: dict[str, str] = {}
+    for r in _in_plan_order(study, rows):
         psy = r["scores"].get("psychometric")
         if not psy:
             continue
         task = str(r["labels"].get(task_key, "")) if task_key else ""
         line = "/".join(str(r["labels"].get(c)) for c in others) or "run"
-        for name, x, p in _curves(psy):
-            panels.setdefault(f"{task} {name}".strip(), {}).setdefault(line, []).append((x, p))
+        modal = psy.get("by_modality")
+        curves = [(name, sub["levels"], sub["fraction"]) for name, sub in modal.items()] if modal else \
+            [(line, psy["levels"], psy["fraction"])]
+        panel = f"{task} ({line})" if modal else task
+        xlabels[panel] = STIMULUS.get(task, "stimulus")
+        for name, x, p in curves:
+            panels.setdefault(panel, {}).setdefault(name, []).append((x, p))
     if not panels:
         return False
     from .figures import save_png
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.1), squeeze=False)
     for ax, (title, lines) in zip(axes[0], panels.items()):
         for line, curves in lines.items():
             x = curves[0][0]
@@ -266,43 +270,50 @@ def _psychometric_figure(study, rows, path, plt) -> bool:
                     else float("nan") for col in zip(*ps)]
             ax.plot(x, mean, "o-", ms=3, label=f"{line} ({len(ps)} seeds)")
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("signed stimulus")
+        ax.set_xlabel(xlabels[title], fontsize=8)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     axes[0][0].set_ylabel("fraction choosing output 0")
-    axes[0][0].legend(fontsize=7)
     save_png(fig, path)
     return True
 
 
 def _activity_figure(study, rows, path, plt) -> bool:
-    shown = [r for r in rows if r.get("activity", {}).get("groups")]
+    """The trial-averaged rates of each circuit's E and I units by preference (first seed): a
+    row per condition of the study, a panel per group; red lines are trials whose correct choice
+    is output 0, blue output 1, darker for a larger value of the task's first label (coherence,
+    context, modality or f1)."""
+    shown = [r for r in _in_plan_order(study, rows) if r.get("activity", {}).get("groups")]
     if not shown:
         return False
     from .figures import save_png
 
     conditions = study["conditions"]
     groups = sorted({g for r in shown for g in r["activity"]["groups"]})
-    fig, axes = plt.subplots(len(shown), len(groups), figsize=(2.6 * len(groups), 2.0 * len(shown)),
-                             squeeze=False, sharex="row")
+    fig, axes = plt.subplots(len(shown), len(groups), figsize=(2.7 * len(groups), 2.2 * len(shown)),
+                             squeeze=False)
+    reds, blues = plt.get_cmap("Reds"), plt.get_cmap("Blues")
     for i, r in enumerate(shown):
         act = r["activity"]
         name = "/".join(str(r["labels"].get(c)) for c in conditions)
+        levels = sorted({cond[0] for cond in act["conditions"]})
         for j, g in enumerate(groups):
             ax = axes[i][j]
             traces = act["groups"].get(g)
             if traces is None:
                 ax.axis("off")
                 continue
-            cmap = plt.get_cmap("coolwarm")
-            n = len(traces)
-            for k, trace in enumerate(traces):
+            for cond, trace in zip(act["conditions"], traces):
+                shade = 0.35 + 0.65 * levels.index(cond[0]) / max(len(levels) - 1, 1)
+                color = (reds if cond[-1] == 0 else blues)(shade)
                 t = [act["dt"] * (s + 1) for s in range(len(trace))]
-                ax.plot(t, trace, color=cmap(k / max(n - 1, 1)), lw=0.8)
-            ax.set_title(f"{name}\n{g}", fontsize=7)
+                ax.plot(t, trace, color=color, lw=0.8)
+            ax.set_title(f"{name}: {g}", fontsize=7)
             ax.tick_params(labelsize=6)
         axes[i][0].set_ylabel("rate", fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("time (s)", fontsize=7)
+    fig.tight_layout()
     save_png(fig, path)
     return True
