@@ -9,17 +9,19 @@ An excerpt is named by a short text, the same on the command line (``biofa repor
 The kinds, for a grid study (every number from :func:`~biofa.experiment.report.summary.analyse`,
 so they equal ``report.md``'s):
 
-``selection rows=K columns=K2[,K3] [lr=no] [compare=no] [where=K:V]``
-    one row per value of ``K``; per value of ``K2`` (or combination of ``K2,K3``) the candidate
+``selection rows=K [columns=K2[,K3]] [lr=no] [compare=no] [where=K:V]``
+    one row per value of ``K``; per value of ``K2`` (or combination of ``K2,K3``; one column
+    without ``columns``) the candidate
     chosen on validation (``lr=no`` leaves it out) and the test score at the best validation epoch
     as mean [95 % t interval] (``*`` marks a choice at an end of its searched range); then every
     declared comparison on ``K2`` within the row: the paired difference [95 % interval] and its
     Holm-adjusted p.
 ``comparisons [key=K] [a=V] [b=V] [where=K:V]``
     declared comparisons *b − a*: pairs, difference [95 % interval], d_z, Holm-adjusted p.
-``layers metric=M [where=K:V] [digits=N]``
-    a per-layer metric (``weight_alignment``, ``update_alignment``, ``norm_ratio``) at the final
-    epoch of the reported runs, mean ± sd over seeds.
+``layers metric=M [where=K:V] [digits=N] [epoch=E]``
+    a per-layer metric (``weight_alignment``, ``update_alignment``, ``norm_ratio``, ``nse``) at the
+    final epoch (or at epoch ``E``; 0 is the initialisation) of the reported runs, mean ± sd over
+    seeds.
 ``tasks``
     a study on cognitive tasks: the report's table of criteria met, trials to criterion, test
     percent correct and psychometric fits (:mod:`biofa.experiment.report.tasks`).
@@ -125,12 +127,13 @@ def _short(column: str) -> str:
     return column.rpartition(".")[2]
 
 
-def selection(study: dict, rows: str, columns: str, lr: str = "yes", compare: str = "yes",
+def selection(study: dict, rows: str, columns: str | None = None, lr: str = "yes", compare: str = "yes",
               where: str | None = None) -> Excerpt:
-    """One row per value of ``rows``; per value of ``columns`` the choice and the test score."""
+    """One row per value of ``rows``; per value of ``columns`` (none: one column) the choice and
+    the test score."""
     keys, summary = study["conditions"], study["summary"]
     row_key = _key(study, rows)
-    col_keys = [_key(study, c) for c in columns.split(",")]
+    col_keys = [_key(study, c) for c in columns.split(",")] if columns else []
     chosen = _where(study, where)
     search = list(study.get("search") or {}) if lr == "yes" else []
     unit = " %" if summary.classification else ""
@@ -140,8 +143,8 @@ def selection(study: dict, rows: str, columns: str, lr: str = "yes", compare: st
     col_values = list(dict.fromkeys(tuple(c[keys.index(k)] for k in col_keys) for c in conds))
     header = [row_key]
     for value in col_values:
-        name = ", ".join(value)
-        header += [f"{name}: {_short(s)}" for s in search] + [f"{name}: test{unit} [95% CI]"]
+        prefix = ", ".join(value) + ": " if value else ""
+        header += [f"{prefix}{_short(s)}" for s in search] + [f"{prefix}test{unit} [95% CI]"]
     found = [c for c in summary.comparisons
              if compare == "yes" and len(col_keys) == 1 and c.key == col_keys[0]
              and all(c.context.get(k) == v for k, v in chosen.items() if k != c.key)]
@@ -193,10 +196,12 @@ def comparisons(study: dict, key: str | None = None, a: str | None = None, b: st
                    rows)
 
 
-def layers(study: dict, metric: str, where: str | None = None, digits: str = "1") -> Excerpt:
-    """``metric`` per layer at the final epoch of the reported runs, mean ± sd over seeds."""
+def layers(study: dict, metric: str, where: str | None = None, digits: str = "1",
+           epoch: str | None = None) -> Excerpt:
+    """``metric`` per layer at the final epoch (or at ``epoch``: 0 is the initialisation) of the
+    reported runs, mean ± sd over seeds."""
     shown = reported(study, study["summary"])
-    names, per_run = final_layer_values(shown, metric)
+    names, per_run = final_layer_values(shown, metric, None if epoch is None else int(epoch))
     if not names:
         raise ConfigError(f"{study['meta']['name']}: no {metric!r} in history.csv")
     keys, chosen = study["conditions"], _where(study, where)
