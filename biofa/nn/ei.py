@@ -94,7 +94,7 @@ class FreeSigns(EIArchitecture):
 
 
 def colei_weight(shape, signs: torch.Tensor, generator=None, dtype=None, device=None) -> torch.Tensor:
-    """Cornford et al.'s column-E/I initialisation: magnitudes |W| of a layer with column signs.
+    """Cornford et al.'s column-E/I initialisation: magnitudes :math:`|W|` of a layer with column signs.
 
     .. math:: |W_{:,E}| \\sim \\mathrm{Exp}(\\sigma_E), \\quad |W_{:,I}| \\sim \\mathrm{Exp}(\\sigma_I),
               \\quad \\sigma_E^{-2} = \\tfrac{2\\pi - 1}{2\\pi}\\,(n_E + n_E^2 / n_I), \\quad
