@@ -58,7 +58,7 @@ class Circuit(nn.Module):
     readout : None or ``"E"``: the output population may only be fed by excitatory populations.
     recurrent_init : None, a rule name or a table ``{rule = ..., rho0 = ..., k = ...}`` that
         initialises every recurrent block (:mod:`biofa.circuit.recurrent_init`): ``"gamma"``
-        (pycog), ``"balanced"`` (gamma with balanced E/I rows), ``"colei"`` (Li et al. 2023:
+        (pycog), ``"balanced"`` (gamma with balanced E/I rows), ``"dann"`` (a recurrent DANN), ``"colei"`` (Li et al. 2023:
         exponential draws, I scaled by n_E/n_I), ``"orthogonal"`` or ``"normal"`` (free signs).
     generator : torch.Generator for ``recurrent_init``'s draws.
 

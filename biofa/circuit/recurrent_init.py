@@ -25,6 +25,14 @@ synapse object inside it (populations in circuit order, the connectivity masks a
     normalisation), signed by the presynaptic type, then scaled to spectral radius :math:`\rho_0`
     (default 1.5). Each row is balanced in expectation; the spectrum keeps ColEI's spread-out
     singular values, which is what their study measures (:func:`biofa.analysis.nse`).
+``"dann"`` (the recurrent DANN of Cornford et al. 2021 as Li et al. 2023 initialise it)
+    a block of excitatory populations and inhibitory interneuron populations (no I -> I entries):
+    :math:`W_{EE} \sim \mathrm{Exp}(s)` with :math:`s^2 = \frac{n_E}{n_E - 1}\frac{1}{3 n_E}`
+    (PyTorch's default variance, their ``numerator = 1/3``), every row of :math:`W_{IE}` the mean
+    row of :math:`W_{EE}` (their ``random = False``), :math:`W_{EI}` exponential draws with each row
+    divided by its sum (rows summing to 1), so that the E units' effective recurrence
+    :math:`W_{EE} - W_{EI} W_{IE}` has every column centred. No radius scaling unless ``rho0``
+    is given (then the whole block is scaled to it).
 ``"orthogonal"``
     free-sign blocks (no typed population): :math:`W_\mathrm{rec} = \rho_0 Q` with Q a uniformly
     random orthogonal matrix (QR of a Gaussian matrix, signs fixed by R's diagonal), masked, then
@@ -48,8 +56,9 @@ import torch
 
 from ..errors import ConfigError
 
-RULES = ("gamma", "balanced", "colei", "orthogonal", "normal")
-DEFAULT_RHO0 = {"gamma": 1.5, "balanced": 1.5, "colei": 1.5, "orthogonal": 1.0, "normal": 1.5}
+RULES = ("gamma", "balanced", "colei", "dann", "orthogonal", "normal")
+#: None: no radius scaling
+DEFAULT_RHO0 = {"gamma": 1.5, "balanced": 1.5, "colei": 1.5, "dann": None, "orthogonal": 1.0, "normal": 1.5}
 #: rules for free-sign blocks (the others draw E/I magnitudes and need every population typed)
 FREE_SIGN_RULES = ("orthogonal", "normal")
 
@@ -67,11 +76,13 @@ def parse(value) -> dict:
     rho0 = table.get("rho0", DEFAULT_RHO0[rule])
     k = table.get("k", 2.0)
     for key, v in (("rho0", rho0), ("k", k)):
+        if key == "rho0" and "rho0" not in table and v is None:
+            continue
         if not (isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < float("inf")):
             raise ConfigError(f"Circuit: recurrent_init.{key} must be a number > 0, got {v!r}")
-    if "k" in table and rule in (*FREE_SIGN_RULES, "colei"):
+    if "k" in table and rule in (*FREE_SIGN_RULES, "colei", "dann"):
         raise ConfigError(f"Circuit: recurrent_init.k is the gamma shape; rule {rule!r} has none")
-    return {"rule": rule, "rho0": float(rho0), "k": float(k)}
+    return {"rule": rule, "rho0": None if rho0 is None else float(rho0), "k": float(k)}
 
 
 def block_layout(circuit, component):
@@ -96,9 +107,58 @@ def recurrent_matrix(circuit, component) -> torch.Tensor:
     return m
 
 
+def effective_recurrent_matrix(circuit, component) -> tuple[list[str], torch.Tensor]:
+    r"""The recurrence among a block's principal populations, its interneurons eliminated.
+
+    .. math:: W_\mathrm{eff} = W_{PP} + W_{PI} W_{IP}
+
+    An *interneuron* population of the block has no synapse onto itself and exchanges synapses
+    only with the other (principal) populations P of the block; linear interneurons with
+    :math:`\tau = \Delta t` relay :math:`W_{IP} r_P` to P, so :math:`W_\mathrm{eff}` is a DANN's
+    :math:`W_{EE} - W_{EI} W_{IE}` (the matrix whose spectrum Li et al. 2023 measure). A block
+    without interneurons (every population recurrent onto itself, e.g. a ColEI block) returns
+    :func:`recurrent_matrix`. Returns the principal populations' names and the matrix.
+    """
+    offset, width, inside = block_layout(circuit, component)
+    self_loop = {s.pre.name for s in inside if s.pre.name == s.post.name}
+    inter = [n for n in offset if n not in self_loop]
+    if inter and all((s.pre.name in inter) + (s.post.name in inter) < 2 for s in inside) \
+            and len(inter) < len(offset):
+        keep = [n for n in offset if n not in inter]
+    else:
+        keep, inter = list(offset), []
+    m = recurrent_matrix(circuit, component)
+    index = lambda names: torch.cat([torch.arange(offset[n], offset[n] + circuit.population(n).size)  # noqa: E731
+                                     for n in names]) if names else torch.zeros(0, dtype=torch.long)
+    p, i = index(keep), index(inter)
+    eff = m[p][:, p] + m[p][:, i] @ m[i][:, p]
+    return keep, eff
+
+
 def spectral_radius(m: torch.Tensor) -> float:
     """:math:`\\rho(M) = \\max_i |\\lambda_i(M)|` (eigenvalues in float64)."""
     return float(torch.linalg.eigvals(m.detach().to(torch.float64).cpu()).abs().max())
+
+
+def dann_block(present: torch.Tensor, sign: torch.Tensor, generator=None) -> torch.Tensor:
+    """The signed block of rule ``"dann"`` (module docstring) on the entries ``present``."""
+    exc = sign > 0
+    n_e, n_i = int(exc.sum()), int((~exc).sum())
+    if n_e < 2 or n_i < 1:
+        raise ConfigError(f"Circuit: recurrent_init 'dann' needs at least 2 excitatory and 1 inhibitory unit in "
+                          f"the block; got {n_e} E and {n_i} I")
+    width = len(sign)
+    scale = (n_e / (n_e - 1) / (3 * n_e)) ** 0.5
+    draws = torch.empty(width, width, dtype=torch.float64).exponential_(1.0, generator=generator) * scale
+    e_idx, i_idx = torch.nonzero(exc).reshape(-1), torch.nonzero(~exc).reshape(-1)
+    block = torch.zeros(width, width, dtype=torch.float64)
+    w_ee = draws[e_idx][:, e_idx] * present[e_idx][:, e_idx]
+    block[e_idx[:, None], e_idx[None, :]] = w_ee
+    block[i_idx[:, None], e_idx[None, :]] = w_ee.mean(0, keepdim=True).expand(n_i, n_e)
+    w_ei = draws[e_idx][:, i_idx] * present[e_idx][:, i_idx]
+    sums = w_ei.sum(1, keepdim=True)
+    block[e_idx[:, None], i_idx[None, :]] = -w_ei / torch.where(sums > 0, sums, torch.ones_like(sums))
+    return block
 
 
 def _gamma(shape, k, generator) -> torch.Tensor:
@@ -161,23 +221,30 @@ def initialise_recurrent(circuit, value, generator=None) -> None:
         else:
             sign = torch.cat([torch.full((p.size,), 1.0 if p.sign == "E" else -1.0, dtype=torch.float64)
                               for p in circuit.populations if p.name in offset])
-            if opts["rule"] == "colei":
+            if opts["rule"] == "dann":
+                block = dann_block(present, sign, generator)
+            elif opts["rule"] == "colei":
                 draws = torch.empty(width, width, dtype=torch.float64).exponential_(1.0, generator=generator)
                 block = draws * balance_ratios(present, sign)
             else:
                 block = _gamma((width, width), opts["k"], generator) * mean_balanced_scales(present, sign)
-            block = block * sign[None, :]
+            if opts["rule"] != "dann":
+                block = block * sign[None, :]
         block = block * present
         if opts["rule"] == "balanced":
             inhibitory = block.clamp(max=0).sum(1, keepdim=True)
             excitatory = block.clamp(min=0).sum(1, keepdim=True)
             factor = torch.where(inhibitory < 0, excitatory / (-inhibitory).clamp(min=1e-300), torch.ones_like(inhibitory))
             block = torch.where(block < 0, block * factor, block)
-        rho = spectral_radius(block)
+        if opts["rho0"] is None:
+            rho = None
+        else:
+            rho = spectral_radius(block)
         if rho == 0:
             raise ConfigError(f"Circuit: recurrent_init: the recurrent matrix of block {comp} has spectral radius 0 "
                               "(nilpotent or empty); it cannot be scaled to rho0")
-        block = block * (opts["rho0"] / rho)
+        if rho is not None:
+            block = block * (opts["rho0"] / rho)
         seen = {}
         for s in inside:  # two synapse objects joining the same pair share the block's entries
             seen.setdefault((s.pre.name, s.post.name), []).append(s)

@@ -119,13 +119,27 @@ def colei_weight(shape, signs: torch.Tensor, generator=None, dtype=None, device=
 
 class ColEI(EIArchitecture):
     """Column signs :math:`W = |W| D` (projected like ``projection``) with :func:`colei_weight`'s
-    init instead of the layer's own. Li et al. (NeurIPS 2023) trace ColEI's poorer learning to the
+    init instead of the layer's own. ``inhibitory_fraction`` f (optional): every Dale layer's share
+    of inhibitory inputs, i.e. ``sign``'s ``e_fraction`` set to 1 - f (a DANN's f is n_I / n_E). Li et al. (NeurIPS 2023) trace ColEI's poorer learning to the
     spread of its singular values, which this init does not remove (:func:`biofa.analysis.nse`)."""
 
     name = "colei"
 
+    def __init__(self, inhibitory_fraction: float | None = None):
+        if inhibitory_fraction is not None and (isinstance(inhibitory_fraction, bool) or not isinstance(
+                inhibitory_fraction, (int, float)) or not 0.0 < inhibitory_fraction < 1.0):
+            raise ConfigError(f"The 'inhibitory_fraction' parameter of ei='colei' must be in (0, 1). "
+                              f"Got {inhibitory_fraction!r} instead.")
+        self.inhibitory_fraction = inhibitory_fraction
+
     def replace(self, module, options, first):
         sign = make_sign(options["sign"])
+        f = self.inhibitory_fraction
+        # the fraction of inhibitory *inputs* of every layer: Dale's e_fraction = 1 - f, except where
+        # every input is excitatory (the first layer reading on/off inputs keeps e_fraction 1)
+        if f is not None and isinstance(sign, Dale) and sign.types is None and sign.e_fraction < 1.0:
+            sign = Dale(**{**sign.config(), "e_fraction": 1.0 - f})
+            options = {**options, "sign": sign}
         w = module.weight.detach()
         groups = getattr(module, "groups", 1)
         signs = sign.make_signs(w, groups, options.get("generator")).to(w.dtype)

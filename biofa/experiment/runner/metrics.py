@@ -1,7 +1,8 @@
 """The per-layer columns of history.csv: ``[metrics] alignment``, ``update_alignment`` and
 ``spectra`` (``nse:<layer>``, :func:`~biofa.analysis.layer_nse`; epoch 0 is the initialisation)
 (:func:`layer_columns`), and the conservation-law columns of ``[metrics] invariants`` and
-``[metrics] min_norm``.
+``[metrics] min_norm``. A task run (a circuit trained in time) with ``spectra = true`` records
+``nse:recurrent`` instead (:func:`recurrent_columns`).
 
 ``invariants = true`` records, for every hidden layer l of a chain of ``biofa.nn.Linear`` (named by
 the layer whose rows are its neurons, W_l),
@@ -111,4 +112,22 @@ def layer_columns(model, metrics: dict, probe, loss_fn) -> dict:
     if metrics["update_alignment"] and probe is not None:
         for layer, value in analysis.update_alignment(model, probe[0], probe[1], loss_fn).items():
             out[f"update_alignment:{layer or 'model'}"] = value
+    return out
+
+
+def recurrent_columns(circuit, metrics: dict) -> dict:
+    """``{"nse:recurrent": value}`` (``recurrent1``, ``recurrent2``, ... with several blocks): the
+    NSE of each recurrent block's matrix with its interneurons eliminated
+    (:func:`biofa.circuit.recurrent_init.effective_recurrent_matrix`: a DANN block's
+    :math:`W_{EE} - W_{EI} W_{IE}`), when ``[metrics] spectra`` asks for it; epoch 0 is the
+    initialisation."""
+    if not metrics.get("spectra"):
+        return {}
+    from ...circuit.recurrent_init import effective_recurrent_matrix
+
+    blocks = circuit.recurrent_components
+    out = {}
+    for k, component in enumerate(blocks, 1):
+        name = "recurrent" if len(blocks) == 1 else f"recurrent{k}"
+        out[f"nse:{name}"] = analysis.nse(effective_recurrent_matrix(circuit, component)[1])
     return out

@@ -25,6 +25,8 @@ The loop (Song, Yang & Wang 2016, pycog's defaults where the spec keeps them):
   it is met, and with ``[task] stop_at_criterion`` the run stops there. *Trials to criterion* is
   the number of training trials seen at that validation (censored at the budget,
   ``epochs x trials_per_epoch``, when never met);
+* ``[metrics] spectra = true`` adds ``nse:recurrent`` to every validation's row (epoch 0: the
+  initialisation; :func:`~biofa.experiment.runner.metrics.recurrent_columns`);
 * at the end the best validation epoch's weights and the final weights are scored on test trials
   from a third generator (``[task] test_per_condition`` per condition): percent correct,
   per-condition results, the psychometric fit, and the trial-averaged activity of the E and I
@@ -48,6 +50,7 @@ from ...feedback import reset_step
 from . import checkpoints
 from .build import build_task_model, load_task, make_optimizer, make_schedule
 from .divergence import Diverged, check_weights
+from .metrics import recurrent_columns
 from .task_scoring import SPLIT_STREAMS, activity, forward, jsonable, masked_mse, seeded
 
 class TaskTraining:
@@ -134,7 +137,8 @@ class TaskTraining:
         self.result["history"].append({
             "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
             "train_acc": None, "val_loss": val["loss"], "val_acc": val["acc"], "time_s": round(seconds, 4),
-            "trials": self.trials_seen, "val_min_condition": scores.get("min_condition"), "criterion": met})
+            "trials": self.trials_seen, "val_min_condition": scores.get("min_condition"), "criterion": met,
+            **recurrent_columns(self.model, self.config.get("metrics", {}))})
         return val
 
     def epoch(self, epoch: int) -> bool:
