@@ -364,7 +364,7 @@ def test_an_empty_spec_exits_2_naming_what_is_missing(tmp_path, capsys):
         spec.write_text(text)
         assert main(["run", str(spec), "--out", str(tmp_path / "out")]) == 2
         assert capsys.readouterr().err == (f"biofa: error: {spec}: the spec says nothing to run: give at "
-                                           "least one of [data], [model], [grid] (`biofa run example` "
+                                           "least one of [data], [task], [model], [grid] (`biofa run example` "
                                            "shows every table)\n")
     assert not (tmp_path / "out").exists()
 

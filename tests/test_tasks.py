@@ -284,3 +284,12 @@ def test_sequence_reads_rows_and_scores_the_last_step(tasks):
     assert chunks.trials(2).inputs.shape == (16, 2, 4)
     with pytest.raises(ConfigError, match="chunk"):
         bt.load("sequence", mode="steps", chunk=5)
+
+
+def test_sequence_validation_and_test_trials_come_from_their_own_splits(tasks):
+    task = tasks["sequence"]
+    val, test = task.balanced(2), task.balanced(2, split="test")
+    assert val.conditions["label"].tolist() == test.conditions["label"].tolist()
+    assert not torch.equal(val.inputs, test.inputs)     # other digits: the test split is held out
+    with pytest.raises(ConfigError, match="split must be 'val' or 'test'"):
+        task.balanced(2, split="train")

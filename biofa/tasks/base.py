@@ -158,8 +158,13 @@ class Task:
         """``batch`` random trials (the training distribution, catch trials included)."""
         raise NotImplementedError
 
-    def balanced(self, per_condition: int, dt=None, generator=None, dtype=torch.float32) -> Trials:
-        """Every condition ``per_condition`` times (and catch trials ``per_condition`` times)."""
+    def balanced(self, per_condition: int, dt=None, generator=None, dtype=torch.float32,
+                 split: str = "val") -> Trials:
+        """Every condition ``per_condition`` times (and catch trials ``per_condition`` times).
+
+        ``split`` (``"val"`` or ``"test"``): the held-out examples a task that reads a data set
+        takes them from; a task that generates its trials draws fresh ones from ``generator``
+        either way (the runner gives validation and test separate generators)."""
         raise NotImplementedError
 
     def conditions(self) -> list[dict]:

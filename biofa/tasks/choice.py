@@ -88,7 +88,8 @@ class ChoiceTask(Task):
         index = torch.randint(len(self.conditions()), (batch,), generator=generator)
         return self.build(index, catch, dt, generator, dtype)
 
-    def balanced(self, per_condition: int, dt=None, generator=None, dtype=torch.float32) -> Trials:
+    def balanced(self, per_condition: int, dt=None, generator=None, dtype=torch.float32,
+                 split: str = "val") -> Trials:
         """``per_condition`` blocks of [catch, condition 0, condition 1, ...] (pycog's
         ``'validation'`` trials: minibatch index b → catch if b mod (n + 1) = 0)."""
         generator = default_generator(generator)

@@ -78,7 +78,8 @@ class Periodic(Task):
             return self._build(torch.zeros(batch, dtype=torch.int64), dt, dtype)
         return self._build(torch.randint(self.period, (batch,), generator=generator), dt, dtype)
 
-    def balanced(self, per_condition: int, dt=None, generator=None, dtype=torch.float32) -> Trials:
+    def balanced(self, per_condition: int, dt=None, generator=None, dtype=torch.float32,
+                 split: str = "val") -> Trials:
         if not self.random_phase:
             return self._build(torch.zeros(per_condition, dtype=torch.int64), dt, dtype)
         phase = torch.div(torch.arange(per_condition) * self.period, max(per_condition, 1), rounding_mode="floor")

@@ -29,7 +29,8 @@ class Sequence(Task):
     of 28 from the user's files (``root``, see :func:`biofa.data.load`). The data are loaded (and
     standardised) by :func:`biofa.data.load` with ``validation`` and ``seed``. :meth:`trials` draws
     training examples uniformly from the train split; :meth:`balanced` takes the first
-    ``per_condition`` examples of each class from the validation split (conditions = classes).
+    ``per_condition`` examples of each class from the validation split (``split="test"``: the
+    test split, which the task runner scores its test trials on; conditions = classes).
     ``kind = "classification"``: ``correct`` is the accuracy of the argmax at the last step. No
     catch trials; every trial has the same length. Stopping rule: the latest ``correct`` >=
     ``target`` (never, with ``target=None``).
@@ -60,8 +61,8 @@ class Sequence(Task):
             raise ConfigError(f"Sequence: {n_features} features of {dataset!r} cannot be cut into steps of "
                               f"{width} (mode={mode!r}, chunk={chunk!r})")
         self.n_inputs, self.n_outputs, self.n_steps = width, splits.n_classes, n_features // width
-        self._x = {part: getattr(splits, part).tensors[0].reshape(-1, n_features) for part in ("train", "val")}
-        self._y = {part: getattr(splits, part).tensors[1] for part in ("train", "val")}
+        self._x = {part: getattr(splits, part).tensors[0].reshape(-1, n_features) for part in ("train", "val", "test")}
+        self._y = {part: getattr(splits, part).tensors[1] for part in ("train", "val", "test")}
 
     def conditions(self) -> list[dict]:
         return [{"label": k} for k in range(self.n_outputs)]
@@ -83,16 +84,20 @@ class Sequence(Task):
         generator = default_generator(generator)
         return self._build("train", torch.randint(len(self._y["train"]), (batch,), generator=generator), dt, dtype)
 
-    def balanced(self, per_condition: int, dt=None, generator=None, dtype=torch.float32) -> Trials:
-        y = self._y["val"]
+    def balanced(self, per_condition: int, dt=None, generator=None, dtype=torch.float32,
+                 split: str = "val") -> Trials:
+        if split not in ("val", "test"):
+            raise ConfigError(f"Sequence: split must be 'val' or 'test', got {split!r}")
+        y = self._y[split]
         picks = []
         for k in range(self.n_outputs):
             where = torch.nonzero(y == k).reshape(-1)
             if len(where) < per_condition:
-                raise ConfigError(f"Sequence: the validation split of {self.dataset!r} has {len(where)} "
+                name = "validation" if split == "val" else "test"
+                raise ConfigError(f"Sequence: the {name} split of {self.dataset!r} has {len(where)} "
                                   f"examples of class {k}, fewer than per_condition = {per_condition}")
             picks.append(where[:per_condition])
-        return self._build("val", torch.stack(picks, 1).reshape(-1), dt, dtype)
+        return self._build(split, torch.stack(picks, 1).reshape(-1), dt, dtype)
 
     def score(self, outputs, trials) -> dict:
         check_outputs(type(self).__name__, outputs, trials)

@@ -91,7 +91,7 @@ def evaluate_task(model, config: dict, split: str = "test") -> dict:
     if split == "train":
         trials = task.trials(config["train"]["batch_size"], dt=dt, generator=seeded(seed, trials_stream))
     else:
-        trials = task.balanced(per_condition, dt=dt, generator=seeded(seed, trials_stream))
+        trials = task.balanced(per_condition, dt=dt, generator=seeded(seed, trials_stream), split=split)
     trials = trials.to(dtype=dtype)
     model = model.to(dtype=dtype).eval()
     with torch.no_grad():

@@ -229,7 +229,7 @@ class TaskTraining:
         budget = self.config["train"]["epochs"] * self.per_epoch * self.batch
         result.update(trials=self.trials_seen, criterion_met=self.criterion_at is not None,
                       trials_to_criterion=self.criterion_at if self.criterion_at is not None else budget)
-        test = self.task.balanced(self.config["task"]["test_per_condition"], dt=self.dt,
+        test = self.task.balanced(self.config["task"]["test_per_condition"], dt=self.dt, split="test",
                                   generator=seeded(seed, SPLIT_STREAMS["test"][0])).to(dtype=self.dtype)
         noise = SPLIT_STREAMS["test"][1]
         final = self.score(test, seeded(seed, noise))
