@@ -38,6 +38,7 @@ LIF/ALIF e-prop trace with its own pseudo-derivative and adaptation trace slots 
 
 from __future__ import annotations
 
+import abc
 import torch
 
 __all__ = ["TRACES", "Trace", "RFLOTrace", "EpropTrace", "rflo_advance", "eprop_advance",
@@ -72,7 +73,7 @@ def eprop_gradient(signal: torch.Tensor, prime: torch.Tensor, eps: torch.Tensor)
 
 
 # -- the modes: small trace classes -------------------------------------------------------------
-class Trace:
+class Trace(abc.ABC):
     r"""Eligibility trace of the weights into one population with
     :math:`\alpha = \Delta t/\tau_\mathrm{post}`, for ``batch`` samples: ``n_pre`` columns, the
     presynaptic rates of its synapse objects side by side (and 1 for the bias), so that one update
@@ -94,15 +95,18 @@ class Trace:
         self.factory = {"dtype": dtype, "device": device}
         self.reset()
 
-    def reset(self) -> None:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def reset(self) -> None:
         """Zero the trace (:math:`p^0 = 0`)."""
         raise NotImplementedError
 
-    def advance(self, r_pre: torch.Tensor, d_prime: torch.Tensor) -> None:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def advance(self, r_pre: torch.Tensor, d_prime: torch.Tensor) -> None:
         """:math:`p^n \\to p^{n+1}` from :math:`r^n_\\mathrm{pre}` and :math:`f'(I^n_\\mathrm{post})`."""
         raise NotImplementedError
 
-    def gradient(self, signal: torch.Tensor, v_prime: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover
+    @abc.abstractmethod
+    def gradient(self, signal: torch.Tensor, v_prime: torch.Tensor | None) -> torch.Tensor:
         """:math:`\\sum_b L_b \\circ p^m_b` for a signal (batch, post) on :math:`r^m`; ``v_prime`` is
         :math:`f'(v^m)` (x in the current form, I in the rate form), used by traces that apply the
         derivative at read time."""

@@ -16,6 +16,7 @@ Background: :doc:`/guide/ei_architectures`.
 
 from __future__ import annotations
 
+import abc
 import difflib
 import inspect
 import math
@@ -55,7 +56,7 @@ def _replacement(module: nn.Module, options: dict, weight: torch.Tensor | None =
     return new
 
 
-class EIArchitecture:
+class EIArchitecture(abc.ABC):
     """How a Dale-constrained layer is parameterised; :meth:`replace` builds it."""
 
     name = ""
@@ -64,6 +65,7 @@ class EIArchitecture:
         params = inspect.signature(type(self).__init__).parameters
         return {k: getattr(self, k) for k in params if k not in ("self", "args", "kwargs")}
 
+    @abc.abstractmethod
     def replace(self, module: nn.Module, options: dict, first: bool) -> nn.Module:
         """The biofa layer for torch layer ``module``; ``options`` are the layer options of
         :func:`~biofa.nn.convert` (feedback, sign, norm, init, ...); ``first``: it reads the data."""

@@ -13,6 +13,7 @@ An epoch ``(start, end]`` in seconds covers the steps n with ``start < (n + 1) Î
 
 from __future__ import annotations
 
+import abc
 import inspect
 import itertools
 from dataclasses import dataclass
@@ -138,7 +139,7 @@ def default_generator(generator) -> torch.Generator:
     return torch.Generator().manual_seed(0) if generator is None else generator
 
 
-class Task:
+class Task(abc.ABC):
     """Base class of the tasks: the interface the training code relies on.
 
     Class attributes: ``name``, ``n_inputs``, ``n_outputs``, ``dt`` (default step, seconds),
@@ -154,10 +155,12 @@ class Task:
     dt: float = 0.02
     kind: str = "choice"
 
+    @abc.abstractmethod
     def trials(self, batch: int, dt=None, generator=None, dtype=torch.float32) -> Trials:
         """``batch`` random trials (the training distribution, catch trials included)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def balanced(self, per_condition: int, dt=None, generator=None, dtype=torch.float32,
                  split: str = "val") -> Trials:
         """Every condition ``per_condition`` times (and catch trials ``per_condition`` times).
@@ -171,6 +174,7 @@ class Task:
         """The task's conditions (catch trials excluded), as label dicts."""
         return []
 
+    @abc.abstractmethod
     def score(self, outputs: torch.Tensor, trials: Trials) -> dict:
         """Performance of ``outputs`` (T, batch, n_out), aligned with ``trials.targets``."""
         raise NotImplementedError

@@ -14,6 +14,7 @@ The choice is pycog's ``performance_2afc``: the argmax over the outputs at each 
 
 from __future__ import annotations
 
+import abc
 import torch
 
 from .base import (Task, Trials, check_outputs, condition_grid, default_generator, epoch_bounds,
@@ -47,16 +48,21 @@ class ChoiceTask(Task):
     criterion_window: int = 5
 
     # -- what a subclass defines ------------------------------------------------------------
+    @abc.abstractmethod
     def factors(self) -> dict:
         raise NotImplementedError
 
     def choice_of(self, condition: dict) -> int:
+        """The correct output of ``condition``; what the default :meth:`conditions` reads (a task
+        that defines its conditions itself, as working memory does, need not define it)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def epochs(self, batch: int, dt: float, generator: torch.Generator) -> list:
         """``[(name, seconds), ...]`` of a non-catch trial; seconds a float or a (batch,) tensor."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def stimulus(self, labels: dict) -> dict:
         """``{epoch: (batch, n_in) float64}``: the input held during each epoch."""
         raise NotImplementedError
