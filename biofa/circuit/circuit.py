@@ -346,6 +346,14 @@ class Circuit(nn.Module):
 
         return learn_online(self, x, target, duration, dt, lr, **kwargs)
 
+    def learn_sequence(self, x, target, duration: float | None = None, dt: float | None = None,
+                       lr: float | None = None, **kwargs):
+        """RFLO or e-prop with the weights held for the sequence, the summed update computed backwards
+        in time; see :func:`biofa.circuit.sequence_update.learn_sequence`."""
+        from .sequence_update import learn_sequence
+
+        return learn_sequence(self, x, target, duration, dt, lr, **kwargs)
+
     def online_step(self, rates, target, dt: float, lr: float, **kwargs):
         """One Euler step with plasticity; see :func:`biofa.circuit.online.online_step`."""
         from .online import online_step

@@ -42,7 +42,7 @@ import abc
 import torch
 
 __all__ = ["TRACES", "Trace", "RFLOTrace", "EpropTrace", "rflo_advance", "eprop_advance",
-           "rflo_gradient", "eprop_gradient", "exact_trace"]
+           "rflo_gradient", "eprop_gradient", "rflo_summed", "eprop_summed", "reverse_filter", "exact_trace"]
 
 
 # -- the math: pure functions -------------------------------------------------------------------
@@ -70,6 +70,44 @@ def eprop_advance(eps: torch.Tensor, alpha: float, r_pre: torch.Tensor) -> torch
 def eprop_gradient(signal: torch.Tensor, prime: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     r""":math:`G = (L \odot f'(v))^\top \epsilon`: signal, prime (batch, post), eps (batch, pre) → (post, pre)."""
     return (signal * prime).T @ eps
+
+
+# -- a whole sequence at once, backwards in time ---------------------------------------------------
+def reverse_filter(z: torch.Tensor, beta: float) -> torch.Tensor:
+    r""":math:`\Lambda^k = z^k + \beta\,\Lambda^{k+1}` from :math:`\Lambda^{K-1} = z^{K-1}` down to k = 0
+    (the adjoint of the trace filter); z: (K, ...), returned as a new tensor."""
+    out = z.clone()
+    for k in range(out.shape[0] - 2, -1, -1):
+        out[k].add_(out[k + 1], alpha=beta)
+    return out
+
+
+def _outer_sum(a: torch.Tensor, r_pre: torch.Tensor) -> torch.Tensor:
+    r""":math:`\sum_{k,b} a^k_b\, r^{k\top}_b`: a (T, batch, post), r_pre (T, batch, pre) → (post, pre), one matmul."""
+    return a.reshape(-1, a.shape[-1]).T @ r_pre.reshape(-1, r_pre.shape[-1])
+
+
+def rflo_summed(alpha: float, signal: torch.Tensor, d_prime: torch.Tensor, r_pre: torch.Tensor) -> torch.Tensor:
+    r"""The RFLO gradient of a whole sequence, :math:`G = \sum_{m=0}^{T} \sum_b L^m_b \circ p^m_b`,
+    without the trace: with :math:`p^m = \sum_{k<m} \alpha (1-\alpha)^{m-1-k} f'(I^k) r^{k\top}`,
+
+    .. math:: G = \alpha \sum_k \big(f'(I^k) \odot \Lambda^k\big)^\top r^k, \qquad
+              \Lambda^k = L^{k+1} + (1-\alpha)\Lambda^{k+1},\ \Lambda^{T-1} = L^T.
+
+    signal: (T + 1, batch, post), the learning signal on :math:`r^m` (row 0 meets :math:`p^0 = 0`
+    and is unused); d_prime :math:`f'(I^k)` and r_pre :math:`r^k`: (T, batch, ·)."""
+    return _outer_sum(d_prime * reverse_filter(signal[1:], 1.0 - alpha), r_pre).mul_(alpha)
+
+
+def eprop_summed(alpha: float, signal: torch.Tensor, v_prime: torch.Tensor, r_pre: torch.Tensor) -> torch.Tensor:
+    r"""The e-prop gradient of a whole sequence, :math:`G = \sum_m \sum_b (L^m_b \odot f'(v^m_b))^\top \epsilon^m_b`
+    with :math:`\epsilon^m = \sum_{k<m} \alpha(1-\alpha)^{m-1-k} r^k`:
+
+    .. math:: G = \alpha \sum_k \Lambda^{k\top} r^k, \qquad
+              \Lambda^k = L^{k+1} \odot f'(v^{k+1}) + (1-\alpha)\Lambda^{k+1}.
+
+    signal, v_prime: (T + 1, batch, post) on :math:`r^m`; r_pre: (T, batch, pre)."""
+    return _outer_sum(reverse_filter(signal[1:] * v_prime[1:], 1.0 - alpha), r_pre).mul_(alpha)
 
 
 # -- the modes: small trace classes -------------------------------------------------------------
@@ -112,6 +150,15 @@ class Trace(abc.ABC):
         derivative at read time."""
         raise NotImplementedError
 
+    @staticmethod
+    @abc.abstractmethod
+    def summed(alpha: float, signal: torch.Tensor, d_prime: torch.Tensor, v_prime: torch.Tensor | None,
+               r_pre: torch.Tensor) -> torch.Tensor:
+        """:math:`\\sum_m \\sum_b L^m_b \\circ p^m_b` over a whole sequence in one pass backwards in time
+        (what ``advance`` and ``gradient`` sum step by step): signal and v_prime (T + 1, batch, post)
+        on :math:`r^m`, d_prime :math:`f'(I^k)` and r_pre :math:`r^k` (T, batch, ·)."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         b, i, j = self.shape
         return f"{type(self).__name__}(alpha={self.alpha}, batch={b}, post={i}, pre={j})"
@@ -134,6 +181,10 @@ class RFLOTrace(Trace):
     def gradient(self, signal, v_prime=None):
         return rflo_gradient(signal, self.p, self._scratch)
 
+    @staticmethod
+    def summed(alpha, signal, d_prime, v_prime, r_pre):
+        return rflo_summed(alpha, signal, d_prime, r_pre)
+
 
 class EpropTrace(Trace):
     """e-prop: the filtered presynaptic rate ε times the pseudo-derivative at read time
@@ -151,6 +202,10 @@ class EpropTrace(Trace):
 
     def gradient(self, signal, v_prime):
         return eprop_gradient(signal, v_prime, self.eps)
+
+    @staticmethod
+    def summed(alpha, signal, d_prime, v_prime, r_pre):
+        return eprop_summed(alpha, signal, v_prime, r_pre)
 
 
 #: rule name → trace class (the ``method`` of :func:`biofa.circuit.online.learn_online`)

@@ -17,8 +17,9 @@ The loop (Song, Yang & Wang 2016, pycog's defaults where the spec keeps them):
   ``[train] grad_clip`` and the optimizer's step (sign and norm constraints projected after it);
   with ``[train] method = "rflo"`` or ``"eprop"`` the circuit instead learns by that local rule
   through time (:func:`biofa.circuit.online.learn_online`, ``[train] online_update``:
-  ``"sequence"`` sums a trial's updates and applies them at its end, ``"step"`` applies each
-  step's), by plain gradient steps on the same L at the same ``lr``;
+  ``"sequence"`` sums a trial's updates and applies them at its end, evaluated backwards in time
+  by :func:`biofa.circuit.sequence_update.learn_sequence`; ``"step"`` applies each step's), by
+  plain gradient steps on the same L at the same ``lr``;
 * after each epoch the validation trials (``[task] validation_per_condition`` of every condition,
   catch trials included, drawn once from the run's validation generator) are scored; the task's
   own criterion (:meth:`biofa.tasks.Task.criterion`) over the validations so far decides whether
@@ -184,7 +185,9 @@ class TaskTraining:
         return loss.detach().double()
 
     def _online_step(self, trials) -> torch.Tensor:
-        r"""RFLO or e-prop on ``trials`` (:meth:`biofa.circuit.Circuit.learn_online`).
+        r"""RFLO or e-prop on ``trials``: :meth:`biofa.circuit.Circuit.learn_sequence` under
+        ``online_update = "sequence"`` (the update of ``learn_online(update="sequence")``, computed
+        backwards in time), :meth:`~biofa.circuit.Circuit.learn_online` under ``"step"``.
 
         ``learn_online`` descends :math:`\tfrac12 \sum m e^2 / N` (N the batch); its rate is scaled
         by :math:`2N / \sum m` so that ``[train.optimizer] lr`` is a step on the same masked mean
@@ -194,9 +197,13 @@ class TaskTraining:
             trials.mask.unsqueeze(-1).expand_as(trials.targets)
         weight = float(mask.sum())
         lr = self.optimizer.param_groups[0]["lr"] * 2 * len(trials) / max(weight, 1.0)
-        trace = self.model.learn_online(trials.inputs, trials.targets, dt=self.dt, lr=lr, method=self.method,
-                                        mask=trials.mask, update=self.online_update, record_every=None,
-                                        generator=self.noise_gen)
+        if self.online_update == "sequence":  # the same update, summed backwards in time: a fraction of the time
+            trace = self.model.learn_sequence(trials.inputs, trials.targets, dt=self.dt, lr=lr, method=self.method,
+                                              mask=trials.mask, generator=self.noise_gen)
+        else:
+            trace = self.model.learn_online(trials.inputs, trials.targets, dt=self.dt, lr=lr, method=self.method,
+                                            mask=trials.mask, update="step", record_every=None,
+                                            generator=self.noise_gen)
         return trace.loss.detach().double().sum() * 2 * len(trials) / max(weight, 1.0)
 
     def checkpoint(self, folder, epoch: int, seconds: float) -> None:
