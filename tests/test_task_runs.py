@@ -77,8 +77,13 @@ BAD_SPECS = {
                                          r"\[train\] omega applies to runs on a \[task\]"),
     "rflo without a task": ('[data]\nname = "digits"\n[train]\nmethod = "rflo"\n',
                             r"\[train\] method applies to runs on a \[task\]"),
-    "rflo with adam": (TASK + '[model]\ncircuit = "song_free"\n[train]\nmethod = "rflo"\noptimizer = "adam"\n',
-                       r"method rflo/eprop updates the weights online by plain gradient steps"),
+    "rflo step with adam": (TASK + '[model]\ncircuit = "song_free"\n[train]\nmethod = "rflo"\n'
+                            'online_update = "step"\noptimizer = "adam"\n',
+                            r"online_update = \"step\" changes the weights every step by plain gradient steps"),
+    "rflo step with grad_clip": (TASK + '[model]\ncircuit = "song_free"\n[train]\nmethod = "rflo"\n'
+                                 'online_update = "step"\ngrad_clip = 1.0\n', r"\[train\] grad_clip clips a whole"),
+    "rflo sequence with kp": (TASK + '[model]\ncircuit = "song_free"\nfeedback = "kp"\n[train]\nmethod = "rflo"\n',
+                              r"does not train the learned feedback of synapses"),
     "rflo with omega": (TASK + '[model]\ncircuit = "song_free"\n[train]\nmethod = "rflo"\nomega = 2.0\n',
                         r"\[train\] omega needs the backward pass of BPTT"),
     "grad_clip not positive": (TASK + '[model]\ncircuit = "song_free"\n[train]\ngrad_clip = 0\n',
@@ -253,10 +258,12 @@ def test_per_task_settings_apply_to_their_task_only():
         ex.from_dict(task_tree(per_task={"working_memory": {"task.name": "periodic"}}), source="tiny_task.toml")
 
 
-def test_rflo_and_bptt_share_the_learning_rate_of_the_readout():
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_rflo_and_bptt_share_the_learning_rate_of_the_readout(optimizer):
     """The read-out learns by the exact delta rule under RFLO: one update on one sequence
-    (weights held, noise off, float64) moves W_out exactly as one SGD step of BPTT at the same lr
-    on the same masked mean squared error, so the two methods share a learning-rate grid."""
+    (weights held, noise off, float64) moves W_out exactly as one step of BPTT with the same
+    optimizer at the same lr on the same masked mean squared error, so the two methods share a
+    learning-rate grid (Adam's first step depends on each weight's own gradient alone)."""
     from biofa.experiment.runner.trials import TaskTraining
 
     moved = {}
@@ -266,7 +273,7 @@ def test_rflo_and_bptt_share_the_learning_rate_of_the_readout():
                          "test_per_condition": 1, "stop_at_criterion": False},
                 "model": {"circuit": "murray_rnn", "sizes": {"h": 8}},
                 "train": {"epochs": 1, "batch_size": 1, "dtype": "float64", "method": method,
-                          "optimizer": {"name": "sgd", "lr": 0.05}}}
+                          "optimizer": {"name": optimizer, "lr": 0.05}}}
         run = ex.expand(ex.from_dict(tree, source="murray_tiny.toml"))[0]
         result = {"history": []}
         training = TaskTraining(run["config"], result, 0)

@@ -28,11 +28,12 @@ def test_murray_design():
 def test_song_rules_design():
     spec = load(EXPERIMENTS / "song2016_rules.toml")
     runs = expand(spec)
-    assert len(runs) == 4 * 2 * 2 * 3 * 5 * 3
-    # every rule steps plain SGD on the same loss: no clipping, no regulariser, one lr grid
-    assert all("grad_clip" not in r["config"]["train"] and "omega" not in r["config"]["train"] for r in runs)
-    epochs = {r["config"]["task"]["name"]: r["config"]["train"]["epochs"] for r in runs}
-    assert epochs["working_memory"] == 10 and epochs["perceptual_decision"] == 20
+    assert len(runs) == 4 * 2 * 2 * 3 * 5 * 2
+    # every method hands its gradient to the same optimizer and clipping; no regulariser
+    trains = [r["config"]["train"] for r in runs]
+    assert all(t["optimizer"]["name"] == "adam" and t["grad_clip"] == 1.0 and "omega" not in t for t in trains)
+    assert all(t["online_update"] == "sequence" and t["epochs"] == 6 for t in trains)
+    assert {t["optimizer"]["lr"] for t in trains} == {0.001, 0.003}
 
 
 @pytest.mark.parametrize("name, n_runs", [("murray2019", 12), ("song2016_rules", 12)])

@@ -29,7 +29,16 @@ from .noise import draws, noisy
 from .online import _apply, _check_finite, _check_lr, _check_method, _check_traced, _learners, _rows, _signal_routes
 from .three_factor import OnlineTrace
 
-__all__ = ["learn_sequence"]
+__all__ = ["learn_sequence", "gradient_targets"]
+
+
+def gradient_targets(circuit) -> dict:
+    """The tensor each key of ``OnlineTrace.gradients`` is the gradient of: synapse name → its W
+    (``synapses.weight``, through any parametrisation, so ``torch.autograd.backward`` carries the
+    gradient to the parameters), ``"bias:<population>"`` → the bias."""
+    out = {s.name: s.weight for s in circuit.feedforward}
+    out.update({f"bias:{name}": b for name, b in circuit.biases.items()})
+    return out
 
 
 def _noise_like_online(circuit, steps: int, batch: int, generator, factory: dict) -> dict | None:
@@ -43,19 +52,22 @@ def _noise_like_online(circuit, steps: int, batch: int, generator, factory: dict
 @torch.no_grad()
 def learn_sequence(circuit, x, target, duration: float | None = None, dt: float | None = None,
                    lr: float | None = None, *, method: str = "rflo", mask=None, r0=None, learn_bias: bool = True,
-                   generator: torch.Generator | None = None) -> OnlineTrace:
+                   generator: torch.Generator | None = None, apply: bool = True) -> OnlineTrace:
     r"""One sequence of RFLO or e-prop with the weights held, then the summed update (module docstring).
 
     The arguments and the update are those of :func:`biofa.circuit.online.learn_online` with
     ``update="sequence"`` (``method`` ``"rflo"`` or ``"eprop"``); the returned
     :class:`~biofa.circuit.three_factor.OnlineTrace` has the loss at every step, the whole
     trajectory (``rates`` every step, T + 1 rows) and the ``gradients`` the update used.
+    ``apply=False`` leaves the weights alone (``lr`` is then not used): the gradients are the rule's
+    estimate of ∂L/∂W, for an optimizer to step on (:func:`gradient_targets` names the tensors).
     """
     if method == "three_factor":
         raise ConfigError("learn_sequence: method must be 'rflo' or 'eprop' (the three-factor rule changes the "
                           "weights every step; use learn_online)")
     _check_method(method)
-    _check_lr(lr)
+    if apply:
+        _check_lr(lr)
     _check_traced(circuit, method)
     xs, steps, _ = time_input(circuit, x, duration, dt, "learn_sequence")
     batch = xs.shape[1]
@@ -107,8 +119,9 @@ def learn_sequence(circuit, x, target, duration: float | None = None, dt: float 
         pres = [torch.ones(steps, batch, 1, **factory) if name is None else before[name] for name in tr.pres]
         r_pre = pres[0] if len(pres) == 1 else torch.cat(pres, 2)
         grads[tr.post] = type(tr.trace).summed(tr.trace.alpha, signal, d_prime[tr.post], v_prime, r_pre)
-    _apply(circuit, learners, grads, lr, batch)
-    _check_finite(circuit, learners, lr)
+    if apply:
+        _apply(circuit, learners, grads, lr, batch)
+        _check_finite(circuit, learners, lr)
 
     final = {name: v[-1] for name, v in rates.items()}
     final[circuit.input] = circuit.input_rates(xs[-1])

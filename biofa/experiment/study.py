@@ -119,6 +119,14 @@ def _preflight_task(spec: Spec, config: dict, seen: set) -> None:
             model = build_task_model(config["model"], task, 0)
     except (ConfigError, TypeError, ValueError) as err:
         raise SpecError(f"{spec.source}: [model] {err}") from None
+    train = config["train"]
+    if train.get("method", "bptt") != "bptt":
+        learned = [s.name for s in model.feedforward if s.has_feedback and s.layer.feedback.learned]
+        if learned and train.get("online_update", "sequence") == "sequence":
+            raise SpecError(f"{spec.source}: [train] method {train['method']!r} with online_update = \"sequence\" "
+                            f"hands its gradient to the optimizer, which does not train the learned feedback of "
+                            f"synapses {learned}; use online_update = \"step\" (B moves with W there) or a "
+                            "fixed-B rule")
     if config["train"].get("omega") and model.cycle is None:
         raise SpecError(f"{spec.source}: [train] omega regularises the gradient through a recurrent block, but "
                         f"circuit {config['model']['circuit']!r} has no cycle; remove omega or use a recurrent circuit")

@@ -17,9 +17,10 @@ The loop (Song, Yang & Wang 2016, pycog's defaults where the spec keeps them):
   ``[train] grad_clip`` and the optimizer's step (sign and norm constraints projected after it);
   with ``[train] method = "rflo"`` or ``"eprop"`` the circuit instead learns by that local rule
   through time (:func:`biofa.circuit.online.learn_online`, ``[train] online_update``:
-  ``"sequence"`` sums a trial's updates and applies them at its end, evaluated backwards in time
-  by :func:`biofa.circuit.sequence_update.learn_sequence`; ``"step"`` applies each step's), by
-  plain gradient steps on the same L at the same ``lr``;
+  ``"sequence"``: the rule's gradient estimate of L, summed over the batch's trials with the
+  weights held (:func:`biofa.circuit.sequence_update.learn_sequence`), goes to the optimizer as
+  BPTT's gradient would, clipping and constraints included; ``"step"``: the weights change every
+  step, by plain gradient steps on L at the optimizer's ``lr``);
 * after each epoch the validation trials (``[task] validation_per_condition`` of every condition,
   catch trials included, drawn once from the run's validation generator) are scored; the task's
   own criterion (:meth:`biofa.tasks.Task.criterion`) over the validations so far decides whether
@@ -47,6 +48,7 @@ import time
 import torch
 
 from ...circuit.regularizers import vanishing_gradient
+from ...circuit.sequence_update import gradient_targets
 from ...feedback import reset_step
 from . import checkpoints
 from .build import build_task_model, load_task, make_optimizer, make_schedule
@@ -185,26 +187,36 @@ class TaskTraining:
         return loss.detach().double()
 
     def _online_step(self, trials) -> torch.Tensor:
-        r"""RFLO or e-prop on ``trials``: :meth:`biofa.circuit.Circuit.learn_sequence` under
-        ``online_update = "sequence"`` (the update of ``learn_online(update="sequence")``, computed
-        backwards in time), :meth:`~biofa.circuit.Circuit.learn_online` under ``"step"``.
+        r"""RFLO or e-prop on ``trials``.
 
-        ``learn_online`` descends :math:`\tfrac12 \sum m e^2 / N` (N the batch); its rate is scaled
-        by :math:`2N / \sum m` so that ``[train.optimizer] lr`` is a step on the same masked mean
-        squared error that BPTT descends (the two methods then share a learning-rate grid).
+        ``online_update = "sequence"``: the rule's summed gradient estimate over the trials
+        (:func:`biofa.circuit.sequence_update.learn_sequence`, weights held) is handed to the
+        optimizer like BPTT's gradient — the same optimizer, learning rate, clipping and constraint
+        projection, so the methods differ only in the gradient. ``"step"``: :meth:`learn_online`
+        changes the weights every step by plain gradient steps at the optimizer's current rate.
+        Both are rescaled by :math:`2N / \sum m`: ``learn_*`` differentiate
+        :math:`\tfrac12 \sum m e^2 / N` (N the batch), BPTT the masked mean squared error L.
         """
         mask = trials.mask if trials.mask.dim() == trials.targets.dim() else \
             trials.mask.unsqueeze(-1).expand_as(trials.targets)
-        weight = float(mask.sum())
-        lr = self.optimizer.param_groups[0]["lr"] * 2 * len(trials) / max(weight, 1.0)
-        if self.online_update == "sequence":  # the same update, summed backwards in time: a fraction of the time
-            trace = self.model.learn_sequence(trials.inputs, trials.targets, dt=self.dt, lr=lr, method=self.method,
-                                              mask=trials.mask, generator=self.noise_gen)
-        else:
+        to_mse = 2 * len(trials) / max(float(mask.sum()), 1.0)
+        if self.online_update == "step":
+            lr = self.optimizer.param_groups[0]["lr"] * to_mse
             trace = self.model.learn_online(trials.inputs, trials.targets, dt=self.dt, lr=lr, method=self.method,
                                             mask=trials.mask, update="step", record_every=None,
                                             generator=self.noise_gen)
-        return trace.loss.detach().double().sum() * 2 * len(trials) / max(weight, 1.0)
+            return trace.loss.detach().double().sum() * to_mse
+        trace = self.model.learn_sequence(trials.inputs, trials.targets, dt=self.dt, method=self.method,
+                                          mask=trials.mask, generator=self.noise_gen, apply=False)
+        self.optimizer.zero_grad(set_to_none=True)
+        targets = gradient_targets(self.model)
+        keys = [k for k in trace.gradients if targets[k].requires_grad]
+        torch.autograd.backward([targets[k] for k in keys],
+                                [trace.gradients[k].reshape(targets[k].shape) * to_mse for k in keys])
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.clip)
+        self.optimizer.step()
+        return trace.loss.detach().double().sum() * to_mse
 
     def checkpoint(self, folder, epoch: int, seconds: float) -> None:
         self.save_best(folder)

@@ -201,23 +201,31 @@ def _task_base(tree, base, source, origins, varied: set) -> None:
                         "(e.g. circuit = \"song_ei\")")
     grid = {canonical(k): v for k, v in flatten(tree.get("grid", {})).items()}
     methods = [base["train"].get("method", "bptt")] + list(grid.get("train.method") or [])
-    _check_online(base["train"], methods, source)
+    updates = [base["train"].get("online_update", "sequence")] + list(grid.get("train.online_update") or [])
+    _check_online(base["train"], methods, updates, source)
 
 
-def _check_online(train: dict, methods: list, source: str) -> None:
-    """A local rule through time (``[train] method`` rflo or eprop) updates the weights itself, by
-    plain gradient steps: no optimizer state, no clipping, no regulariser on the backward pass."""
+def _check_online(train: dict, methods: list, updates: list, source: str) -> None:
+    """A local rule through time (``[train] method`` rflo or eprop) has no backward pass to
+    regularise; with ``online_update = "step"`` it also changes the weights itself, by plain
+    gradient steps (no optimizer state, no clipping). Under ``"sequence"`` its gradient estimate
+    goes to the optimizer like BPTT's."""
     if all(m == "bptt" for m in methods):
+        return
+    if train.get("omega"):
+        raise SpecError(f"{source}: [train] omega needs the backward pass of BPTT; [train] method "
+                        "rflo/eprop has none (remove it, or use method = \"bptt\")")
+    if "step" not in updates:
         return
     opt = train["optimizer"]
     if opt["name"] != "sgd" or opt["momentum"] or opt["weight_decay"] or opt.get("nesterov"):
-        raise SpecError(f"{source}: [train] method rflo/eprop updates the weights online by plain gradient "
-                        "steps; [train.optimizer] must be name = \"sgd\" without momentum or weight_decay "
-                        f"(got {opt['name']!r})")
-    for key in ("grad_clip", "omega"):
-        if train.get(key):
-            raise SpecError(f"{source}: [train] {key} needs the backward pass of BPTT; [train] method "
-                            "rflo/eprop has none (remove it, or use method = \"bptt\")")
+        raise SpecError(f"{source}: [train] method rflo/eprop with online_update = \"step\" changes the weights "
+                        "every step by plain gradient steps; [train.optimizer] must be name = \"sgd\" without "
+                        f"momentum or weight_decay (got {opt['name']!r}), or use online_update = \"sequence\"")
+    if train.get("grad_clip"):
+        raise SpecError(f"{source}: [train] grad_clip clips a whole gradient; with online_update = \"step\" "
+                        "method rflo/eprop applies every step's update at once (remove it, or use "
+                        "online_update = \"sequence\")")
 
 
 def _grid(tree, source, origins) -> dict[str, list]:
