@@ -16,6 +16,8 @@ Measured in this one process (medians over interleaved repeats):
 * ``biofa rflo`` vs ``hand``: a plain torch loop of the same equations (one W_rec and one W_in,
   ``p.mul_(1-a).addcmul_(f'(I), r)``, ``(p * L).sum(0)`` for the update, ``clamp`` for Dale). Target ratio <= 1.5.
 * ``bptt``: one ``unroll`` + backward (feedback ``bp``) on the same sequence (reported).
+* ``rflo seq`` vs ``learn_seq``: the weights held for the sequence (``update="sequence"``), the
+  online loop against ``learn_sequence`` (the same update summed backwards in time; reported).
 * peak memory at T = 100, 1 000, 10 000 (``--mem-steps``): the growth of the process's peak
   resident set size (``ru_maxrss``) over a run, each run in a fresh subprocess, for RFLO
   (recording off) and BPTT (unroll + backward).
@@ -123,6 +125,7 @@ def engines(n, steps, batch):
     c = circuit(n)
     hand = Hand(circuit(n))
     c_bptt = circuit(n, readout="bp", recurrent="bp")
+    c_seq = circuit(n)
     opt = torch.optim.SGD(c_bptt.parameters(), lr=LR)
 
     def bptt():
@@ -136,6 +139,10 @@ def engines(n, steps, batch):
                                              record_every=None, learn_bias=False),
         "hand": lambda: hand.learn(u, target, mask[..., None], LR),
         "bptt": bptt,
+        "rflo seq": lambda: c_seq.learn_online(u, target, dt=DT, lr=LR, method="rflo", mask=mask, update="sequence",
+                                               record_every=None, learn_bias=False),
+        "learn_seq": lambda: c_seq.learn_sequence(u, target, dt=DT, lr=LR, method="rflo", mask=mask,
+                                                  learn_bias=False),
     }, (c, hand)
 
 
@@ -232,6 +239,9 @@ def report(result) -> str:
              f"{'engine':<11} {'ms/seq':>9} {'ratio vs hand':>14}"]
     for r in result["rows"]:
         lines.append(f"{r['engine']:<11} {1e3 * r['median_s']:>9.1f} {r['ratio_vs_hand']:>14.3f}")
+    by = {r["engine"]: r["median_s"] for r in result["rows"]}
+    if "learn_seq" in by:
+        lines.append(f"update='sequence': learn_sequence takes {by['learn_seq'] / by['rflo seq']:.3f}x the online loop's time")
     lines.append(f"peak memory growth ({m['memory']})")
     lines.append(f"{'T':>7} {'rflo MiB':>9} {'bptt MiB':>9}")
     for r in result["memory"]:

@@ -181,24 +181,43 @@ def test_every_architecture_is_covered():
     assert names == set(bnn.EI), f"add {set(bnn.EI) - names} to ARCHITECTURES"
 
 
-def build_ei(spec, ei):
-    native = nn.Sequential(nn.Linear(5, 20), nn.Tanh(), nn.Linear(20, 10), nn.Tanh(), nn.Linear(10, 3))
+def build_ei(spec, ei, net="mlp"):
+    """An MLP, or a small 1-d CNN (two convolutions and a linear read-out), converted under ``ei``;
+    ReLU between layers and inputs in [0, 1]: a DANN's inputs are rates (non-negative), which keeps
+    the shunting form's denominator positive."""
+    if net == "mlp":
+        native = nn.Sequential(nn.Linear(5, 20), nn.ReLU(), nn.Linear(20, 10), nn.ReLU(), nn.Linear(10, 3))
+        shape = (7, 5)
+    else:
+        native = nn.Sequential(nn.Conv1d(2, 10, 3, padding=1), nn.ReLU(), nn.Conv1d(10, 4, 3), nn.ReLU(),
+                               nn.Flatten(), nn.Linear(4 * 6, 3))
+        shape = (7, 2, 8)
     import warnings
 
     from biofa.errors import DegenerateFeedbackWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateFeedbackWarning)  # uSF under Dale: marked, still runs
-        return bnn.convert(native, feedback=spec, sign="dale", ei=ei), torch.rand(7, 5)
+        return bnn.convert(native, feedback=spec, sign="dale", ei=ei), torch.rand(shape)
+
+
+def _through_B(layer, inp, grad_out):
+    """The input gradient a layer's B gives: g B (Linear), the transposed convolution of g with B."""
+    B = layer.feedback.matrix()
+    if isinstance(layer, bnn.Linear):
+        return grad_out @ B
+    fn = torch.nn.grad.conv1d_input if isinstance(layer, bnn.Conv1d) else torch.nn.grad.conv2d_input
+    return fn(inp.shape, B, grad_out, layer.stride, layer._pad_in_conv, layer.dilation, layer.groups)
 
 
 def _matrices(model):
     return [(n, m) for n, m in model.named_modules() if isinstance(m, bnn.FeedbackLayer)]
 
 
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 @pytest.mark.parametrize("name, i", CASES)
-def test_ei_backward_sends_B_for_every_matrix(f64, name, i, arch):
-    model, x = build_ei(samples(name)[i], ARCHITECTURES[arch])
+def test_ei_backward_sends_B_for_every_matrix(f64, name, i, arch, net):
+    model, x = build_ei(samples(name)[i], ARCHITECTURES[arch], net)
     calls = {}
 
     def own_input(mod, args):  # each call gets its own input node, so its .grad is this layer's alone
@@ -223,14 +242,15 @@ def test_ei_backward_sends_B_for_every_matrix(f64, name, i, arch):
         if layer.feedback.direct or name == "densefa":
             continue  # DFA's signal comes from the output, DenseFA's B is dense (test_backward_sends_B)
         for inp, out in calls[layer]:  # the shunting DANN uses W_EI twice: both errors go through B
-            torch.testing.assert_close(inp.grad, out.grad @ layer.feedback.matrix(), rtol=0, atol=1e-12)
+            torch.testing.assert_close(inp.grad, _through_B(layer, inp, out.grad), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 @pytest.mark.parametrize("name, i", CASES)
-def test_ei_trains_dale_compliant_and_round_trips(name, i, arch):
+def test_ei_trains_dale_compliant_and_round_trips(name, i, arch, net):
     from biofa.constraints import dale_violations
-    model, x = build_ei(samples(name)[i], ARCHITECTURES[arch])
+    model, x = build_ei(samples(name)[i], ARCHITECTURES[arch], net)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     target = torch.randint(0, 3, (7,))
     for _ in range(3):
@@ -244,7 +264,7 @@ def test_ei_trains_dale_compliant_and_round_trips(name, i, arch):
     else:
         assert len(violations) == len(_matrices(model)) and not any(violations.values())
     torch.manual_seed(5)
-    other, _ = build_ei(samples(name)[i], ARCHITECTURES[arch])
+    other, _ = build_ei(samples(name)[i], ARCHITECTURES[arch], net)
     with torch.no_grad():
         model(x), other(x)  # DenseFA draws its B at the first input
     other.load_state_dict(model.state_dict())

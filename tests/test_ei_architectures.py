@@ -49,6 +49,61 @@ def test_dann_shunting_is_cornfords_divisive_form(f64):
     torch.testing.assert_close(layer(x), layer.gain * z_hat / gamma + layer.bias)
 
 
+@pytest.mark.parametrize("shunting", [False, True])
+@pytest.mark.parametrize("nd", [1, 2])
+def test_dann_conv_is_the_equation_at_every_position(f64, nd, shunting):
+    """h = conv(x; W_EE) - W_EI conv(x; W_IE) (+ b), W_EI a 1 x 1 convolution; shunting divides
+    by W_EI (e^alpha conv(x; W_IE)) + eps and multiplies by g, per channel (Cornford's EiConvLayer)."""
+    cls, conv = (bnn.DANNConv1d, torch.nn.functional.conv1d) if nd == 1 else (bnn.DANNConv2d, torch.nn.functional.conv2d)
+    layer = cls(3, 12, 3, stride=1, padding=1, feedback="fa", shunting=shunting, generator=torch.Generator().manual_seed(0))
+    unit = (-1,) + (1,) * nd
+    with torch.no_grad():
+        layer.bias.normal_()
+        if shunting:
+            layer.alpha.normal_(), layer.gain.uniform_(0.5, 2)
+    x = torch.rand((4, 3) + (9,) * nd)
+    e_map, i_map = conv(x, layer.ee.weight, padding=1), conv(x, layer.ie.weight, padding=1)
+    w_ei = layer.ei.weight.reshape(12, layer.n_inhibitory)
+    inhibit = lambda m: torch.einsum("ei,ni...->ne...", w_ei, m)  # noqa: E731
+    h = e_map - inhibit(i_map)
+    if shunting:
+        h = layer.gain.view(unit) * h / (inhibit(layer.alpha.exp().view(unit) * i_map) + layer.epsilon)
+    torch.testing.assert_close(layer(x), h + layer.bias.view(unit), rtol=1e-12, atol=1e-12)
+    assert layer.n_inhibitory == 1 and layer.fan_in == 3 * 3 ** nd  # 10 % of 12 channels, rounded
+    w = layer.effective_weight()  # (out, in * kernel): W_EE - W_EI W_IE, the kernels side by side
+    torch.testing.assert_close(w, (layer.ee.weight.reshape(12, -1) - w_ei @ layer.ie.weight.reshape(1, -1)).detach())
+
+
+def test_dann_conv_init_and_corrections_use_the_fan_in(f64):
+    gen = torch.Generator().manual_seed(0)
+    layer = bnn.DANNConv2d(16, 40, 5, corrected=True, shunting=True, generator=gen)
+    d = 16 * 25
+    sigma = math.sqrt(2 * math.pi / (d * (2 * math.pi - 1)))
+    for w in (layer.ee.weight, layer.ie.weight):
+        assert (w >= 0).all() and abs(w.mean() / sigma - 1) < 0.05
+    assert torch.equal(layer.ei.weight, torch.full((40, 4, 1, 1), 1 / 4))
+    mult = layer.lr_multipliers()
+    assert mult[layer.ie.weight] == pytest.approx(1 / math.sqrt(40)) and mult[layer.ei.weight] == pytest.approx(1 / d)
+    assert mult[layer.alpha] == pytest.approx(1 / (math.sqrt(40) * d))
+    with pytest.raises(ConfigError, match="'groups' parameter of DANNConv2d must be 1"):
+        bnn.DANNConv2d(4, 8, 3, groups=2)
+
+
+def test_convert_builds_conv_danns_and_measures_them():
+    from biofa.analysis import layer_nse
+
+    model = bm.build("cnn1d", input_shape=(1, 40), n_outputs=10, sign="dale", ei="dann", free_sign=[0],
+                     generator=torch.Generator().manual_seed(0))
+    danns = {n: m for n, m in model.named_modules() if isinstance(m, bnn.DANN_LAYERS)}
+    assert any(isinstance(m, bnn.DANNConv1d) for m in danns.values())
+    assert any(isinstance(m, bnn.DANNLinear) for m in danns.values())
+    assert not isinstance(model.features[0], bnn.DANN_LAYERS)  # free_sign = [0]: the first layer reads signed data
+    nse = layer_nse(model)  # one value per DANN (its effective W), one for the free first layer
+    assert set(nse) == set(danns) | {"features.0"} and all(0 < v <= 1 for v in nse.values())
+    _train(model, (8, 1, 40))
+    assert not any(dale_violations(model).values())
+
+
 def test_dann_init_follows_cornford(f64):
     gen = torch.Generator().manual_seed(0)
     layer = bnn.DANNLinear(400, 500, generator=gen)
@@ -94,8 +149,6 @@ def test_dann_rejects_bad_input():
     for sign in (None, "fixed"):
         with pytest.raises(ConfigError, match="sign='dale'"):
             _mlp(sign=sign, ei="colei")
-    with pytest.raises(ConfigError, match="Linear layers only"):
-        bm.build("cnn1d", input_shape=(40,), n_outputs=3, sign="dale", ei="dann")
     with pytest.raises(ConfigError, match="corrected"):
         _mlp(sign="dale", ei="colei", corrected=True)
 

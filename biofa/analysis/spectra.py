@@ -20,7 +20,7 @@ def as_matrix(weight) -> torch.Tensor:
     """The matrix whose spectrum is meant, in float64.
 
     A tensor of shape (m, n) as it is; a convolution kernel (out, in, *k) as (out, in·k); a biofa
-    layer its ``weight``; a :class:`~biofa.nn.DANNLinear` its effective
+    layer its ``weight``; a DANN layer (:data:`biofa.nn.DANN_LAYERS`) its effective
     :math:`W_{EE} - W_{EI} W_{IE}`.
     """
     if isinstance(weight, nn.Module):
@@ -57,14 +57,14 @@ def nse(weight) -> float:
 
 
 def layer_nse(model) -> dict[str, float]:
-    """:func:`nse` of every layer of ``model``, by module name: a :class:`~biofa.nn.DANNLinear`
-    by its effective :math:`W_{EE} - W_{EI} W_{IE}`, every other biofa layer by its W (a DANN's
+    """:func:`nse` of every layer of ``model``, by module name: a DANN layer (linear or
+    convolutional) by its effective :math:`W_{EE} - W_{EI} W_{IE}`, every other biofa layer by its W (a DANN's
     sub-layers are not listed apart)."""
-    from ..nn import DANNLinear, FeedbackLayer
+    from ..nn import DANN_LAYERS, FeedbackLayer
 
     out, inside = {}, set()
     for name, module in model.named_modules():
-        if isinstance(module, DANNLinear):
+        if isinstance(module, DANN_LAYERS):
             out[name] = nse(module)
             inside.update(id(m) for m in module.modules())
         elif isinstance(module, FeedbackLayer) and id(module) not in inside:

@@ -6,7 +6,7 @@
 ``projection`` W = S∘|W₀| from the layer's usual init, violators clamped to 0 after each step
                (the default, and the only other choice without Dale's law)
 ``colei``      the same column signs W = |W|·D, drawn with Cornford et al.'s column-E/I init
-``dann``       :class:`~biofa.nn.DANNLinear`: W_EE x − W_EI (W_IE x), all three non-negative
+``dann``       :class:`~biofa.nn.DANNLinear` (:class:`~biofa.nn.DANNConv1d`, ``DANNConv2d``): W_EE x − W_EI (W_IE x), all three non-negative
 =============  =================================================================================
 
 Each is a class with one method, :meth:`EIArchitecture.replace`, turning a torch layer into a biofa
@@ -27,7 +27,7 @@ from torch import nn
 from .._registry import build_from_table
 from ..constraints.sign import Dale, make_sign
 from ..errors import ConfigError
-from .dann import DANNLinear, inhibitory_units
+from .dann import DANNConv1d, DANNConv2d, DANNLinear, inhibitory_units
 from .layers import Conv1d, Conv2d, FeedbackLayer, Linear
 
 
@@ -150,7 +150,8 @@ class ColEI(EIArchitecture):
 
 
 class DANN(EIArchitecture):
-    """:class:`~biofa.nn.DANNLinear` for every Linear layer (convolutions: not yet, an error)."""
+    """:class:`~biofa.nn.DANNLinear` for every Linear layer, :class:`~biofa.nn.DANNConv1d` /
+    ``DANNConv2d`` for every convolution (``groups`` = 1)."""
 
     name = "dann"
 
@@ -159,19 +160,24 @@ class DANN(EIArchitecture):
         self.inhibitory_fraction, self.shunting, self.corrected = inhibitory_fraction, shunting, corrected
 
     def replace(self, module, options, first):
-        if not isinstance(module, nn.Linear):
-            raise ConfigError(f"ei='dann' has Linear layers only so far; this model has a "
-                              f"{type(module).__name__}: use ei='colei' or 'projection' for convolutions")
+        if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            raise ConfigError(f"ei='dann' replaces Linear, Conv1d and Conv2d layers; this model has a "
+                              f"{type(module).__name__}: use ei='colei' or 'projection'")
         if options.get("norm") is not None:
             raise ConfigError("ei='dann': norm constraints are not defined for DANN layers (three matrices); "
                               "drop norm or use ei='projection'")
         sign = make_sign(options["sign"])
         w = module.weight
-        new = DANNLinear(module.in_features, module.out_features, module.bias is not None,
-                         feedback=options["feedback"], inhibitory_fraction=self.inhibitory_fraction,
-                         shunting=self.shunting, corrected=self.corrected, relu_input=not first,
-                         enforce=sign.enforce, init=options["init"], batch_manhattan=options["batch_manhattan"],
-                         generator=options.get("generator"), device=w.device, dtype=w.dtype)
+        common = dict(feedback=options["feedback"], inhibitory_fraction=self.inhibitory_fraction,
+                      shunting=self.shunting, corrected=self.corrected, relu_input=not first,
+                      enforce=sign.enforce, init=options["init"], batch_manhattan=options["batch_manhattan"],
+                      generator=options.get("generator"), device=w.device, dtype=w.dtype)
+        if isinstance(module, nn.Linear):
+            new = DANNLinear(module.in_features, module.out_features, module.bias is not None, **common)
+        else:
+            cls = DANNConv1d if isinstance(module, nn.Conv1d) else DANNConv2d
+            new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                      module.dilation, module.groups, module.bias is not None, module.padding_mode, **common)
         new.train(module.training)
         return new
 

@@ -228,7 +228,73 @@ def write_figures(study: dict, rows: list[dict]) -> list[str]:
         written.append("psychometric.png")
     if _activity_figure(study, rows, out / "activity.png", plt):
         written.append("activity.png")
+    if _loss_curves_figure(study, out / "loss_curves.png", plt):
+        written.append("loss_curves.png")
     return written
+
+
+def _plain(value) -> str:
+    """A grid value as written (runs.csv reads 200 back as 200.0)."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _trials_per_epoch(study) -> int | None:
+    """``[task] trials_per_epoch`` of the resolved spec the study ran with (None if unreadable)."""
+    import tomllib
+
+    try:
+        tree = tomllib.loads((Path(study["out"]) / "spec.toml").read_text())
+        return int(tree["task"]["trials_per_epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _loss_curves_figure(study, path, plt) -> bool:
+    """For a task scored by its error alone (e.g. ``periodic``): the validation loss against
+    training trials, the median over seeds with the band between the quartiles, log scale; a
+    panel per value of the task's grid keys, a line per combination of the other condition keys
+    (Murray 2019's Fig. 2 plots the median loss per rule the same way)."""
+    history = study["history"]
+    if not history or any(isinstance(h.get("val_acc"), float) for h in history):
+        return False
+    ok = {r["run_id"]: r for r in study["runs"] if r.get("status") == "ok"}
+    conditions = study["conditions"]
+    panel_keys = [c for c in conditions if c.startswith("task.")]
+    line_keys = [c for c in conditions if c not in panel_keys]
+    curves: dict = {}
+    for h in history:
+        run, value = ok.get(h.get("run_id")), h.get("val_loss")
+        if run is None or not isinstance(value, float) or not math.isfinite(value):
+            continue
+        panel = ", ".join(f"{k.rpartition('.')[2]} {_plain(run[k])}" for k in panel_keys) or "all runs"
+        line = " / ".join(_plain(run[k]) for k in line_keys) or "all runs"
+        curves.setdefault(panel, {}).setdefault(line, {}).setdefault(int(h["epoch"]), []).append(value)
+    if not curves:
+        return False
+    from .figures import save_png
+
+    per_epoch = _trials_per_epoch(study)
+    cmap = plt.get_cmap("tab10")
+    names = list(dict.fromkeys(line for lines in curves.values() for line in lines))
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 3.6), squeeze=False)
+    for ax, (title, lines) in zip(axes[0], curves.items()):
+        for name, by_epoch in lines.items():
+            epochs = sorted(by_epoch)
+            x = [e * per_epoch if per_epoch else e for e in epochs]
+            quartiles = [statistics.quantiles(by_epoch[e], n=4, method="inclusive") if len(by_epoch[e]) > 1
+                         else [by_epoch[e][0]] * 3 for e in epochs]
+            color = cmap(names.index(name) % 10)
+            seeds = max(len(v) for v in by_epoch.values())
+            ax.plot(x, [q[1] for q in quartiles], color=color, lw=1.4, label=f"{name} ({seeds} seeds)")
+            ax.fill_between(x, [q[0] for q in quartiles], [q[2] for q in quartiles], color=color, alpha=0.15, lw=0)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training trials" if per_epoch else "epoch")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("validation loss (median, quartiles)")
+    axes[0][0].legend(fontsize=7)
+    save_png(fig, path)
+    return True
 
 
 #: The psychometric axis of each task, as its figure labels it.
