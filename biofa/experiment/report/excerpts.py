@@ -221,7 +221,7 @@ def task_table(study: dict) -> Excerpt:
     rows = tasks.collect(study["out"], study["labels"])
     if not rows:
         raise ConfigError(f"{study['meta']['name']}: not a study on cognitive tasks (no task results)")
-    return Excerpt(*tasks.table_cells(study, rows))
+    return Excerpt(*tasks.table_cells(study, tasks.chosen_rows(reported(study, study["summary"]), rows)))
 
 
 def selection_cells(study: dict, record: dict) -> tuple[list[str], list[list[str]]]:

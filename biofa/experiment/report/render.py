@@ -373,7 +373,8 @@ def write_report(out: str | Path) -> Path:
     pngs = figures.write_figures(_reported(study))
     pngs += figures.write_interval_figures(study, _summary(study))
     task_rows = tasks.collect(Path(out), study["labels"])
-    if task_rows:
+    if task_rows:  # with [search]: each condition's chosen candidate only, as the other tables
+        task_rows = tasks.chosen_rows(_reported(study), task_rows)
         pngs += tasks.write_figures(study, task_rows)
     path = Path(out) / "report.md"
     results.atomic_write_text(path, render(study, pngs, task_rows))

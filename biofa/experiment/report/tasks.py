@@ -42,6 +42,13 @@ NOTE = (
     "converged; for multisensory also per modality (v visual, a auditory, va both).")
 
 
+def chosen_rows(study: dict, rows: list[dict]) -> list[dict]:
+    """The task rows of the runs ``study`` reports: with ``[search]`` (a study passed through
+    :func:`~biofa.experiment.report.summary.reported`), each condition's chosen candidate only."""
+    ids = {r["run_id"] for r in study["runs"]}
+    return [r for r in rows if r["run_id"] in ids]
+
+
 def _round(value, digits: int = 4):
     if isinstance(value, float):
         return round(value, digits) if math.isfinite(value) else None
@@ -223,6 +230,7 @@ def write_figures(study: dict, rows: list[dict]) -> list[str]:
 
     plt = pyplot()
     out = Path(study["out"])
+    rows = chosen_rows(study, rows)
     written = []
     if _psychometric_figure(study, rows, out / "psychometric.png", plt):
         written.append("psychometric.png")
@@ -345,6 +353,10 @@ def _psychometric_figure(study, rows, path, plt) -> bool:
     return True
 
 
+#: at most this many conditions (rows) in ``activity.png``
+ACTIVITY_ROWS = 16
+
+
 def _activity_figure(study, rows, path, plt) -> bool:
     """The trial-averaged rates of each circuit's E and I units by preference (first seed): a
     row per condition of the study, a panel per group; red lines are trials whose correct choice
@@ -353,6 +365,8 @@ def _activity_figure(study, rows, path, plt) -> bool:
     shown = [r for r in _in_plan_order(study, rows) if r.get("activity", {}).get("groups")]
     if not shown:
         return False
+    total = len(shown)
+    shown = shown[:ACTIVITY_ROWS]  # a figure, not a poster: the first conditions in grid order
     from .figures import save_png
 
     conditions = study["conditions"]
@@ -380,6 +394,8 @@ def _activity_figure(study, rows, path, plt) -> bool:
         axes[i][0].set_ylabel("rate", fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("time (s)", fontsize=7)
+    if total > len(shown):
+        fig.suptitle(f"the first {len(shown)} of {total} conditions (grid order)", fontsize=8)
     fig.tight_layout()
     save_png(fig, path)
     return True
