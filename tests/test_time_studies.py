@@ -44,6 +44,23 @@ def test_quick_runs_through_the_cli(name, n_runs, tmp_path, capsys):
     assert len(rows) == n_runs and all(r["status"] == "ok" for r in rows)
     results = json.loads((out / "task_results.json").read_text())
     assert len(results) == n_runs
+    # a task scored by its error gets the median loss curves; a choice task does not
+    assert (out / "loss_curves.png").exists() == (name == "murray2019")
     if name == "song2016_rules":  # the local rules' error reaches no I unit of song_ei: named, not hidden
         notes = {r["train.method"]: r["notes"] for r in rows if r["model.circuit"] == "song_ei"}
         assert "no error reaches populations ['I']" in notes["rflo"] and not notes["bptt"]
+
+
+def test_song_rules_record_reports_the_chosen_candidate_only():
+    """With [search], the Tasks table counts the seeds of each condition's chosen learning rate
+    (5), not every candidate's runs (10), like the Results table."""
+    import re
+
+    from biofa.experiment.report.excerpts import excerpt
+
+    record = EXPERIMENTS.parent / "records" / "song2016_rules"
+    table = excerpt(record, "tasks")
+    met = [row[table.header.index("criterion met")] for row in table.rows]
+    bp = [row for row in table.rows if row[table.header.index("feedback")] == "bp"]
+    assert len(bp) == 4 * 2 * 3  # every bp condition finished (fa ones without a finished run have no row)
+    assert all(int(re.fullmatch(r"(\d+)/(\d+)", m).group(2)) <= 5 for m in met), met
