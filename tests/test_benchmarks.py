@@ -134,7 +134,8 @@ def test_bench_rflo_quick(tmp_path):
     stdout, data = run("bench_rflo.py", tmp_path)
     assert "ratio vs hand" in stdout
     assert data["meta"]["weight_gap_vs_hand"] < 1e-4  # the hand loop computes the same equations
-    assert {r["engine"] for r in data["rows"]} == {"biofa rflo", "hand", "bptt"}
+    assert {r["engine"] for r in data["rows"]} == {"biofa rflo", "hand", "bptt", "rflo seq", "learn_seq"}
+    assert "learn_sequence takes" in stdout
     assert [r["steps"] for r in data["memory"]] == [20, 200]
     assert data["brian2"]["max_weight_gap"] < 1e-9
 

@@ -26,7 +26,7 @@ import torch
 from ..errors import ConfigError, DivergenceError
 from .dynamics import currents, simulate, time_input, weights
 from .noise import draws, noisy
-from .online import _apply, _check_finite, _check_lr, _check_method, _check_traced, _learners, _rows, _signal_routes
+from ._traced import _apply, _check_finite, _check_lr, _check_method, _check_traced, _learners, _rows, _signal_routes
 from .three_factor import OnlineTrace
 
 __all__ = ["learn_sequence", "gradient_targets"]
