@@ -131,13 +131,18 @@ def test_fraction_design_keeps_li2023_spectra_apart():
     assert all(r["config"]["model"]["hidden"] == [200, 200] for r in runs)
 
 
+def _quick(name: str, out, n_runs: int):
+    """``biofa run experiments/<name>.toml --quick`` into ``out``: its runs (all ok) and history."""
+    assert main(["run", str(EXPERIMENTS / f"{name}.toml"), "--quick", "--out", str(out), "--no-progress"]) == 0
+    _, rows = read_csv(out / "runs.csv")
+    assert len(rows) == n_runs and all(r["status"] == "ok" for r in rows)
+    _, history = read_csv(out / "history.csv")
+    return rows, history
+
+
 def test_sequential_quick_records_recurrent_nse(tmp_path, capsys):
     out = tmp_path / "seq"
-    assert main(["run", str(EXPERIMENTS / "li2023_sequential.toml"), "--quick", "--out", str(out),
-                 "--no-progress"]) == 0
-    _, rows = read_csv(out / "runs.csv")
-    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
-    _, history = read_csv(out / "history.csv")
+    rows, history = _quick("li2023_sequential", out, 3)
     start = {r["run_id"]: r["nse:recurrent"] for r in history if r["epoch"] == 0}
     by = {r["model.circuit"]: start[r["run_id"]] for r in rows}
     assert by["li_colei"] < by["li_rnn"] and by["li_colei"] < by["li_dann"]
@@ -146,12 +151,7 @@ def test_sequential_quick_records_recurrent_nse(tmp_path, capsys):
 
 
 def test_fraction_quick_colei_nse_rises_with_inhibition(tmp_path, capsys):
-    out = tmp_path / "frac"
-    assert main(["run", str(EXPERIMENTS / "li2023_spectra_fraction.toml"), "--quick", "--out", str(out),
-                 "--no-progress"]) == 0
-    _, rows = read_csv(out / "runs.csv")
-    assert len(rows) == 9 and all(r["status"] == "ok" for r in rows)
-    _, history = read_csv(out / "history.csv")
+    rows, history = _quick("li2023_spectra_fraction", tmp_path / "frac", 9)
     square = [c for c in history[0] if c.startswith("nse:")][1]  # the 200 x 200 layer
     start = {r["run_id"]: r[square] for r in history if r["epoch"] == 0}
     colei = [start[r["run_id"]] for r in rows if str(r["ei"]).startswith("colei")]

@@ -15,6 +15,7 @@ from torch.nn.utils import parametrize
 
 from .. import _hooks
 from ..errors import ConfigError, DegenerateFeedbackWarning, DivergenceError, ShapeError
+from .dynamics import time_input
 from .traces import TRACES, Trace, exact_trace
 
 
@@ -183,3 +184,26 @@ def _check_finite(circuit, learners, lr: float) -> None:
                     else f"the weights of synapses {ln.synapse.name!r}")
             raise DivergenceError(f"learn_online: {what} became non-finite (NaN or inf); the learning rate "
                                   f"lr={lr} is probably too large for this circuit, dt and error")
+
+
+def _sequence_rows(circuit, x, target, mask, duration, dt, owner: str):
+    """The input rows of a traced rule and its target and mask as (T, batch, n_out) rows:
+    ``(xs, steps, batch, target, mask, factory)``."""
+    xs, steps, _ = time_input(circuit, x, duration, dt, owner)
+    batch = xs.shape[1]
+    n_out = circuit.population(circuit.output).size
+    target = _rows(target, "target", steps, batch, n_out, xs)
+    mask = None if mask is None else _rows(mask, "mask", steps, batch, n_out, xs)
+    return xs, steps, batch, target, mask, {"dtype": xs.dtype, "device": xs.device}
+
+
+def _per_weight(learners, grads: dict, batch: int) -> dict:
+    """Each traced weight's gradient of the sequence (``OnlineTrace.gradients``): its columns of its
+    population's summed gradient, divided by the batch, masked like the synapse."""
+    out = {}
+    for ln in learners:
+        g = grads[ln.post][:, ln.cols] / batch
+        mask_s = None if ln.synapse is None else ln.synapse.mask
+        out[ln.key] = g if mask_s is None else g * mask_s.to(g.dtype)
+    return out
+

@@ -42,9 +42,9 @@ import math
 import torch
 
 from ..errors import ConfigError, DivergenceError, check_choice
-from ._traced import (_apply, _check_finite, _check_lr, _check_method, _check_traced, _learners, _rows,
-                      _signal_routes, methods)  # noqa: F401 (methods: re-exported)
-from .dynamics import currents, initial_state, time_input, weights
+from ._traced import (_apply, _check_finite, _check_lr, _check_method, _check_traced, _learners, _per_weight,
+                      _sequence_rows, _signal_routes, methods)  # noqa: F401 (methods: re-exported)
+from .dynamics import currents, initial_state, weights
 from .noise import draws, noisy, scale
 from .three_factor import OnlineStep, OnlineTrace, learn_three_factor, online_step  # noqa: F401 (re-exported)
 
@@ -60,13 +60,8 @@ def _learn_traced(circuit, x, target, duration, dt, lr, *, method, mask, update,
     _check_lr(lr)
     check_choice("learn_online", "update", update, UPDATES)
     _check_traced(circuit, method)
-    xs, steps, _ = time_input(circuit, x, duration, dt, "learn_online")
-    batch = xs.shape[1]
+    xs, steps, batch, target, mask, factory = _sequence_rows(circuit, x, target, mask, duration, dt, "learn_online")
     out = circuit.output
-    n_out = circuit.population(out).size
-    target = _rows(target, "target", steps, batch, n_out, xs)
-    mask = None if mask is None else _rows(mask, "mask", steps, batch, n_out, xs)
-    factory = {"dtype": xs.dtype, "device": xs.device}
     traced, learners = _learners(circuit, method, batch, dt, learn_bias, factory)
     routes = _signal_routes(circuit)
     pops = [p for p in circuit.populations if p.name != circuit.input]
@@ -166,10 +161,7 @@ def _learn_traced(circuit, x, target, duration, dt, lr, *, method, mask, update,
     trace = OnlineTrace(t=t, rates={k: torch.stack(v) for k, v in rec_rates.items()}, loss=losses,
                         weights={k: torch.stack(v) for k, v in rec_w.items()}, final_rates=rates)
     if update == "sequence":
-        for ln in learners:
-            g = grads[ln.post][:, ln.cols] / batch
-            mask_s = None if ln.synapse is None else ln.synapse.mask
-            trace.gradients[ln.key] = g if mask_s is None else g * mask_s.to(g.dtype)
+        trace.gradients = _per_weight(learners, grads, batch)
     return trace
 
 

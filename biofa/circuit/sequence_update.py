@@ -24,9 +24,10 @@ import math
 import torch
 
 from ..errors import ConfigError, DivergenceError
-from .dynamics import currents, simulate, time_input, weights
+from .dynamics import currents, simulate, weights
 from .noise import draws, noisy
-from ._traced import _apply, _check_finite, _check_lr, _check_method, _check_traced, _learners, _rows, _signal_routes
+from ._traced import (_apply, _check_finite, _check_lr, _check_method, _check_traced, _learners, _per_weight,
+                      _sequence_rows, _signal_routes)
 from .three_factor import OnlineTrace
 
 __all__ = ["learn_sequence", "gradient_targets"]
@@ -69,13 +70,8 @@ def learn_sequence(circuit, x, target, duration: float | None = None, dt: float 
     if apply:
         _check_lr(lr)
     _check_traced(circuit, method)
-    xs, steps, _ = time_input(circuit, x, duration, dt, "learn_sequence")
-    batch = xs.shape[1]
+    xs, steps, batch, target, mask, factory = _sequence_rows(circuit, x, target, mask, duration, dt, "learn_sequence")
     out = circuit.output
-    n_out = circuit.population(out).size
-    target = _rows(target, "target", steps, batch, n_out, xs)
-    mask = None if mask is None else _rows(mask, "mask", steps, batch, n_out, xs)
-    factory = {"dtype": xs.dtype, "device": xs.device}
     traced, learners = _learners(circuit, method, 1, dt, learn_bias, factory)
     routes = _signal_routes(circuit)
 
@@ -125,9 +121,5 @@ def learn_sequence(circuit, x, target, duration: float | None = None, dt: float 
 
     final = {name: v[-1] for name, v in rates.items()}
     final[circuit.input] = circuit.input_rates(xs[-1])
-    trace = OnlineTrace(t=traj.t, rates=rates, loss=losses, final_rates=final)
-    for ln in learners:
-        g = grads[ln.post][:, ln.cols] / batch
-        mask_s = None if ln.synapse is None else ln.synapse.mask
-        trace.gradients[ln.key] = g if mask_s is None else g * mask_s.to(g.dtype)
-    return trace
+    return OnlineTrace(t=traj.t, rates=rates, loss=losses, final_rates=final,
+                       gradients=_per_weight(learners, grads, batch))

@@ -10,6 +10,7 @@ hooks, ``state_dict`` and conversion machinery are the layers' own.
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -31,7 +32,7 @@ def inhibitory_units(n_excitatory: int, inhibitory_fraction: float, owner: str =
     return max(1, int(round(inhibitory_fraction * n_excitatory)))
 
 
-class _DANN(nn.Module):
+class _DANN(nn.Module, abc.ABC):
     """What every DANN layer shares: the three sub-layers ``ie``, ``ei``, ``ee`` (each a biofa
     layer with its own feedback synapse), the shunting parameters, Cornford et al.'s
     initialisation and corrected updates. Subclasses build the sub-layers (:meth:`_sublayers`) and
@@ -61,9 +62,9 @@ class _DANN(nn.Module):
             _hooks.register_constrained(self)  # g >= 0 after every step
         self.reset_parameters(generator)
 
+    @abc.abstractmethod
     def _sublayers(self, n_in: int, n_i: int, n_out: int, sub: dict):
         """(ie: input -> n_I, ei: n_I -> n_E, ee: input -> n_E), in that order."""
-        raise NotImplementedError
 
     def _per_unit(self, v: torch.Tensor) -> torch.Tensor:
         """A vector over units (n_E or n_I) shaped to broadcast over an output of the layer."""

@@ -48,7 +48,7 @@ def read_study(out: str | Path) -> dict:
     search, compare = _search_and_compare(tree, labels)
     conditions = [c for c in labels if c != "seed" and c not in search]
     plan = results.read_plan(out)
-    return {"out": out, "runs": runs, "history": history, "labels": labels, "meta": meta,
+    return {"out": out, "runs": runs, "history": history, "labels": labels, "meta": meta, "spec": tree,
             "conditions": conditions, "search": search, "compare": compare,
             "n_planned": len(plan) if plan is not None else None,
             "environment": environment.read(out),

@@ -247,14 +247,9 @@ def _plain(value) -> str:
 
 
 def _trials_per_epoch(study) -> int | None:
-    """``[task] trials_per_epoch`` of the resolved spec the study ran with (None if unreadable)."""
-    import tomllib
-
-    try:
-        tree = tomllib.loads((Path(study["out"]) / "spec.toml").read_text())
-        return int(tree["task"]["trials_per_epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    """``[task] trials_per_epoch`` of the resolved spec the study ran with (None without one)."""
+    value = study.get("spec", {}).get("task", {}).get("trials_per_epoch")
+    return int(value) if isinstance(value, int) else None
 
 
 def _loss_curves_figure(study, path, plt) -> bool:
