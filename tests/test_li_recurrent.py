@@ -1,6 +1,7 @@
 """Li et al. (2023)'s recurrent networks as circuits (li_rnn, li_colei, li_dann): they build, keep
-Dale's law through SGD on the sequence task, ColEI's recurrent NSE sits below the free RNN's; the
-'dann' recurrent init and the interneuron-eliminated recurrence; the two specs' --quick runs."""
+Dale's law through SGD on the sequence task, ColEI's recurrent NSE sits below the free RNN's; li_dann's
+DANN synapses start as their code starts them; the 'dann' recurrent init of an interneuron
+population and the interneuron-eliminated recurrence; the two specs' --quick runs."""
 
 import json
 from pathlib import Path
@@ -34,6 +35,10 @@ def build(name, task, seed=0):
 
 def signs_hold(circuit) -> bool:
     for s in circuit.feedforward:
+        if isinstance(s, bc.DANNSynapses):  # Dale's law holds for the factors; W itself is signed
+            if any(bool((f.detach() < 0).any()) for f in s.factors()):
+                return False
+            continue
         pre = s.pre.sign
         w = s.weight.detach()
         if pre == "I" and bool((w > 0).any()):
@@ -76,8 +81,32 @@ def test_colei_recurrent_nse_below_the_free_rnn_over_seeds(task):
         assert values["colei"] < values["dann"] - 0.05, values
 
 
-def test_dann_init_and_its_effective_recurrence(task):
+def test_li_dann_starts_as_their_code(task):
     c = build("li_dann", task, seed=3)
+    assert all(isinstance(s, bc.DANNSynapses) for s in c.feedforward)
+    assert [s.interneurons for s in c.feedforward] == [10, 10, 1]
+    rec = c.synapse("E->E")
+    ee, ei, ie = (f.detach().to(torch.float64) for f in rec.factors())
+    assert bool((ee >= 0).all()) and bool((ei >= 0).all()) and bool((ie >= 0).all())
+    assert torch.allclose(ei.sum(1), torch.ones(100, dtype=torch.float64), atol=1e-6)  # rows sum to 1
+    assert torch.allclose(ie, ee.mean(0, keepdim=True).expand(10, 100), atol=1e-6)  # W_IE: mean row
+    names, eff = effective_recurrent_matrix(c, c.recurrent_components[0])
+    assert names == ["E"] and torch.allclose(eff.to(torch.float64), ee - ei @ ie, atol=1e-6)
+    assert float(eff.sum(0).abs().max()) < 1e-4  # columns centred: W_EE - W_EI W_IE
+
+
+DANN_POPULATIONS = {  # a recurrent DANN with an interneuron population (one step late), for the init rule
+    "input": "x", "output": "y", "seed": 0, "dynamics": "rate", "readout": "E", "recurrent_init": {"rule": "dann"},
+    "populations": {"x": {"size": 8, "tau": 0.02}, "E": {"size": 100, "sign": "E", "activation": "relu", "tau": 0.02},
+                    "I": {"size": 10, "sign": "I", "activation": "linear", "tau": 0.02},
+                    "y": {"size": 10, "activation": "linear", "tau": 0.02}},
+    "synapses": [{"pre": "x", "post": "E", "sign": "E"}, {"pre": "x", "post": "I", "sign": "E"},
+                 {"pre": "E", "post": "E"}, {"pre": "E", "post": "I"}, {"pre": "I", "post": "E"},
+                 {"pre": "E", "post": "y"}]}
+
+
+def test_dann_recurrent_init_and_its_effective_recurrence(task):
+    c = bc.from_spec(dict(DANN_POPULATIONS, seed=3))
     comp = c.recurrent_components[0]
     m = recurrent_matrix(c, comp).to(torch.float64)
     ee, ei, ie = m[:100, :100], m[:100, 100:], m[100:, :100]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..circuit.synapses import check_updatable_in_place
 from ..errors import ConfigError, check_choice
 
 __all__ = ["ACTIVATIONS"]
@@ -91,6 +92,8 @@ def as_numpy(t) -> np.ndarray:
 def read_circuit(circuit, *, learning: bool, learn_bias: bool = True, through_time: bool = False) -> Plan:
     """Read a :class:`~biofa.circuit.Circuit` into numpy; raise on what brian2 cannot express.
     ``through_time``: learning by a traced rule (RFLO), which accepts cycles."""
+    if learning:
+        check_updatable_in_place(circuit, "brian2's online learning")
     if learning and circuit.output is None:
         raise ConfigError("biofa.brian2: online learning needs the circuit's output population; set output=")
     if learning and circuit.recurrent and not through_time:

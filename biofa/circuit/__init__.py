@@ -33,6 +33,7 @@ True
 from . import activations, dynamics, graph, masks, noise, online, recurrent_init, three_factor, traces, unroll
 from .activations import ACTIVATIONS, Activation
 from .circuit import Circuit, topological_order
+from .dann_synapses import DANNSynapses
 from .dynamics import Trajectory, simulate
 from .graph import components
 from .online import OnlineStep, OnlineTrace, learn_online, online_step
@@ -41,7 +42,7 @@ from .spec import available, dump, from_spec, load, read, save, to_spec
 from .synapses import FEEDBACK_SIGNS, PAIRED_RULES, FeedbackSynapses, FeedforwardSynapses
 
 __all__ = [
-    "Population", "FeedforwardSynapses", "FeedbackSynapses", "Circuit",
+    "Population", "FeedforwardSynapses", "DANNSynapses", "FeedbackSynapses", "Circuit",
     "Activation", "ACTIVATIONS", "PAIRED_RULES", "FEEDBACK_SIGNS",
     "simulate", "Trajectory", "learn_online", "online_step", "OnlineStep", "OnlineTrace",
     "load", "available", "from_spec", "to_spec", "read", "save", "dump",

@@ -16,6 +16,7 @@ from torch.nn.utils import parametrize
 from .. import _hooks
 from ..errors import ConfigError, DegenerateFeedbackWarning, DivergenceError, ShapeError
 from .dynamics import time_input
+from .synapses import check_updatable_in_place
 from .traces import TRACES, Trace, exact_trace
 
 
@@ -89,6 +90,7 @@ def _learners(circuit, method: str, batch: int, dt: float, learn_bias: bool, fac
     """The traces (one per non-input population) and the weights they serve: every synapse into a
     non-input population and every learned bias. The output's trace is the exact one of its own
     form (it has no recurrence); the others use ``method``'s."""
+    check_updatable_in_place(circuit, {"rflo": "RFLO", "eprop": "e-prop"}.get(method, method))
     traced, learners = [], []
     for p in circuit.populations:
         if p.name == circuit.input:

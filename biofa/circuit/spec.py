@@ -7,7 +7,9 @@ optionally ``feedback`` (direct feedback tables: ``source``, ``target``, ``rule 
 ``sign``, ``init``, ``name``), ``balance``, ``seed`` and ``description``, and for circuits in time
 ``dynamics`` (``"rate"``/``"current"``), ``learn_initial_state``, ``initial_value``, ``readout = "E"`` and
 ``recurrent_init`` (:mod:`biofa.circuit.recurrent_init`); populations also take ``dynamics``,
-``noise`` and (input only) ``rectify``, synapses ``p_connect`` and ``autapses``. Synapses may form
+``noise`` and (input only) ``rectify``, synapses ``p_connect`` and ``autapses``; a synapse table
+with ``interneurons`` (and optionally ``variance``, ``corrected``) builds
+:class:`~biofa.circuit.DANNSynapses`. Synapses may form
 cycles (a recurrent circuit, see :mod:`biofa.circuit.dynamics`)::
 
     input = "x"
@@ -51,6 +53,7 @@ from .._resources import packaged_dir
 from ..errors import ConfigError, SpecError
 from .circuit import Circuit
 from .populations import Population
+from .dann_synapses import DANNSynapses
 from .synapses import FeedbackSynapses, FeedforwardSynapses
 from .writer import dump, save, to_spec  # the writing half, re-exported here
 
@@ -62,7 +65,8 @@ else:  # pragma: no cover
 TOP_KEYS = ("description", "seed", "input", "output", "balance", "dynamics", "learn_initial_state", "initial_value",
             "readout", "recurrent_init", "populations", "synapses", "feedback")
 POPULATION_KEYS = ("size", "sign", "activation", "tau", "bias", "learn_bias", "dynamics", "noise", "rectify")
-SYNAPSE_KEYS = ("pre", "post", "name", "feedback", "feedback_sign", "sign", "norm", "init", "p_connect", "autapses")
+SYNAPSE_KEYS = ("pre", "post", "name", "feedback", "feedback_sign", "sign", "norm", "init", "p_connect", "autapses",
+                "interneurons", "variance", "corrected")
 FEEDBACK_KEYS = ("source", "target", "rule", "name", "sign", "init")
 
 
@@ -146,8 +150,8 @@ def from_spec(spec: dict, *, seed: int | None = None, dtype=None, device=None) -
     for i, table in enumerate(spec["synapses"]):
         options = {k: v for k, v in table.items() if k not in ("pre", "post")}
         with _at(f"synapses[{i}]"):
-            syns.append(FeedforwardSynapses(by_name[table["pre"]], by_name[table["post"]],
-                                            generator=generator, **options, **factory))
+            kind = DANNSynapses if "interneurons" in options else FeedforwardSynapses
+            syns.append(kind(by_name[table["pre"]], by_name[table["post"]], generator=generator, **options, **factory))
 
     feedback_tables = spec.get("feedback", [])
     if not isinstance(feedback_tables, list):

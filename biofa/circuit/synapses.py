@@ -111,6 +111,16 @@ def _resolve_name(kind: str, default: str, name) -> str:
         raise ConfigError(f"{kind} {default}: name must be a non-empty string, got {name!r}")
     return default if name is None else name
 
+def check_updatable_in_place(circuit, what: str) -> None:
+    """Raise :class:`~biofa.errors.ConfigError` when a synapse's W is not a matrix of its own (a
+    factorised W such as :class:`~biofa.circuit.DANNSynapses`'), which ``what`` (an engine that
+    updates W in place from a local estimate of its gradient) cannot update."""
+    for s in circuit.feedforward:
+        message = s.in_place_update_error(what)
+        if message:
+            raise ConfigError(f"FeedforwardSynapses {s.name!r} {message}")
+
+
 class FeedforwardSynapses(nn.Module):
     r"""All-to-all synapses from ``pre`` to ``post``: :math:`I_\mathrm{post} \mathrel{+}= W r_\mathrm{pre}`.
 
@@ -221,6 +231,15 @@ class FeedforwardSynapses(nn.Module):
         layer._set_weight(value)
         if layer.norm is not None:
             layer.norm.bind(value)
+
+    def in_place_update_error(self, what: str) -> str | None:
+        """Why ``what`` (an engine that writes W in place) cannot update these synapses, or None."""
+        return None
+
+    def feedback_matrix(self) -> torch.Tensor:
+        """The effective B of the paired pathway now (detached; M∘B under a connectivity mask)."""
+        b = self.layer.feedback.matrix()
+        return b if self.mask is None else b * self.mask.to(b.dtype)
 
     def forward_tensors(self):
         """``(W, fb_input)`` of one forward: the effective (masked, constrained) W the autograd
@@ -355,11 +374,7 @@ class FeedbackSynapses(nn.Module):
 
     def matrix(self) -> torch.Tensor:
         """The effective B now (detached): shape (source.size, target.size)."""
-        if self.direct:
-            return self.B.detach()
-        b = self.synapse.layer.feedback.matrix()
-        mask = self.synapse.mask
-        return b if mask is None else b * mask.to(b.dtype)
+        return self.B.detach() if self.direct else self.synapse.feedback_matrix()
 
     # -- sign constraint on B: the global optimizer hook calls these (learned B) ---------------
     def constrained_parameters(self):

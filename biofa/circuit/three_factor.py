@@ -25,6 +25,7 @@ import torch
 from .. import _hooks
 from ..errors import ConfigError, ShapeError
 from .dynamics import batched, currents, euler_step, initial_rates, n_steps, weights
+from .synapses import check_updatable_in_place
 
 
 
@@ -68,6 +69,7 @@ def _check(circuit, target):
                           "here integrates the rate form only")
     if circuit.output is None:
         raise ConfigError("online learning needs the circuit's output population; set output=")
+    check_updatable_in_place(circuit, "the three-factor rule")
     for fb in circuit.feedback:
         if fb.rule == "wm":
             raise ConfigError(f"online learning: synapses {fb.name!r} use weight mirror ('wm'), which learns B "
