@@ -21,6 +21,7 @@ fixed random B of W's shape; the sign-concordant rules: W's signs).
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ from torch import nn
 from .. import _hooks
 from ..constraints import functional as CF
 from ..constraints.sign import Dale
-from ..errors import ConfigError
+from ..errors import ConfigError, DegenerateFeedbackWarning
 from ..nn.functional import FeedbackLinearFunction, call_mode, cast_for_autocast
 from .synapses import FeedforwardSynapses
 
@@ -84,8 +85,12 @@ class DANNSynapses(FeedforwardSynapses):
             raise ConfigError(f"{owner}: variance must be a positive number, got {variance!r}")
         if not isinstance(corrected, bool):
             raise ConfigError(f"{owner}: corrected must be true or false, got {corrected!r}")
-        super().__init__(pre, post, feedback=feedback, sign=sign, name=name, generator=generator,
-                         device=device, dtype=dtype)
+        with warnings.catch_warnings():
+            # the core layer warns that uSF under Dale's law is degenerate (sign(W_EE) is rank one),
+            # but here the rule reads the signs of the effective, signed W
+            warnings.simplefilter("ignore", DegenerateFeedbackWarning)
+            super().__init__(pre, post, feedback=feedback, sign=sign, name=name, generator=generator,
+                             device=device, dtype=dtype)
         constraint = self.layer.sign
         if not (isinstance(constraint, Dale) and bool((constraint.signs > 0).all())):
             raise ConfigError(f"{owner}: a DANN synapse needs excitatory presynaptic units, but {pre.name!r} is "
