@@ -134,3 +134,24 @@ def test_a_nan_weight_takes_the_clamp(f64):
     assert held is not w and torch.equal(held.isnan(), w.isnan())
     held.sum().backward()
     assert float(w.grad[1, 2]) == 0.0 and float(w.grad[0, 0]) == 1.0
+
+
+@pytest.mark.parametrize("options", [{"sign": {"rule": "dale", "e_fraction": 1.0}}, {"sign": "dale"},
+                                     {"sign": "fixed"}, {"sign": {"rule": "dale", "enforce": "abs"}, "norm": "const"},
+                                     {"sign": "dale", "norm": "const"}])
+def test_the_hook_leaves_a_compliant_stored_weight(f64, options):
+    """Projected in place (Dale, every unit excitatory) or written back (mixed signs, norms, a
+    reparameterised sign): after every step the stored W complies and the forward uses it as is."""
+    layer = bnn.Linear(12, 9, **options)
+    opt = torch.optim.SGD(layer.parameters(), lr=1.0)
+    x = torch.randn(5, 12)
+    for _ in range(3):
+        opt.zero_grad()
+        layer(x).square().sum().backward()
+        opt.step()
+        w = layer.weight.detach()
+        if layer.sign is not None:
+            assert cf.violations(w, layer.sign.signs) == 0
+        if layer.norm is not None:
+            torch.testing.assert_close(w.norm(), layer.norm.target, rtol=1e-14, atol=0)
+        assert torch.equal(layer._weight_for_forward().detach(), w)
