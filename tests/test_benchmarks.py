@@ -153,7 +153,17 @@ def test_bench_recurrent_simulate_quick(tmp_path):
 @pytest.mark.timeout(HANG_S + 60)
 def test_bench_dann_quick(tmp_path):
     stdout, data = run("bench_dann.py", tmp_path)
-    assert "ratio" in stdout
-    (row,) = data["rows"]
-    assert row["n_I"] == 10 and row["ratio"] > 0 and data["meta"]["rounds"] == 3
+    assert "ratio" in stdout and "FLOP floor" in stdout
+    rows = {r["row"]: r for r in data["rows"]}
+    assert list(rows) == ["layer", "first_layer", "network"] and data["meta"]["rounds"] == 3
+    assert data["meta"]["target_row"] == "layer" and data["meta"]["target"] == 1.3
+    for r in rows.values():
+        assert r["n_I"] == 10 and r["ratio"] > 0 and r["ratio_min"] <= r["ratio"] <= r["ratio_max"]
+    assert rows["layer"]["input_grad"] and not rows["first_layer"]["input_grad"]
+    # the floors, by hand (multiply-adds per sample; quick sizes: n_in 100 or 64, n_E 100, n_I 10)
+    assert rows["layer"]["flop_floor"] == pytest.approx(1.2)
+    first = 2 * 64 * 100 + 2 * 64 * 10 + 3 * 10 * 100
+    assert rows["first_layer"]["flop_floor"] == pytest.approx(first / (2 * 64 * 100))
+    readout = 3 * 100 * 10 + 3 * 100 * 1 + 3 * 1 * 10  # n_E = 10, one interneuron
+    assert rows["network"]["flop_floor"] == pytest.approx((first + readout) / (2 * 64 * 100 + 3 * 100 * 10))
     assert_environment(data, "bench_dann.py")

@@ -123,7 +123,10 @@ class FeedbackLayer(nn.Module):
         """Project W onto its constraints now (sign projection, then norm rescaling)."""
         if not self._needs_projection:
             return
-        self._set_weight(self._project(self.weight))
+        w = self.weight
+        projected = self._project(w)
+        if projected is not w:  # Dale's projection with every unit excitatory clamps W itself, in place
+            self._set_weight(projected)
 
     def __reduce_ex__(self, protocol):
         return reduce_module(self)  # torch.save(model) also under a reparameterised sign
