@@ -45,6 +45,13 @@ class DANNSynapses(FeedforwardSynapses):
     interneurons (module docstring): :math:`W = W_{EE} - W_{EI} W_{IE}`, every factor
     :math:`\ge 0` (projected after every optimizer step).
 
+    Initialisation (Li et al.'s for the recurrent DANN and its input, Cornford et al.'s column
+    centring): :math:`W_{EE} \sim \mathrm{Exp}` with standard deviation
+    :math:`\sigma = \sqrt{v\, n/(n-1)}` (n = post.size > 1, else :math:`\sigma^2 = v`), every row of
+    :math:`W_{IE}` the mean row of :math:`W_{EE}`, :math:`W_{EI}` exponential with each row
+    divided by its sum. Then :math:`W_{EI} W_{IE}` is the column means of :math:`W_{EE}`: every
+    column of W is centred and its entries have variance v.
+
     Parameters
     ----------
     pre, post : Population
@@ -60,13 +67,6 @@ class DANNSynapses(FeedforwardSynapses):
     corrected : Cornford et al.'s corrected updates as learning-rate multipliers
         (:meth:`lr_multipliers`).
     name, generator, device, dtype : as :class:`FeedforwardSynapses`; ``sign``: only ``"E"``.
-
-    Initialisation (Li et al.'s for the recurrent DANN and its input, Cornford et al.'s column
-    centring): :math:`W_{EE} \sim \mathrm{Exp}` with standard deviation
-    :math:`\sigma = \sqrt{v\, n/(n-1)}` (n = post.size > 1, else :math:`\sigma^2 = v`), every row of
-    :math:`W_{IE}` the mean row of :math:`W_{EE}`, :math:`W_{EI}` exponential with each row
-    divided by its sum. Then :math:`W_{EI} W_{IE}` is the column means of :math:`W_{EE}`: every
-    column of W is centred and its entries have variance v.
     """
 
     def __init__(self, pre, post, *, interneurons: int, feedback="fa", sign=None, variance: float | None = None,
