@@ -14,7 +14,7 @@ import biofa.circuit as bc
 from biofa.errors import ConfigError
 from biofa.nn import parameter_groups
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("f64")  # every tensor in float64, the default restored after
 DT = 0.02
 
 
