@@ -70,8 +70,10 @@ def _worker(rank, init_file, rule, rounds, out):
                          "step_s": times[name]})
         with open(out, "w") as f:
             json.dump(rows, f)
+    runs.clear()  # free the DDP reducers while the group lives, then wait for gloo's threads
     dist.barrier()  # gloo's destructor can otherwise deadlock on the GIL (torch issue 56297)
     dist.destroy_process_group()
+    os._exit(0)  # the same deadlock can strike in any destructor at exit: the result is on disk
 
 
 def main(argv=None) -> dict:
