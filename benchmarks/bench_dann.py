@@ -9,7 +9,7 @@ DANN matrices (after the step, by biofa's optimizer hook), rule ``bp``. The DANN
   layer but the first; the loss is :math:`\\|h\\|^2 / 2N` (N the batch), its gradient h/N handed
   to ``h.backward`` (one scaling: neither side pays for more of a loss, so the ratio is the
   layers' own; a loss linear in h would drive :math:`W_{EI} W_{IE}` to overflow within 200
-  steps). The issue's target (ratio ≤ 1.3) is judged on this row.
+  steps). The speed target (ratio ≤ 1.3) is judged on this row.
 - ``first_layer``: the same on raw input, n_in = 784 (no input gradient).
 - ``network``: the two-layer network n_in-n_E-10 (ReLU between, cross-entropy; the DANN read-out
   has one interneuron), as built by :func:`biofa.nn.convert`.
