@@ -270,3 +270,22 @@ def test_three_factor_and_brian2_learning_refuse_a_factorised_w():
     read_circuit(c, learning=False)  # running it is fine: W is read once
     with pytest.raises(ConfigError, match="brian2's online learning updates W itself"):
         read_circuit(c, learning=True)
+
+
+def test_direct_feedback_reaches_the_dann_synapses_of_a_hidden_population():
+    """DFA: E's error is e B_dfa, not the read-out's W. With a loss linear in y (e = 1) the input and
+    recurrent factors' gradients do not depend on the read-out's factors at all."""
+    def grads(readout_scale):
+        s = spec(feedback="none")
+        s["feedback"] = [{"source": "y", "target": "E", "rule": "dfa"}]
+        c = bc.from_spec(s)
+        with torch.no_grad():
+            readout = c.synapse("E->y")
+            readout.layer.weight.mul_(readout_scale)
+            readout.w_ei.mul_(readout_scale)
+        c.unroll(inputs(8), dt=DT).rates["y"].sum().backward()
+        return [p.grad.clone() for s_ in c.feedforward[:2] for p in (s_.layer.weight, s_.w_ei, s_.w_ie)]
+
+    one, other = grads(1.0), grads(3.0)
+    assert all(float(g.abs().sum()) > 0 for g in one)
+    assert all(torch.equal(a, b) for a, b in zip(one, other))
