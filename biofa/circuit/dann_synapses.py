@@ -33,12 +33,6 @@ from ..errors import ConfigError, DegenerateFeedbackWarning
 from ..nn.functional import FeedbackLinearFunction, call_mode, cast_for_autocast
 from .synapses import FeedforwardSynapses
 
-#: what the engines that update W in place (RFLO, e-prop, three-factor, brian2) say of a DANN synapse
-LOCAL_RULE_MESSAGE = ("is a DANN synapse (W = W_EE - W_EI W_IE, interneurons = {n}): {what} updates W itself, "
-                      "but W is a product of non-negative factors, each of which needs its own gradient; train "
-                      "this circuit by backpropagation through time, or use plain Dale synapses and an "
-                      "interneuron population")
-
 
 class DANNSynapses(FeedforwardSynapses):
     r"""Synapses from an excitatory ``pre`` to ``post`` through ``interneurons`` inhibitory
@@ -127,7 +121,7 @@ class DANNSynapses(FeedforwardSynapses):
             if tuple(value.shape) != tuple(target.shape):
                 raise ConfigError(f"DANNSynapses {self.name!r}: {name} must have shape {tuple(target.shape)}, "
                                   f"got {tuple(value.shape)}")
-        self.layer._set_weight(w_ee.clamp(min=0).to(self.layer.weight.dtype))
+        self.layer._set_weight(w_ee.clamp(min=0))
         self.w_ei.copy_(w_ei.clamp(min=0))
         self.w_ie.copy_(w_ie.clamp(min=0))
 
@@ -141,17 +135,16 @@ class DANNSynapses(FeedforwardSynapses):
         w_ee, w_ei, w_ie = self.factors()
         return w_ee - w_ei @ w_ie
 
-    def effective_weight(self) -> torch.Tensor:
-        """W (detached), as :func:`biofa.analysis.nse` measures a DANN."""
-        return self.weight.detach()
-
     def write_weight(self, value: torch.Tensor) -> None:
         raise ConfigError(f"DANNSynapses {self.name!r}: W = W_EE - W_EI W_IE is set through its factors "
                           "(write_factors), not as one matrix; an initialisation that writes whole recurrent "
                           "matrices (recurrent_init, balance) does not apply to it")
 
     def in_place_update_error(self, what: str) -> str:
-        return LOCAL_RULE_MESSAGE.format(n=self.interneurons, what=what)
+        return (f"is a DANN synapse (W = W_EE - W_EI W_IE, interneurons = {self.interneurons}): {what} updates W "
+                "itself, but W is a product of non-negative factors, each of which needs its own gradient; train "
+                "this circuit by backpropagation through time, or use plain Dale synapses and an interneuron "
+                "population")
 
     def forward_tensors(self):
         w = self.weight

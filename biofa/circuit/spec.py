@@ -52,8 +52,8 @@ import torch
 from .._resources import packaged_dir
 from ..errors import ConfigError, SpecError
 from .circuit import Circuit
-from .populations import Population
 from .dann_synapses import DANNSynapses
+from .populations import Population
 from .synapses import FeedbackSynapses, FeedforwardSynapses
 from .writer import dump, save, to_spec  # the writing half, re-exported here
 

@@ -111,6 +111,7 @@ def _resolve_name(kind: str, default: str, name) -> str:
         raise ConfigError(f"{kind} {default}: name must be a non-empty string, got {name!r}")
     return default if name is None else name
 
+
 def check_updatable_in_place(circuit, what: str) -> None:
     """Raise :class:`~biofa.errors.ConfigError` when a synapse's W is not a matrix of its own (a
     factorised W such as :class:`~biofa.circuit.DANNSynapses`'), which ``what`` (an engine that
